@@ -1,0 +1,343 @@
+"""The webhook channel: its options, the adapter, and the registry entry ``WEBHOOK``.
+
+Inbound ``POST /webhook/{channel}/events`` answers:
+
+======  ===========================================================================
+200     ``{"status": "accepted"}`` or ``{"status": "duplicate"}`` (committed)
+400     the body is not a usable event; ``{"error": "<one line>"}``
+401     missing, wrong or stale signature; nothing was accepted
+413     the body or the text is too long
+503     the channel is not running or the event could not be stored (``Retry-After``)
+======  ===========================================================================
+
+Replies are POSTed to ``deliver_url``; the receiver's status decides what happens: 2xx sent,
+429 wait (``Retry-After``) and retry, 5xx / timeout / connection error retry, 410 the recipient
+is gone (the conversation ends), any other status the message is dropped. Redirects are not
+followed (a signed request must reach the configured URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Annotated, Any
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from yarl import URL
+
+from adapters.webhook.convert import (
+    DEFAULT_MAX_TEXT_LENGTH,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    InvalidEvent,
+    encode,
+    parse_body,
+    render,
+    signed_headers,
+    to_inbound,
+    typing_body,
+    verify_signature,
+)
+from bridge.channel import (
+    AcceptResult,
+    Adapter,
+    AdapterServices,
+    Delivery,
+    DeliveryRejected,
+    DeliveryRetryable,
+    Intake,
+    IntakeUnavailable,
+    RecipientGone,
+)
+
+log = logging.getLogger("adapters.webhook")
+
+#: Seconds a sender is asked to wait when the event could not be stored.
+RETRY_AFTER_SECONDS = 5
+#: Shortest accepted ``secret``.
+MIN_SECRET_LENGTH = 16
+#: How much of a receiver's answer is read (for ``message_id`` and error excerpts).
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class WebhookOptions(BaseModel):
+    """The options of a ``type = "webhook"`` channel (the channel's extra configuration keys)."""
+
+    # hide_input_in_errors: a too-short secret must not be echoed in a validation error.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    #: HMAC-SHA256 key shared with the integrator (at least 16 characters); signs events in
+    #: and replies out.
+    secret: SecretStr
+    #: Where replies (and typing notices) are POSTed; an http:// or https:// URL.
+    deliver_url: str
+    #: Longest accepted ``text`` in characters; longer events are refused with 413.
+    max_text_length: Annotated[int, Field(ge=1)] = DEFAULT_MAX_TEXT_LENGTH
+    #: Largest accepted event body in bytes; larger ones are refused with 413.
+    max_body_bytes: Annotated[int, Field(ge=256)] = 64 * 1024
+    #: Total time for one POST to ``deliver_url`` (connect, send, answer) before it is retried.
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    #: How far ``X-Bridge-Timestamp`` may be from this host's clock (replay protection).
+    signature_tolerance_seconds: Annotated[float, Field(gt=0)] = 300.0
+    #: POST ``{"typing": true, ...}`` to ``deliver_url`` while the bot is thinking.
+    send_typing: bool = False
+
+    # The messages name their key: bridge.config.describe_errors prints a value error's
+    # message without its location.
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"secret: must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("deliver_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        problem = "deliver_url: must be an http:// or https:// URL"
+        try:
+            url = URL(value)
+        except ValueError:
+            raise ValueError(problem) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(problem)
+        return value
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _excerpt(raw: bytes, limit: int = 200) -> str:
+    return " ".join(raw[:limit].decode("utf-8", "replace").split())
+
+
+def _message_id(raw: bytes) -> str | None:
+    """``message_id`` from a JSON answer, when there is one."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    value = body.get("message_id")
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body; the rest is left unread."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class WebhookAdapter(Adapter):
+    """One webhook channel. Intake runs between :meth:`start` and :meth:`stop`; before and
+    after, events are answered 503 so the sender retries."""
+
+    def __init__(self, name: str, options: WebhookOptions, services: AdapterServices) -> None:
+        super().__init__(name)
+        self.options = options
+        self._services = services
+        self._intake: Intake | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        # The secret stays a SecretStr; name only what helps an operator.
+        return f"WebhookAdapter(name={self.name!r}, deliver_url={self.options.deliver_url!r})"
+
+    @property
+    def events_path(self) -> str:
+        return f"/webhook/{self.name}/events"
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return [web.post(self.events_path, self._handle_event)]
+
+    async def start(self, intake: Intake) -> None:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_seconds),
+                # Proxies from the environment are not wanted for a configured endpoint.
+                trust_env=False,
+                headers={"User-Agent": "parloa-bridge-webhook"},
+            )
+        self._intake = intake
+        log.info("webhook channel %s: receiving events on %s", self.name, self.events_path)
+
+    async def stop(self) -> None:
+        self._intake = None
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+            log.info("webhook channel %s: stopped", self.name)
+
+    def status(self) -> Mapping[str, Any]:
+        return {"started": self._intake is not None}
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        return self.options.secret.get_secret_value().encode("utf-8")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.options.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _BodyTooLarge
+        # Read the stream ourselves: the app's client_max_size is not this channel's limit.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _handle_event(self, request: web.Request) -> web.Response:
+        intake = self._intake
+        unavailable = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if intake is None:
+            return _error(503, "channel is not running", unavailable)
+        try:
+            raw = await self._read_body(request)
+        except _BodyTooLarge:
+            return _error(413, f"body is larger than {self.options.max_body_bytes} bytes")
+        problem = verify_signature(
+            self._secret(),
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            raw,
+            now=time.time(),
+            tolerance=self.options.signature_tolerance_seconds,
+        )
+        if problem is not None:
+            log.info("webhook channel %s: refused an event: %s", self.name, problem)
+            return _error(401, problem)
+        try:
+            event = to_inbound(parse_body(raw), max_text_length=self.options.max_text_length)
+        except InvalidEvent as exc:
+            log.info("webhook channel %s: invalid event: %s", self.name, exc.reason)
+            return _error(exc.status, exc.reason)
+        try:
+            result = await intake.accept(event)
+        except IntakeUnavailable:
+            log.warning(
+                "webhook channel %s: event %s could not be stored; asked the sender to retry",
+                self.name,
+                event.event_id,
+            )
+            return _error(503, "temporarily unavailable, retry later", unavailable)
+        # Only now, with the event committed, may the sender consider it delivered.
+        log.debug("webhook channel %s: event %s %s", self.name, event.event_id, result.value)
+        status = "duplicate" if result is AcceptResult.DUPLICATE else "accepted"
+        return web.json_response({"status": status})
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    async def _post(self, body: Mapping[str, Any]) -> tuple[int, Mapping[str, str], bytes]:
+        session = self._session
+        if session is None or session.closed:
+            raise DeliveryRetryable("webhook channel is not running")
+        raw = encode(body)
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(self._secret(), str(int(time.time())), raw),
+        }
+        try:
+            async with session.post(
+                self.options.deliver_url, data=raw, headers=headers, allow_redirects=False
+            ) as resp:
+                answer = await _read_capped(resp.content, MAX_RESPONSE_BYTES)
+                return resp.status, dict(resp.headers), answer
+        except TimeoutError:
+            raise DeliveryRetryable(
+                f"deliver_url did not answer within {self.options.request_timeout_seconds}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise DeliveryRetryable(f"deliver_url unreachable: {type(exc).__name__}") from None
+
+    async def deliver(self, delivery: Delivery) -> None:
+        # The whole delivery is one part: once it was accepted there is nothing left to send.
+        if delivery.parts_done >= 1:
+            return
+        status, headers, answer = await self._post(render(delivery))
+        if 200 <= status < 300:
+            message_id = _message_id(answer)
+            log.debug(
+                "webhook channel %s: delivered outbox %s (message id %s)",
+                self.name,
+                delivery.outbox_id,
+                message_id,
+            )
+            await delivery.progress(0, message_id)
+            return
+        excerpt = _excerpt(answer)
+        message = f"deliver_url answered {status}" + (f": {excerpt}" if excerpt else "")
+        if status == 429:
+            raise DeliveryRetryable(
+                message, retry_after=_retry_after(headers.get("Retry-After")), rate_limited=True
+            )
+        if status >= 500:
+            raise DeliveryRetryable(message, retry_after=_retry_after(headers.get("Retry-After")))
+        if status == 410:
+            raise RecipientGone(message)
+        raise DeliveryRejected(message)
+
+    async def typing(self, address: Mapping[str, Any]) -> None:
+        if not self.options.send_typing:
+            return
+        try:
+            status, _headers, _answer = await self._post(typing_body(address))
+        except (DeliveryRetryable, DeliveryRejected) as exc:
+            log.debug("webhook channel %s: typing notice failed: %s", self.name, exc)
+            return
+        if not 200 <= status < 300:
+            log.debug("webhook channel %s: typing notice answered %s", self.name, status)
+
+
+class WebhookChannelType:
+    """The registry entry of ``type = "webhook"``."""
+
+    options_model: type[BaseModel] = WebhookOptions
+
+    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter:
+        if not isinstance(options, WebhookOptions):
+            options = WebhookOptions.model_validate(options)
+        return WebhookAdapter(name, options, services)
+
+
+WEBHOOK = WebhookChannelType()

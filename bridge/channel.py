@@ -1,0 +1,183 @@
+"""What the core and the adapters agree on: inbound and outbound types, the adapter interface,
+and the small services the core hands an adapter (intake, persisted state, leases).
+
+An adapter turns platform updates into :class:`Inbound` events and hands them to
+``intake.accept``; it acknowledges the platform only after that returns (the event is then
+committed). The core calls ``deliver`` with the response elements to render and send.
+
+Delivery errors, one tree::
+
+    DeliveryError                 root
+    ├── DeliveryRetryable         network trouble, 5xx, 429: try again (after .retry_after)
+    ├── DeliveryRejected          the platform refuses this message for good: skip it
+    └── RecipientGone             the user blocked the bot / the chat is gone: end the conversation
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bridge.textchat.models import ResponseElement
+
+ContextScalar = str | int | float | bool
+
+
+class InboundKind(enum.StrEnum):
+    TEXT = "text"  # a user's message
+    BUTTON = "button"  # a chip pressed; ``text`` is the chip's value
+    START = "start"  # start a new conversation (Telegram /start)
+    STOP = "stop"  # the user quits
+    RESTART = "restart"  # quit and start again
+    UNSUPPORTED = "unsupported"  # a sticker, photo, voice note, ...: answered with a note
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One platform event, normalised.
+
+    ``event_id`` is the deduplication key: stable across every redelivery of the same event
+    (Telegram: the update id; Slack: team, channel and ts). ``conversation_key`` names the
+    conversation on the platform (a DM, a user within a group, a thread). ``address`` is what
+    ``deliver`` needs to answer there (JSON-serialisable)."""
+
+    event_id: str
+    conversation_key: str
+    user_id: str
+    kind: InboundKind
+    text: str = ""
+    address: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, ContextScalar] = field(default_factory=dict)
+
+
+class AcceptResult(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+class IntakeUnavailable(Exception):
+    """The event could not be committed (the database is unavailable). Do not acknowledge it
+    to the platform: let the platform send it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Response elements for one conversation, to render and send in order.
+
+    Rendering must be deterministic: the adapter renders ``elements`` into platform messages
+    ("parts") and sends ``parts[parts_done:]``, awaiting ``progress(i, message_id)`` after part
+    ``i`` (0-based) was accepted by the platform; the core records how far it got with the
+    outcome, so a retry after a failure never repeats a sent part."""
+
+    outbox_id: int
+    conversation_key: str
+    address: Mapping[str, Any]
+    elements: Sequence[ResponseElement]
+    parts_done: int
+    progress: Callable[[int, str | None], Awaitable[None]]
+
+
+class DeliveryError(Exception):
+    """Root of delivery failures."""
+
+
+class DeliveryRetryable(DeliveryError):
+    def __init__(self, message: str, retry_after: float | None = None, rate_limited: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+class DeliveryRejected(DeliveryError):
+    """The platform refuses this message permanently (e.g. 400)."""
+
+
+class RecipientGone(DeliveryError):
+    """The user blocked the bot, left, or the chat was deleted."""
+
+
+class ChannelState(Protocol):
+    """Small persisted key-value state and leases, scoped to one channel."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def put(self, key: str, value: str) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take or renew the named lease for ``ttl`` seconds; False while another owner holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+class Intake(Protocol):
+    """What an adapter is given on start."""
+
+    @property
+    def channel(self) -> str: ...
+
+    @property
+    def state(self) -> ChannelState: ...
+
+    @property
+    def instance_id(self) -> str:
+        """This process's identity, for leases."""
+        ...
+
+    async def accept(self, event: Inbound) -> AcceptResult:
+        """Deduplicate and commit. Raises IntakeUnavailable when nothing could be stored."""
+        ...
+
+
+class Adapter(abc.ABC):
+    """One configured channel. Subclasses own their platform library."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """HTTP routes to serve on the bridge's server (webhooks); called before start."""
+        return ()
+
+    @abc.abstractmethod
+    async def start(self, intake: Intake) -> None:
+        """Begin intake. Returns once running; raises if the channel cannot start."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop intake and release what was taken. Idempotent."""
+
+    @abc.abstractmethod
+    async def deliver(self, delivery: Delivery) -> None:
+        """Render and send; raises a DeliveryError subclass on failure."""
+
+    async def typing(self, address: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Show that the bot is thinking (refreshed by the core while Parloa answers)."""
+
+    def status(self) -> Mapping[str, Any]:
+        """Extra state for /readyz."""
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterServices:
+    """What the core offers every adapter at construction."""
+
+    public_url: str | None
+    unsupported_text: str
+
+
+class ChannelType(Protocol):
+    """The entry of a channel type in the registry."""
+
+    options_model: type[BaseModel]
+
+    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter: ...

@@ -1,0 +1,304 @@
+"""Configuration: a TOML file, ``env:NAME`` strings resolved from the environment, validated
+into frozen models. Every problem is reported as one line naming the key."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+ENV_PREFIX = "env:"
+DEFAULT_CONFIG_FILE = "bridge.toml"
+CONFIG_ENV_VAR = "PARLOA_BRIDGE_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one readable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///bridge.db"
+    auto_migrate: bool = True
+    pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    echo: bool = False
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    public_url: str | None = None
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class ParloaConfig(_Section):
+    """Defaults shared by every bot."""
+
+    base_url: str = "https://app.parloa.com"
+    timeout_seconds: PositiveSeconds = 30.0
+    connect_timeout_seconds: PositiveSeconds = 10.0
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+
+
+ContextScalar = str | bool | int | float
+
+
+class BotConfig(_Section):
+    """One Parloa TextchatV2 release."""
+
+    release_id: Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+    api_token: SecretStr
+    base_url: str | None = None
+    timeout_seconds: PositiveSeconds | None = None
+    context: dict[str, ContextScalar] = Field(default_factory=dict)
+
+
+ChannelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class ChannelConfig(BaseModel):
+    """The keys every channel has; the rest belongs to the adapter of its ``type``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: ChannelName
+    type: str
+    bot: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EngineConfig(_Section):
+    retry_budget_seconds: PositiveSeconds = 900.0
+    retry_initial_seconds: PositiveSeconds = 1.0
+    retry_max_seconds: PositiveSeconds = 60.0
+    idle_timeout_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    lease_seconds: PositiveSeconds = 30.0
+    max_concurrent_conversations: Annotated[int, Field(ge=1)] = 2000
+    delivery_attempts: Annotated[int, Field(ge=1)] = 10
+    retention_days: Annotated[float, Field(ge=0)] = 30.0
+    drain_timeout_seconds: Annotated[float, Field(ge=0)] = 15.0
+
+
+class MessagesConfig(_Section):
+    """Texts the bridge itself says to users."""
+
+    unavailable: str = "Sorry, the assistant is not available right now. Please try again later."
+    rejected: str = "Sorry, I could not process that message."
+    unsupported: str = "Sorry, I can only read text messages."
+    conversation_ended: str = "The conversation has ended. Write again to start a new one."
+
+
+class SimulatorConfig(_Section):
+    """Start the TextchatV2 simulator in-process (demo and tests only)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    token: SecretStr | None = None
+    latency_seconds: Annotated[float, Field(ge=0)] = 0.0
+
+
+class BridgeConfig(_Section):
+    database: DatabaseConfig = DatabaseConfig()
+    http: HttpConfig = HttpConfig()
+    logging: LoggingConfig = LoggingConfig()
+    parloa: ParloaConfig = ParloaConfig()
+    engine: EngineConfig = EngineConfig()
+    messages: MessagesConfig = MessagesConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    bots: dict[str, BotConfig] = Field(default_factory=dict)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> BridgeConfig:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, channel in enumerate(self.channels):
+            if channel.name in seen:
+                problems.append(f"channels[{i}].name: duplicate channel name {channel.name!r}")
+            seen.add(channel.name)
+            if channel.bot not in self.bots:
+                known = ", ".join(sorted(self.bots)) or "none configured"
+                problems.append(
+                    f"channels[{i}].bot: no bot named {channel.bot!r} under [bots] ({known})"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def bot_base_url(self, bot: str) -> str:
+        return self.bots[bot].base_url or self.parloa.base_url
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the configuration, for log redaction."""
+        return [s.get_secret_value() for s in _walk_secrets(self) if s.get_secret_value()]
+
+    def summary(self) -> dict[str, Any]:
+        """The configuration as plain data with every secret redacted."""
+        summary: dict[str, Any] = _redacted(self.model_dump(mode="python"))
+        return summary
+
+
+def _walk_secrets(value: object) -> Iterator[SecretStr]:
+    if isinstance(value, SecretStr):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _walk_secrets(getattr(value, name))
+        for extra in (value.model_extra or {}).values():
+            yield from _walk_secrets(extra)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _walk_secrets(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _walk_secrets(item)
+
+
+_SECRET_KEY = re.compile(r"(token|secret|password|key)$", re.IGNORECASE)
+
+
+def _redacted(value: Any, key: str = "") -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, key) for v in value]
+    if isinstance(value, str) and _SECRET_KEY.search(key) and value:
+        return "***"
+    if isinstance(value, str) and "://" in value and "@" in value:
+        # database URLs carry passwords: user:pw@host
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", value)
+    return value
+
+
+def resolve_env(
+    value: Any, environ: Mapping[str, str], path: str = "", problems: list[str] | None = None
+) -> Any:
+    """Replace every ``env:NAME`` string with the variable's value; missing ones are problems."""
+    problems = problems if problems is not None else []
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :].strip()
+        if not name:
+            problems.append(f"{path}: 'env:' names no environment variable")
+            return value
+        if name not in environ:
+            problems.append(f"{path}: environment variable {name} is not set")
+            return value
+        return environ[name]
+    if isinstance(value, dict):
+        return {
+            k: resolve_env(v, environ, f"{path}.{k}" if path else str(k), problems)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [resolve_env(v, environ, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        where = _loc(tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "value_error":
+            # our own cross checks carry their own "where: what" lines
+            for line in msg.removeprefix("Value error, ").splitlines():
+                lines.append(line)
+            continue
+        lines.append(f"{where}: {msg}" if where else msg)
+    return lines
+
+
+ChannelValidator = Callable[[ChannelConfig, str], list[str]]
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    validate_channel: ChannelValidator | None = None,
+) -> BridgeConfig:
+    """Validate already-parsed TOML data. Raises ConfigError with every problem found."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    resolved = resolve_env(dict(data), environ, "", problems)
+    try:
+        config = BridgeConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(problems + describe_errors(exc)) from None
+    if validate_channel is not None:
+        for i, channel in enumerate(config.channels):
+            problems.extend(validate_channel(channel, f"channels[{i}]"))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(explicit or environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE)
+
+
+def load_config(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    validate_channel: ChannelValidator | None = None,
+) -> BridgeConfig:
+    """Read and validate a TOML configuration file. Raises ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: configuration file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration file ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    return parse_config(data, environ, validate_channel)

@@ -1,0 +1,776 @@
+"""The conversation engine: from the inbox, through Parloa, to the outbox and the adapters.
+
+One worker per conversation at a time (holding the conversation's lease in the database), many
+conversations at once. A worker delivers the conversation's pending replies in order, then takes
+its oldest pending inbound event, runs the session lifecycle for it, and commits the outcome in
+one transaction. Nothing is done twice unless a process dies between a network call and the
+commit that records it (the crash window named in the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.channel import (
+    AcceptResult,
+    Adapter,
+    ChannelState,
+    Delivery,
+    DeliveryError,
+    DeliveryRejected,
+    DeliveryRetryable,
+    Inbound,
+    IntakeUnavailable,
+    RecipientGone,
+)
+from bridge.config import EngineConfig, MessagesConfig
+from bridge.metrics import Metrics
+from bridge.store.repository import (
+    DEAD,
+    DONE,
+    FAILED,
+    SENT,
+    Conversation,
+    InboxItem,
+    LeaseLost,
+    NewOutbox,
+    OutboxItem,
+    Step,
+    Store,
+    StoreUnavailable,
+)
+from bridge.textchat.client import TextchatClient, TextchatResult
+from bridge.textchat.context import build_context
+from bridge.textchat.errors import (
+    RateLimited,
+    SessionNotFound,
+    TextchatError,
+    Unauthorized,
+)
+from bridge.textchat.models import (
+    Event,
+    LaunchEvent,
+    MessageEvent,
+    QuitEvent,
+    element_to_wire,
+    parse_element,
+)
+
+log = logging.getLogger("bridge.engine")
+
+IDLE = "idle"  # an inbox kind the engine raises itself when a conversation went quiet
+TYPING_REFRESH = 4.0  # Telegram's typing indicator lasts about 5 s
+
+
+def backoff(attempt: int, initial: float, cap: float) -> float:
+    """Capped exponential backoff with jitter (attempt counts from 1)."""
+    ceiling = min(cap, initial * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def text_element(content: str) -> dict[str, Any]:
+    return {"type": "text", "content": content}
+
+
+@dataclass(frozen=True, slots=True)
+class Bot:
+    name: str
+    client: TextchatClient
+    context: Mapping[str, Any]
+
+
+class BotHealth:
+    """Which bots Parloa is refusing (401, unknown release): shown on /readyz."""
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+
+    def ok(self, bot: str) -> None:
+        self.refused.pop(bot, None)
+
+    def refuse(self, bot: str, reason: str) -> None:
+        self.refused[bot] = reason
+
+
+class _Permanent(Exception):
+    """This event cannot be processed; dead-letter it and tell the user ``notice``."""
+
+    def __init__(self, reason: str, notice: str, refused_bot: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.notice = notice
+        self.refused_bot = refused_bot
+
+
+class _ChannelIntake:
+    """The Intake an adapter is given: accept into the store, wake the engine."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        self._engine = engine
+        self._channel = channel
+        self._state = _ChannelStateView(engine.store, channel)
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def state(self) -> ChannelState:
+        return self._state
+
+    @property
+    def instance_id(self) -> str:
+        return self._engine.instance_id
+
+    async def accept(self, event: Inbound) -> AcceptResult:
+        return await self._engine.accept(self._channel, event)
+
+
+class _ChannelStateView:
+    def __init__(self, store: Store, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+
+    async def get(self, key: str) -> str | None:
+        return await self._store.state_get(self._channel, key)
+
+    async def put(self, key: str, value: str) -> None:
+        await self._store.state_put(self._channel, key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._store.state_delete(self._channel, key)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        return await self._store.acquire_lease(f"{self._channel}:{name}", owner, ttl)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._store.release_lease(f"{self._channel}:{name}", owner)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        bots: Mapping[str, Bot],
+        channel_bots: Mapping[str, str],
+        adapters: Mapping[str, Adapter],
+        config: EngineConfig,
+        messages: MessagesConfig,
+        metrics: Metrics,
+        instance_id: str | None = None,
+        poll_interval: float = 1.0,
+        housekeeping_interval: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.bots = bots
+        self.channel_bots = channel_bots
+        self.adapters = adapters
+        self.config = config
+        self.messages = messages
+        self.metrics = metrics
+        self.health = BotHealth()
+        self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
+        self._poll_interval = poll_interval
+        self._housekeeping_interval = housekeeping_interval
+        self._wake = asyncio.Event()
+        self._notified: set[int] = set()
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(config.max_concurrent_conversations)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def intake(self, channel: str) -> _ChannelIntake:
+        return _ChannelIntake(self, channel)
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def requester_id(self, channel: str, user_id: str) -> str:
+        return f"{channel}:{user_id}"
+
+    async def accept(self, channel: str, event: Inbound) -> AcceptResult:
+        try:
+            accepted, cid = await self.store.accept(
+                channel=channel,
+                event_id=event.event_id,
+                conversation_key=event.conversation_key,
+                requester_id=self.requester_id(channel, event.user_id),
+                kind=event.kind.value,
+                text=event.text,
+                address=event.address,
+                context=event.context,
+            )
+        except StoreUnavailable as exc:
+            self.metrics.inbound.labels(channel, "unavailable").inc()
+            raise IntakeUnavailable(str(exc)) from exc
+        if not accepted:
+            self.metrics.inbound.labels(channel, "duplicate").inc()
+            self.metrics.duplicates.labels(channel).inc()
+            return AcceptResult.DUPLICATE
+        self.metrics.inbound.labels(channel, "accepted").inc()
+        self.notify(cid)
+        return AcceptResult.ACCEPTED
+
+    def notify(self, conversation_id: int) -> None:
+        self._notified.add(conversation_id)
+        self._wake.set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
+            asyncio.create_task(self._housekeeping(), name="engine-housekeeping"),
+        ]
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking work, let running workers finish (up to the timeout), release leases."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        running = list(self._workers.values())
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            released = await self.store.release_all(self.instance_id)
+            if released:
+                log.info("released %d conversation leases", released)
+
+    @property
+    def busy(self) -> int:
+        return len(self._workers)
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+            if self._stopping:
+                return
+            candidates = list(self._notified)
+            self._notified.clear()
+            free = self.config.max_concurrent_conversations - len(self._workers)
+            if free > len(candidates):
+                try:
+                    candidates += await self.store.due_conversations(free)
+                except Exception as exc:
+                    log.warning("cannot look for due work: %s", exc)
+            for cid in dict.fromkeys(candidates):
+                if cid in self._workers:
+                    continue
+                try:
+                    claimed = await self.store.claim(
+                        cid, self.instance_id, self.config.lease_seconds
+                    )
+                except Exception as exc:
+                    log.warning("cannot claim conversation %s: %s", cid, exc)
+                    self._notified.add(cid)
+                    continue
+                if claimed:
+                    self._workers[cid] = asyncio.create_task(
+                        self._work(cid), name=f"conversation-{cid}"
+                    )
+
+    async def _housekeeping(self) -> None:
+        while not self._stopping:
+            try:
+                await self.run_housekeeping()
+            except Exception as exc:
+                log.warning("housekeeping failed: %s", exc)
+            await asyncio.sleep(self._housekeeping_interval)
+
+    async def run_housekeeping(self) -> None:
+        """Idle timeouts, retention, gauges. Safe to run from several processes."""
+        if self.config.idle_timeout_seconds > 0:
+            for conv in await self.store.idle_conversations(self.config.idle_timeout_seconds):
+                if await self.store.enqueue_internal(conv, IDLE, f"idle:{conv.session_id}"):
+                    self.notify(conv.id)
+        if self.config.retention_days > 0:
+            inbox_rows, outbox_rows = await self.store.purge(self.config.retention_days * 86400)
+            if inbox_rows or outbox_rows:
+                log.info("purged %d inbox and %d outbox rows", inbox_rows, outbox_rows)
+        await self.refresh_gauges()
+
+    async def refresh_gauges(self) -> None:
+        stats = await self.store.stats()
+        self.metrics.inbox_depth.set(stats.pending)
+        self.metrics.inbox_oldest_age.set(stats.oldest_pending_age)
+        self.metrics.dead_letters.set(stats.dead)
+        self.metrics.outbox_depth.set(stats.outbox_pending)
+
+    # --- one conversation -------------------------------------------------------------------
+
+    async def _work(self, cid: int) -> None:
+        again = False
+        try:
+            async with self._slots, self._heartbeat(cid):
+                await self._drain(cid)
+            due = await self.store.finish(cid, self.instance_id)
+            again = due is not None and due <= time.time()
+        except LeaseLost:
+            log.warning("conversation %s: lease lost to another process; stopping", cid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("conversation %s: worker failed; it will be retried", cid)
+            with contextlib.suppress(Exception):
+                await self.store.finish(cid, self.instance_id)
+        finally:
+            self._workers.pop(cid, None)
+        if again and not self._stopping:
+            self.notify(cid)
+        elif not self._stopping:
+            self._wake.set()  # a slot is free: look for more work
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, cid: int) -> AsyncIterator[None]:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.config.lease_seconds / 3)
+                if not await self.store.renew(cid, self.instance_id, self.config.lease_seconds):
+                    return
+
+        task = asyncio.create_task(beat(), name=f"lease-{cid}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _drain(self, cid: int) -> None:
+        """Replies first (in order), then the next inbound event, until nothing is due."""
+        while not self._stopping:
+            conv, head_in, head_out = await self.store.load(cid)
+            now = time.time()
+            if (
+                head_out is not None
+                and head_out.next_attempt_at <= now
+                and await self._deliver(cid, head_out)
+            ):
+                continue
+            if head_in is not None and head_in.next_attempt_at <= now:
+                await self._process(conv, head_in)
+                continue
+            return
+
+    # --- deliveries -------------------------------------------------------------------------
+
+    async def _deliver_due(self, cid: int) -> bool:
+        """Deliver pending replies in order; stop at one that must wait. True if any sent."""
+        any_sent = False
+        while True:
+            item = await self.store.head_outbox(cid)
+            if item is None or item.next_attempt_at > time.time():
+                return any_sent
+            if not await self._deliver(cid, item):
+                return any_sent
+            any_sent = True
+
+    async def _deliver(self, cid: int, item: OutboxItem) -> bool:
+        adapter = self.adapters.get(item.channel)
+        now = time.time()
+        if adapter is None:
+            # The channel was removed from the configuration: nothing can send this.
+            await self.store.update_outbox(
+                cid,
+                self.instance_id,
+                item.id,
+                status=FAILED,
+                finished_at=now,
+                last_error=f"channel {item.channel!r} is not configured",
+            )
+            self.metrics.deliveries.labels(item.channel, "failed").inc()
+            return True
+
+        # Progress is recorded with the outcome, in the same write: a crash between parts
+        # re-sends the earlier parts (the documented crash window), a failure does not.
+        done: dict[str, Any] = {"parts_done": item.parts_done, "platform_message_id": None}
+
+        async def progress(index: int, message_id: str | None) -> None:
+            done["parts_done"] = index + 1
+            done["platform_message_id"] = message_id
+
+        delivery = Delivery(
+            outbox_id=item.id,
+            conversation_key="",
+            address=item.address or {},
+            elements=[parse_element(e) for e in item.elements],
+            parts_done=item.parts_done,
+            progress=progress,
+        )
+        try:
+            await adapter.deliver(delivery)
+        except DeliveryRetryable as exc:
+            attempts = item.attempts + (0 if exc.rate_limited else 1)
+            if attempts >= self.config.delivery_attempts:
+                await self._delivery_failed(cid, item, f"gave up: {exc}")
+                return True
+            delay = backoff(
+                max(1, attempts), self.config.retry_initial_seconds, self.config.retry_max_seconds
+            )
+            if exc.retry_after is not None:
+                delay = max(exc.retry_after, 0.0)
+            outcome = "rate_limited" if exc.rate_limited else "retry"
+            self.metrics.deliveries.labels(item.channel, outcome).inc()
+            await self.store.update_outbox(
+                cid,
+                self.instance_id,
+                item.id,
+                attempts=attempts,
+                next_attempt_at=time.time() + delay,
+                last_error=str(exc)[:1000],
+                **done,
+            )
+            return False
+        except RecipientGone as exc:
+            log.info("conversation %s: recipient gone (%s); ending it", cid, exc)
+            await self.store.fail_pending_outbox(cid, self.instance_id, f"recipient gone: {exc}")
+            await self.store.commit(
+                cid,
+                self.instance_id,
+                Step(conversation={"state": "ended", "end_reason": "recipient_gone"}),
+            )
+            self.metrics.deliveries.labels(item.channel, "recipient_gone").inc()
+            return True
+        except DeliveryRejected as exc:
+            await self._delivery_failed(cid, item, f"rejected: {exc}")
+            return True
+        except DeliveryError as exc:
+            await self._delivery_failed(cid, item, str(exc))
+            return True
+        await self.store.update_outbox(
+            cid, self.instance_id, item.id, status=SENT, finished_at=time.time(), **done
+        )
+        self.metrics.deliveries.labels(item.channel, "sent").inc()
+        return True
+
+    async def _delivery_failed(self, cid: int, item: OutboxItem, reason: str) -> None:
+        log.warning("conversation %s: delivery %s failed for good: %s", cid, item.id, reason)
+        await self.store.update_outbox(
+            cid,
+            self.instance_id,
+            item.id,
+            status=FAILED,
+            finished_at=time.time(),
+            last_error=reason[:1000],
+        )
+        self.metrics.deliveries.labels(item.channel, "failed").inc()
+
+    # --- inbound processing -----------------------------------------------------------------
+
+    async def _process(self, conv: Conversation, item: InboxItem) -> None:
+        cid = conv.id
+        bot = self.bots[self.channel_bots[conv.channel]]
+        try:
+            step = await self._lifecycle(conv, item, bot)
+        except _Permanent as exc:
+            step = self._dead(item, exc.reason, exc.notice)
+            if exc.refused_bot:
+                self.health.refuse(bot.name, exc.reason)
+                self.metrics.bot_refused.labels(bot.name).set(1)
+                log.error(
+                    "bot %s: %s — fix the configuration; the event is kept as a dead "
+                    "letter (parloa-bridge inbox retry)",
+                    bot.name,
+                    exc.reason,
+                )
+            else:
+                log.warning("conversation %s: event %s dead-lettered: %s", cid, item.id, exc.reason)
+        except TextchatError as exc:
+            step = self._retry_or_give_up(item, exc)
+        await self.store.commit(cid, self.instance_id, step)
+
+    def _dead(self, item: InboxItem, reason: str, notice: str) -> Step:
+        self.metrics.dead_lettered.labels(item.channel).inc()
+        return Step(
+            inbox_id=item.id,
+            inbox={
+                "status": DEAD,
+                "last_error": reason[:2000],
+                "finished_at": time.time(),
+                "attempts": item.attempts + 1,
+            },
+            outbox=[NewOutbox([text_element(notice)], item.address, item.id)] if notice else [],
+        )
+
+    def _retry_or_give_up(self, item: InboxItem, exc: TextchatError) -> Step:
+        attempts = item.attempts + 1
+        now = time.time()
+        if now - item.created_at >= self.config.retry_budget_seconds:
+            return self._dead(
+                item,
+                f"gave up after {attempts} attempts over {now - item.created_at:.0f}s: {exc}",
+                self.messages.unavailable,
+            )
+        delay = backoff(attempts, self.config.retry_initial_seconds, self.config.retry_max_seconds)
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        log.info(
+            "conversation %s: Parloa failed (%s); attempt %d, retry in %.1fs",
+            item.conversation_id,
+            exc,
+            attempts,
+            delay,
+        )
+        return Step(
+            inbox_id=item.id,
+            inbox={
+                "attempts": attempts,
+                "next_attempt_at": now + delay,
+                "last_error": str(exc)[:2000],
+            },
+        )
+
+    async def _call(
+        self,
+        bot: Bot,
+        conv_channel: str,
+        address: Mapping[str, Any] | None,
+        event: Event,
+        requester: str,
+        session: str,
+        context: Mapping[str, Any] | None,
+    ) -> TextchatResult:
+        items = build_context(bot.context, context or {})
+        adapter = self.adapters.get(conv_channel)
+        started = time.monotonic()
+        status = "error"
+        try:
+            async with self._typing(adapter, address, event):
+                result = await bot.client.send(event, requester, session, items)
+            status = str(result.status)
+            self.health.ok(bot.name)
+            self.metrics.bot_refused.labels(bot.name).set(0)
+            return result
+        except TextchatError as exc:
+            status = str(getattr(exc, "status", type(exc).__name__))
+            raise
+        finally:
+            self.metrics.parloa_requests.labels(bot.name, event.type, status).inc()
+            self.metrics.parloa_latency.labels(bot.name).observe(time.monotonic() - started)
+
+    @contextlib.asynccontextmanager
+    async def _typing(
+        self, adapter: Adapter | None, address: Mapping[str, Any] | None, event: Event
+    ) -> AsyncIterator[None]:
+        if adapter is None or address is None or isinstance(event, QuitEvent):
+            yield
+            return
+
+        async def keep_typing() -> None:
+            while True:
+                try:
+                    await adapter.typing(address)
+                except Exception as exc:  # a typing indicator is never worth failing for
+                    log.debug("typing indicator failed: %s", exc)
+                await asyncio.sleep(TYPING_REFRESH)
+
+        task = asyncio.create_task(keep_typing(), name="typing-indicator")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _lifecycle(self, conv: Conversation, item: InboxItem, bot: Bot) -> Step:
+        """Run the session lifecycle for one event. Intermediate results (a launch) are
+        committed as they happen, so a retry resumes where the last attempt stopped."""
+        call = self._caller(conv, item, bot)
+        now = time.time()
+        active = conv.state == "active" and conv.session_id is not None
+        done = {
+            "status": DONE,
+            "finished_at": now,
+            "attempts": item.attempts + 1,
+            "last_error": None,
+        }
+        if item.kind == "unsupported":
+            return Step(
+                inbox_id=item.id,
+                inbox=done,
+                outbox=[
+                    NewOutbox([text_element(self.messages.unsupported)], item.address, item.id)
+                ],
+            )
+        if item.kind == IDLE:
+            if active and f"idle:{conv.session_id}" == item.event_id:
+                await self._quit_quietly(call, conv.session_id)
+                self.metrics.sessions_ended.labels(conv.channel, "idle_timeout").inc()
+                return Step(
+                    inbox_id=item.id,
+                    inbox=done,
+                    conversation={"state": "ended", "end_reason": "idle_timeout"},
+                )
+            return Step(inbox_id=item.id, inbox=done)
+        if item.kind == "stop":
+            outbox: list[NewOutbox] = []
+            if active:
+                result = await self._quit_quietly(call, conv.session_id)
+                if result is not None:
+                    outbox = self._replies(result, item)
+            outbox.append(
+                NewOutbox([text_element(self.messages.conversation_ended)], item.address, item.id)
+            )
+            self.metrics.sessions_ended.labels(conv.channel, "user_quit").inc()
+            return Step(
+                inbox_id=item.id,
+                inbox=done,
+                outbox=outbox,
+                conversation={"state": "ended", "end_reason": "user_quit", "last_activity_at": now},
+            )
+        if item.kind in ("start", "restart"):
+            if active:
+                await self._quit_quietly(call, conv.session_id)
+                self.metrics.sessions_ended.labels(conv.channel, "user_quit").inc()
+            return await self._launch_step(conv, item, call, done, final=True)
+        # text and button: a message, launching first when no session is open.
+        text = item.text or ""
+        if not active:
+            launch = await self._launch_step(conv, item, call, done, final=False)
+            if launch.conversation.get("state") == "ended":
+                # The welcome already ended the conversation; nothing to send the text to.
+                launch.inbox_id, launch.inbox = item.id, done
+                return launch
+            await self.store.commit(conv.id, self.instance_id, launch)
+            conv = await self.store.conversation(conv.id)
+            # The user sees the welcome while Parloa thinks about the message.
+            welcome = asyncio.create_task(self._deliver_due(conv.id), name=f"welcome-{conv.id}")
+        else:
+            welcome = None
+        assert conv.session_id is not None
+        try:
+            try:
+                result = await call(MessageEvent(text=text), conv.session_id)
+            finally:
+                if welcome is not None:
+                    await welcome
+        except SessionNotFound:
+            # The session expired at Parloa: open a new one quietly and say it again.
+            log.info("conversation %s: session expired at Parloa; starting a new one", conv.id)
+            relaunch = await self._launch_step(conv, item, call, done, final=False, quiet=True)
+            await self.store.commit(conv.id, self.instance_id, relaunch)
+            conv = await self.store.conversation(conv.id)
+            assert conv.session_id is not None
+            try:
+                result = await call(MessageEvent(text=text), conv.session_id)
+            except SessionNotFound as exc:
+                raise _Permanent(
+                    f"Parloa lost a brand-new session: {exc}", self.messages.unavailable
+                ) from exc
+        return self._answer_step(conv, item, result, done)
+
+    def _caller(
+        self, conv: Conversation, item: InboxItem, bot: Bot
+    ) -> Callable[[Event, str], Awaitable[TextchatResult]]:
+        async def call(event: Event, session: str) -> TextchatResult:
+            try:
+                return await self._call(
+                    bot, conv.channel, item.address, event, conv.requester_id, session, item.context
+                )
+            except Unauthorized as exc:
+                raise _Permanent(
+                    f"Parloa refused the API token ({exc.status}): {exc}",
+                    self.messages.unavailable,
+                    refused_bot=True,
+                ) from exc
+            except SessionNotFound as exc:
+                if isinstance(event, LaunchEvent):
+                    raise _Permanent(
+                        f"Parloa does not know the release (404 on launch): {exc}",
+                        self.messages.unavailable,
+                        refused_bot=True,
+                    ) from exc
+                raise
+            except TextchatError as exc:
+                if not exc.retryable:
+                    raise _Permanent(
+                        f"{type(exc).__name__}: {exc}", self.messages.rejected
+                    ) from exc
+                raise
+
+        return call
+
+    async def _quit_quietly(
+        self, call: Callable[[Event, str], Awaitable[TextchatResult]], session: str | None
+    ) -> TextchatResult | None:
+        """Quit is a courtesy to Parloa: a failure never blocks the user."""
+        if session is None:
+            return None
+        try:
+            return await call(QuitEvent(), session)
+        except (TextchatError, _Permanent) as exc:
+            log.info("quit for session %s not delivered: %s", session, exc)
+            return None
+
+    async def _launch_step(
+        self,
+        conv: Conversation,
+        item: InboxItem,
+        call: Callable[[Event, str], Awaitable[TextchatResult]],
+        done: dict[str, Any],
+        *,
+        final: bool,
+        quiet: bool = False,
+    ) -> Step:
+        session = str(uuid.uuid4())
+        result = await call(LaunchEvent(), session)
+        body = result.response
+        self.metrics.sessions_started.labels(conv.channel).inc()
+        conversation: dict[str, Any] = {
+            "state": "active",
+            "session_id": session,
+            "end_reason": None,
+            "parloa_conversation_id": body.conversation_id,
+            "last_activity_at": time.time(),
+            "address": dict(item.address) if item.address else None,
+        }
+        if body.end_conversation:
+            conversation.update(state="ended", end_reason="bot_ended")
+        step = Step(conversation=conversation, outbox=[] if quiet else self._replies(result, item))
+        if final:
+            step.inbox_id, step.inbox = item.id, done
+        return step
+
+    def _answer_step(
+        self, conv: Conversation, item: InboxItem, result: TextchatResult, done: dict[str, Any]
+    ) -> Step:
+        body = result.response
+        conversation: dict[str, Any] = {
+            "last_activity_at": time.time(),
+            "address": dict(item.address) if item.address else None,
+        }
+        if body.conversation_id:
+            conversation["parloa_conversation_id"] = body.conversation_id
+        if body.end_conversation:
+            conversation.update(state="ended", end_reason="bot_ended")
+            self.metrics.sessions_ended.labels(conv.channel, "bot_ended").inc()
+        return Step(
+            conversation=conversation,
+            inbox_id=item.id,
+            inbox=done,
+            outbox=self._replies(result, item),
+        )
+
+    def _replies(self, result: TextchatResult, item: InboxItem) -> list[NewOutbox]:
+        elements = [element_to_wire(e) for e in result.response.response_elements]
+        for element in result.response.response_elements:
+            if element.type not in ("text", "payload", "cross_card"):
+                self.metrics.unknown_elements.labels(element.type or "?").inc()
+        return [NewOutbox(elements, item.address, item.id)] if elements else []

@@ -1,0 +1,199 @@
+"""Engines and migrations.
+
+SQLite runs in WAL mode behind a single pooled connection (SQLite has one writer anyway; one
+connection turns lock contention into an orderly queue) and takes its write lock at BEGIN, so
+two processes never deadlock upgrading a read lock. PostgreSQL uses asyncpg with a pool."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import migrations
+
+log = logging.getLogger("bridge.store")
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+# Serialises concurrent `migrate` runs of several replicas on one PostgreSQL database.
+_PG_MIGRATION_LOCK = 0x7061726C6F61
+
+
+class StoreError(Exception):
+    """Root of storage errors that carry an operator's next step."""
+
+
+class SchemaTooNew(StoreError):
+    pass
+
+
+class SchemaOutdated(StoreError):
+    pass
+
+
+class BadDatabaseUrl(StoreError):
+    pass
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadDatabaseUrl(f"database.url is not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername != "sqlite+aiosqlite":
+            raise BadDatabaseUrl(
+                "database.url: SQLite needs the async driver: sqlite+aiosqlite:///"
+            )
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise BadDatabaseUrl("database.url: use a SQLite file, not an in-memory database")
+        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            parsed,
+            echo=echo,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            connect_args={"timeout": 30},
+        )
+        _tune_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername != "postgresql+asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+        try:
+            return create_async_engine(
+                parsed,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+            )
+        except NoSuchModuleError as exc:  # pragma: no cover - asyncpg is a dependency
+            raise BadDatabaseUrl(f"database.url: {exc}") from None
+    raise BadDatabaseUrl(
+        f"database.url: unsupported database {backend!r} "
+        "(use sqlite+aiosqlite or postgresql+asyncpg)"
+    )
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so BEGIN IMMEDIATE can be used.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only an OS
+            # crash or power loss can take the last commits back.
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    current: str | None
+    head: str
+    known: bool  # the current revision is one this code knows
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def _known(conn: Connection) -> SchemaStatus:
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    assert head is not None
+    current = MigrationContext.configure(conn).get_current_revision()
+    known = True
+    if current is not None:
+        try:
+            known = script.get_revision(current) is not None
+        except Exception:  # alembic raises various errors for unknown revisions
+            known = False
+    return SchemaStatus(current, head, known)
+
+
+async def schema_status(engine: AsyncEngine) -> SchemaStatus:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_known)
+
+
+def _too_new(status: SchemaStatus) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"the database schema is at revision {status.current}, which this parloa-bridge does "
+        f"not know (its newest is {status.head}): the database was migrated by a newer "
+        "version; run that version or restore a backup"
+    )
+
+
+def _upgrade(conn: Connection) -> SchemaStatus:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    status = _known(conn)
+    if not status.known:
+        raise _too_new(status)
+    if not status.up_to_date:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return status
+
+
+async def migrate(engine: AsyncEngine) -> SchemaStatus:
+    """Bring the schema to the newest revision. Refuses a database newer than this code."""
+    async with engine.begin() as conn:
+        before = await conn.run_sync(_upgrade)
+    after = await schema_status(engine)
+    if before.current != after.current:
+        log.info("database migrated from %s to %s", before.current or "empty", after.current)
+    return after
+
+
+async def check_schema(engine: AsyncEngine) -> SchemaStatus:
+    """Refuse to run against a schema that is newer, or older, than this code."""
+    status = await schema_status(engine)
+    if not status.known:
+        raise _too_new(status)
+    if not status.up_to_date:
+        raise SchemaOutdated(
+            f"the database schema is at revision {status.current or 'empty'}, not "
+            f"{status.head}: run `parloa-bridge migrate` or set database.auto_migrate = true"
+        )
+    return status

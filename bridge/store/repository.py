@@ -1,0 +1,654 @@
+"""Every query the bridge makes. Transactions are short and never span a network call.
+
+Concurrency: a conversation is processed only by the holder of its lease
+(``conversations.lease_owner``/``lease_until``); every write a worker makes is guarded by that
+lease, so a process that lost its lease (it stalled past ``lease_until`` and another took
+over) cannot commit. ``conversations.due_at`` says when a conversation next has work."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
+
+Clock = Callable[[], float]
+
+PENDING = "pending"
+DONE = "done"
+DEAD = "dead"
+SENT = "sent"
+FAILED = "failed"
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or refused the operation."""
+
+
+class LeaseLost(Exception):
+    """This process no longer holds the conversation's lease; its work must not be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: int
+    channel: str
+    conversation_key: str
+    requester_id: str
+    state: str
+    session_id: str | None
+    parloa_conversation_id: str | None
+    end_reason: str | None
+    address: Mapping[str, Any] | None
+    last_activity_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    id: int
+    channel: str
+    event_id: str
+    conversation_id: int
+    kind: str
+    text: str | None
+    address: Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    conversation_id: int
+    inbox_id: int | None
+    channel: str
+    address: Mapping[str, Any] | None
+    elements: list[Any]
+    parts_done: int
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(slots=True)
+class NewOutbox:
+    elements: list[Any]
+    address: Mapping[str, Any] | None
+    inbox_id: int | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """The outcome of one piece of work on a conversation, committed atomically."""
+
+    conversation: dict[str, Any] = field(default_factory=dict)
+    inbox_id: int | None = None
+    inbox: dict[str, Any] = field(default_factory=dict)
+    outbox: list[NewOutbox] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxStats:
+    pending: int
+    oldest_pending_age: float
+    dead: int
+    outbox_pending: int
+
+
+def _insert(conn: AsyncConnection, table: Any) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def _conversation(row: Row[Any]) -> Conversation:
+    m = row._mapping
+    return Conversation(
+        m["id"],
+        m["channel"],
+        m["conversation_key"],
+        m["requester_id"],
+        m["state"],
+        m["session_id"],
+        m["parloa_conversation_id"],
+        m["end_reason"],
+        m["address"],
+        m["last_activity_at"],
+    )
+
+
+def _inbox(row: Row[Any]) -> InboxItem:
+    m = row._mapping
+    return InboxItem(**{name: m[name] for name in InboxItem.__slots__})
+
+
+def _outbox(row: Row[Any]) -> OutboxItem:
+    m = row._mapping
+    return OutboxItem(**{name: m[name] for name in OutboxItem.__slots__})
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # --- intake ---------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        *,
+        channel: str,
+        event_id: str,
+        conversation_key: str,
+        requester_id: str,
+        kind: str,
+        text: str | None,
+        address: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+    ) -> tuple[bool, int]:
+        """Deduplicate and persist one inbound event. Returns (accepted, conversation id)."""
+        now = self.clock()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    _insert(conn, conversations)
+                    .values(
+                        channel=channel,
+                        conversation_key=conversation_key,
+                        requester_id=requester_id,
+                        state="new",
+                        created_at=now,
+                        updated_at=now,
+                        last_activity_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["channel", "conversation_key"])
+                )
+                # Updating the row takes its lock first, so a worker finishing this
+                # conversation either sees this event or runs after us (see finish()).
+                cid = (
+                    await conn.execute(
+                        update(conversations)
+                        .where(
+                            conversations.c.channel == channel,
+                            conversations.c.conversation_key == conversation_key,
+                        )
+                        .values(
+                            due_at=func.coalesce(
+                                func.least(conversations.c.due_at, now)
+                                if conn.dialect.name == "postgresql"
+                                else func.min(conversations.c.due_at, now),
+                                now,
+                            ),
+                            updated_at=now,
+                        )
+                        .returning(conversations.c.id)
+                    )
+                ).scalar_one()
+                inserted = await conn.execute(
+                    _insert(conn, inbox)
+                    .values(
+                        channel=channel,
+                        event_id=event_id,
+                        conversation_id=cid,
+                        kind=kind,
+                        text=text,
+                        address=dict(address) if address else None,
+                        context=dict(context) if context else None,
+                        status=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+                    .returning(inbox.c.id)
+                )
+                if inserted.first() is None:
+                    await conn.rollback()
+                    return False, cid
+                return True, cid
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"cannot store the event: {type(exc).__name__}") from exc
+
+    # --- leases on conversations -------------------------------------------------------------
+
+    async def due_conversations(self, limit: int) -> list[int]:
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(conversations.c.id)
+                .where(
+                    conversations.c.due_at <= now,
+                    or_(conversations.c.lease_owner.is_(None), conversations.c.lease_until < now),
+                )
+                .order_by(conversations.c.due_at)
+                .limit(limit)
+            )
+            return [r[0] for r in rows]
+
+    async def next_due_at(self) -> float | None:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(func.min(conversations.c.due_at)))).scalar()
+            return float(value) if value is not None else None
+
+    async def claim(self, conversation_id: int, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.id == conversation_id,
+                    or_(
+                        conversations.c.lease_owner.is_(None),
+                        conversations.c.lease_owner == owner,
+                        conversations.c.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=now + ttl)
+            )
+            return bool(result.rowcount)
+
+    async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(conversations.c.id == conversation_id, conversations.c.lease_owner == owner)
+                .values(lease_until=self.clock() + ttl)
+            )
+            return bool(result.rowcount)
+
+    async def finish(self, conversation_id: int, owner: str) -> float | None:
+        """Release the lease and record when the conversation next has work."""
+        async with self.engine.begin() as conn:
+            held = (
+                await conn.execute(
+                    select(conversations.c.id)
+                    .where(
+                        conversations.c.id == conversation_id, conversations.c.lease_owner == owner
+                    )
+                    .with_for_update()
+                )
+            ).first()
+            if held is None:
+                return None
+            due = await self._next_due(conn, conversation_id)
+            await conn.execute(
+                update(conversations)
+                .where(conversations.c.id == conversation_id)
+                .values(lease_owner=None, lease_until=None, due_at=due)
+            )
+            return due
+
+    async def release_all(self, owner: str) -> int:
+        """Give up every lease this process holds (shutdown): others may take over at once."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(conversations)
+                .where(conversations.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+            return int(result.rowcount)
+
+    async def _next_due(self, conn: AsyncConnection, conversation_id: int) -> float | None:
+        # The head of each queue decides: later items wait behind it (order).
+        heads = []
+        for table in (inbox, outbox):
+            heads.append(
+                select(table.c.next_attempt_at)
+                .where(table.c.conversation_id == conversation_id, table.c.status == PENDING)
+                .order_by(table.c.id)
+                .limit(1)
+                .scalar_subquery()
+            )
+        row = (await conn.execute(select(*heads))).one()
+        values = [float(v) for v in row if v is not None]
+        return min(values) if values else None
+
+    # --- reading work -----------------------------------------------------------------------
+
+    async def conversation(self, conversation_id: int) -> Conversation:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(conversations).where(conversations.c.id == conversation_id)
+                )
+            ).one()
+            return _conversation(row)
+
+    async def find_conversation(self, channel: str, key: str) -> Conversation | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(conversations).where(
+                        conversations.c.channel == channel,
+                        conversations.c.conversation_key == key,
+                    )
+                )
+            ).first()
+            return _conversation(row) if row else None
+
+    async def load(
+        self, conversation_id: int
+    ) -> tuple[Conversation, InboxItem | None, OutboxItem | None]:
+        """The conversation with the heads of its inbox and outbox, in one round trip."""
+        async with self.engine.connect() as conn:
+            conv = _conversation(
+                (
+                    await conn.execute(
+                        select(conversations).where(conversations.c.id == conversation_id)
+                    )
+                ).one()
+            )
+            in_row = (
+                await conn.execute(
+                    select(inbox)
+                    .where(inbox.c.conversation_id == conversation_id, inbox.c.status == PENDING)
+                    .order_by(inbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+            out_row = (
+                await conn.execute(
+                    select(outbox)
+                    .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
+                    .order_by(outbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+        return conv, _inbox(in_row) if in_row else None, _outbox(out_row) if out_row else None
+
+    async def head_inbox(self, conversation_id: int) -> InboxItem | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(inbox)
+                    .where(inbox.c.conversation_id == conversation_id, inbox.c.status == PENDING)
+                    .order_by(inbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+            return _inbox(row) if row else None
+
+    async def head_outbox(self, conversation_id: int) -> OutboxItem | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(outbox)
+                    .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
+                    .order_by(outbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+            return _outbox(row) if row else None
+
+    # --- writing results (lease-guarded) ----------------------------------------------------
+
+    async def _guard(self, conn: AsyncConnection, conversation_id: int, owner: str) -> None:
+        held = (
+            await conn.execute(
+                select(conversations.c.id)
+                .where(
+                    conversations.c.id == conversation_id,
+                    conversations.c.lease_owner == owner,
+                    conversations.c.lease_until >= self.clock(),
+                )
+                .with_for_update()
+            )
+        ).first()
+        if held is None:
+            raise LeaseLost(f"conversation {conversation_id}: lease lost")
+
+    async def commit(self, conversation_id: int, owner: str, step: Step) -> list[int]:
+        """Apply a step atomically; returns the new outbox ids. Raises LeaseLost."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            await self._guard(conn, conversation_id, owner)
+            if step.conversation:
+                await conn.execute(
+                    update(conversations)
+                    .where(conversations.c.id == conversation_id)
+                    .values(updated_at=now, **step.conversation)
+                )
+            if step.inbox_id is not None and step.inbox:
+                await conn.execute(
+                    update(inbox).where(inbox.c.id == step.inbox_id).values(**step.inbox)
+                )
+            ids: list[int] = []
+            channel: str | None = None
+            for new in step.outbox:
+                if channel is None:
+                    channel = (
+                        await conn.execute(
+                            select(conversations.c.channel).where(
+                                conversations.c.id == conversation_id
+                            )
+                        )
+                    ).scalar_one()
+                result = await conn.execute(
+                    outbox.insert()
+                    .values(
+                        conversation_id=conversation_id,
+                        inbox_id=new.inbox_id,
+                        channel=channel,
+                        address=dict(new.address) if new.address else None,
+                        elements=new.elements,
+                        parts_done=0,
+                        status=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                    .returning(outbox.c.id)
+                )
+                ids.append(int(result.scalar_one()))
+            return ids
+
+    async def update_outbox(
+        self, conversation_id: int, owner: str, outbox_id: int, **values: Any
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await self._guard(conn, conversation_id, owner)
+            await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+
+    async def fail_pending_outbox(self, conversation_id: int, owner: str, reason: str) -> int:
+        """Give up every pending delivery of a conversation (the recipient is gone)."""
+        async with self.engine.begin() as conn:
+            await self._guard(conn, conversation_id, owner)
+            result = await conn.execute(
+                update(outbox)
+                .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
+                .values(status=FAILED, last_error=reason, finished_at=self.clock())
+            )
+            return int(result.rowcount)
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    async def idle_conversations(self, idle_seconds: float, limit: int = 500) -> list[Conversation]:
+        cutoff = self.clock() - idle_seconds
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(conversations)
+                .where(
+                    conversations.c.state == "active",
+                    conversations.c.last_activity_at < cutoff,
+                )
+                .limit(limit)
+            )
+            return [_conversation(r) for r in rows]
+
+    async def enqueue_internal(self, conv: Conversation, kind: str, event_id: str) -> bool:
+        """An event the bridge itself raises (idle timeout) into a conversation's queue."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            inserted = await conn.execute(
+                _insert(conn, inbox)
+                .values(
+                    channel=conv.channel,
+                    event_id=event_id,
+                    conversation_id=conv.id,
+                    kind=kind,
+                    text=None,
+                    address=dict(conv.address) if conv.address else None,
+                    context=None,
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+                .returning(inbox.c.id)
+            )
+            if inserted.first() is None:
+                return False
+            await conn.execute(
+                update(conversations)
+                .where(conversations.c.id == conv.id, conversations.c.due_at.is_(None))
+                .values(due_at=now)
+            )
+            return True
+
+    async def purge(self, older_than_seconds: float) -> tuple[int, int]:
+        """Delete finished inbox and outbox rows (message content) older than the age given.
+        Conversation mappings stay."""
+        cutoff = self.clock() - older_than_seconds
+        async with self.engine.begin() as conn:
+            a = await conn.execute(
+                delete(inbox).where(inbox.c.status != PENDING, inbox.c.finished_at < cutoff)
+            )
+            b = await conn.execute(
+                delete(outbox).where(outbox.c.status != PENDING, outbox.c.finished_at < cutoff)
+            )
+            return int(a.rowcount), int(b.rowcount)
+
+    async def stats(self) -> InboxStats:
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            pending, oldest = (
+                await conn.execute(
+                    select(func.count(), func.min(inbox.c.created_at)).where(
+                        inbox.c.status == PENDING
+                    )
+                )
+            ).one()
+            dead = (
+                await conn.execute(select(func.count()).where(inbox.c.status == DEAD))
+            ).scalar_one()
+            out_pending = (
+                await conn.execute(select(func.count()).where(outbox.c.status == PENDING))
+            ).scalar_one()
+        return InboxStats(
+            int(pending), max(0.0, now - oldest) if oldest else 0.0, int(dead), int(out_pending)
+        )
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    # --- dead letters (operator) ------------------------------------------------------------
+
+    async def dead_letters(self, channel: str | None = None, limit: int = 100) -> list[InboxItem]:
+        query = select(inbox).where(inbox.c.status == DEAD).order_by(inbox.c.id).limit(limit)
+        if channel:
+            query = query.where(inbox.c.channel == channel)
+        async with self.engine.connect() as conn:
+            return [_inbox(r) for r in await conn.execute(query)]
+
+    async def inbox_item(self, inbox_id: int) -> InboxItem | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(inbox).where(inbox.c.id == inbox_id))).first()
+            return _inbox(row) if row else None
+
+    async def retry_dead(self, ids: Sequence[int] | None = None) -> int:
+        """Put dead letters back into their queues (all of them when ids is None)."""
+        now = self.clock()
+        cond = inbox.c.status == DEAD
+        if ids is not None:
+            cond = and_(cond, inbox.c.id.in_(list(ids)))
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(select(inbox.c.id, inbox.c.conversation_id).where(cond))
+            ).all()
+            if not rows:
+                return 0
+            await conn.execute(
+                update(inbox)
+                .where(inbox.c.id.in_([r[0] for r in rows]))
+                .values(
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    finished_at=None,
+                )
+            )
+            await conn.execute(
+                update(conversations)
+                .where(conversations.c.id.in_({r[1] for r in rows}))
+                .values(due_at=now)
+            )
+            return len(rows)
+
+    # --- channel state and named leases -----------------------------------------------------
+
+    async def state_get(self, channel: str, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    select(channel_state.c.value).where(
+                        channel_state.c.channel == channel, channel_state.c.key == key
+                    )
+                )
+            ).scalar()
+            return str(value) if value is not None else None
+
+    async def state_put(self, channel: str, key: str, value: str) -> None:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            stmt = _insert(conn, channel_state).values(
+                channel=channel, key=key, value=value, updated_at=now
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["channel", "key"],
+                    set_={"value": value, "updated_at": now},
+                )
+            )
+
+    async def state_delete(self, channel: str, key: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(channel_state).where(
+                    channel_state.c.channel == channel, channel_state.c.key == key
+                )
+            )
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            stmt = _insert(conn, leases).values(name=name, owner=owner, expires_at=now + ttl)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={"owner": owner, "expires_at": now + ttl},
+                    where=or_(leases.c.owner == owner, leases.c.expires_at < now),
+                )
+            )
+            holder = (
+                await conn.execute(select(leases.c.owner).where(leases.c.name == name))
+            ).scalar()
+            return bool(holder == owner)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))

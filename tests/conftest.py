@@ -1,0 +1,74 @@
+"""Shared fixtures. Storage tests take ``database_url`` and run once on SQLite and once on
+PostgreSQL (a fresh database per test) when ``PARLOA_BRIDGE_TEST_POSTGRES_URL`` is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bridge.store.database import create_engine, migrate
+from bridge.store.repository import Store
+
+POSTGRES_ENV = "PARLOA_BRIDGE_TEST_POSTGRES_URL"
+
+# No internet here, and slack-sdk ignores NO_PROXY: tests must never use a proxy.
+for _var in [v for v in os.environ if v.lower().endswith("_proxy")]:
+    del os.environ[_var]
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
+        return
+    base = postgres_url()
+    if not base:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (CI sets it)")
+    name = f"pb_test_{uuid.uuid4().hex[:12]}"
+    admin_url = make_url(base)
+    import asyncio
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # the server is not reachable
+        pytest.skip(f"PostgreSQL at {admin_url.render_as_string(hide_password=True)}: {exc}")
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated engine."""
+    eng = create_engine(database_url)
+    await migrate(eng)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+async def store(engine: AsyncEngine) -> Store:
+    return Store(engine)

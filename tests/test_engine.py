@@ -1,0 +1,314 @@
+"""The engine with the real store (SQLite and PostgreSQL) and the simulator over HTTP: the session
+lifecycle with the exact Parloa requests, dedup, ordering, concurrency, outages, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
+from bridge.config import EngineConfig
+from bridge.store.repository import Store
+from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
+from tests.engine_harness import FAST, FakeAdapter, Harness, harness
+
+WELCOME_CHIPS = "Show me a card,What can you do?,bye"
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    sim = await start_simulator("127.0.0.1", 0, SimulatorState())
+    try:
+        yield sim
+    finally:
+        await sim.close()
+
+
+@pytest.fixture
+async def h(store: Store, simulator: RunningSimulator) -> AsyncIterator[Harness]:
+    async with harness(store, simulator) as running:
+        yield running
+
+
+def welcome_text(h: Harness, conv: str) -> str:
+    return h.adapter.texts(conv)[0]
+
+
+async def test_first_contact_launches_then_sends(h: Harness) -> None:
+    assert await h.send("a", "hello") is AcceptResult.ACCEPTED
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+    assert h.events("a") == [("launch", None), ("message", "hello")]
+    kinds = [s.kind for s in h.adapter.sent]
+    assert kinds == ["text", "chips", "text"]  # welcome, its chips, then the answer
+    assert h.adapter.sent[1].body == WELCOME_CHIPS
+    assert h.adapter.texts("a")[1] == "You said: hello"
+    # context: the bot's static items plus what the channel said
+    record = next(r for r in h.simulator.state.requests if r.event_type == "message")
+    context = {c["key"]: c["value"] for c in record.context or []}
+    assert context == {"brand": "acme", "platform": "test"}
+    assert record.requester_id == "test:user-a"
+
+
+async def test_multi_turn_chip_card_and_end(h: Harness) -> None:
+    await h.send("a", "one")
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+    await h.send("a", "Show me a card", kind=InboundKind.BUTTON)
+    await h.adapter.wait_for(lambda: any(s.kind == "card" for s in h.adapter.sent))
+    await h.send("a", "bye")
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+    events = h.events("a")
+    assert events == [
+        ("launch", None),
+        ("message", "one"),
+        ("message", "Show me a card"),
+        ("message", "bye"),
+    ]
+    sessions = {r.session_id for r in h.simulator.state.requests}
+    assert len(sessions) == 1
+    conv = await h.store.find_conversation("test", "a")
+    assert conv is not None and conv.state == "ended" and conv.end_reason == "bot_ended"
+    # after endConversation the next message opens a new session
+    await h.send("a", "again")
+    await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1] == "You said: again")
+    assert h.events("a")[4:] == [("launch", None), ("message", "again")]
+    assert len({r.session_id for r in h.simulator.state.requests}) == 2
+
+
+async def test_duplicate_event_is_one_parloa_call(h: Harness) -> None:
+    assert await h.send("a", "hi", event_id="same") is AcceptResult.ACCEPTED
+    assert await h.send("a", "hi", event_id="same") is AcceptResult.DUPLICATE
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+    assert await h.send("a", "hi", event_id="same") is AcceptResult.DUPLICATE
+    await h.engine.refresh_gauges()
+    assert h.events("a") == [("launch", None), ("message", "hi")]
+    assert len(h.adapter.sent) == 3
+
+
+async def test_stop_quits_and_restart_relaunches(h: Harness) -> None:
+    await h.send("a", "hi")
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+    await h.send("a", kind=InboundKind.STOP)
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+    assert h.adapter.texts("a")[-1].startswith("The conversation has ended")
+    assert h.events("a")[-1] == ("quit", None)
+    conv = await h.store.find_conversation("test", "a")
+    assert conv is not None and conv.state == "ended" and conv.end_reason == "user_quit"
+    await h.send("a", kind=InboundKind.RESTART)
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 4)
+    # not active: restart just launches (no quit for an ended session)
+    assert h.events("a")[-1] == ("launch", None)
+    await h.send("a", kind=InboundKind.START)
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 5)
+    assert h.events("a")[-2:] == [("quit", None), ("launch", None)]
+
+
+async def test_unsupported_content_gets_a_note_not_parloa(h: Harness) -> None:
+    await h.send("a", "sticker", kind=InboundKind.UNSUPPORTED)
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 1)
+    assert "only read text" in h.adapter.texts("a")[0]
+    assert h.events("a") == []
+
+
+async def test_session_expiry_at_parloa_is_recovered_quietly(h: Harness) -> None:
+    await h.send("a", "one")
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+    h.simulator.state.expire_sessions()
+    await h.send("a", "two")
+    await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+    assert h.calls("a") == [
+        ("launch", 200),
+        ("message", 200),
+        ("message", 404),
+        ("launch", 200),
+        ("message", 200),
+    ]
+    assert h.adapter.texts("a")[-1] == "You said: two"  # no second welcome
+
+
+async def test_idle_timeout_quits(store: Store, simulator: RunningSimulator) -> None:
+    config = FAST.model_copy(update={"idle_timeout_seconds": 0.2})
+    async with harness(store, simulator, config) as h:
+        await h.send("a", "hi")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+        conv = await h.store.find_conversation("test", "a")
+        assert conv is not None
+        await asyncio.sleep(0.3)  # the idle time itself is what is being tested
+        await h.engine.run_housekeeping()
+        await h.simulator.state.wait_for(lambda s: ("quit", None) in h.events("a"))
+        await h.engine.stop(drain_timeout=5)  # let the worker commit the end...
+        await h.engine.start()  # ...and go on
+        conv = await h.store.find_conversation("test", "a")
+        assert conv is not None and conv.end_reason == "idle_timeout"
+        assert h.events("a") == [("launch", None), ("message", "hi"), ("quit", None)]
+        await h.send("a", "back")
+        await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1] == "You said: back")
+        assert h.events("a")[-2:] == [("launch", None), ("message", "back")]
+
+
+async def test_many_conversations_concurrently_in_order(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    simulator.state.faults = Faults(latency=0.5)
+    async with harness(store, simulator) as h:
+        started = time.monotonic()
+        n = 200
+        await asyncio.gather(*(h.send(f"c{i}", "m1") for i in range(n)))
+        await h.adapter.wait_for(
+            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 2 * n, timeout=30
+        )
+        elapsed = time.monotonic() - started
+        # each conversation needs launch + message = 2 round trips of 0.5 s
+        assert elapsed < 2 * 0.5 + 1.5, f"{n} conversations took {elapsed:.2f}s"
+        # interleave three more messages per conversation; each conversation's order holds
+        for k in (2, 3, 4):
+            await asyncio.gather(*(h.send(f"c{i}", f"m{k}") for i in range(n)))
+        await h.adapter.wait_for(
+            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 5 * n, timeout=30
+        )
+        for i in (0, 57, 199):
+            assert h.adapter.texts(f"c{i}")[1:] == [f"You said: m{k}" for k in (1, 2, 3, 4)]
+            assert [t for _, t in h.events(f"c{i}")][1:] == ["m1", "m2", "m3", "m4"]
+
+
+async def test_parloa_outage_loses_and_reorders_nothing(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    async with harness(store, simulator, read_timeout=0.3) as h:
+        await h.send("a", "m0")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+        simulator.state.faults = Faults(failure_rate=1.0, failure_status=503)
+        for k in range(1, 4):
+            await h.send("a", f"m{k}")
+            await h.send("b", f"m{k}")
+        await simulator.state.wait_for(lambda s: s.stats()["by_status"].get("503", 0) >= 4)
+        simulator.state.faults = Faults(hang=True)  # now timeouts
+        await simulator.state.wait_for(lambda s: s.stats()["requests"] >= 10)
+        simulator.state.faults = Faults()  # Parloa is back
+        await h.adapter.wait_for(
+            lambda: len(h.adapter.texts("a")) == 5 and len(h.adapter.texts("b")) == 4, timeout=20
+        )
+        assert h.adapter.texts("a")[1:] == [f"You said: m{k}" for k in range(4)]
+        assert h.adapter.texts("b")[1:] == [f"You said: m{k}" for k in range(1, 4)]
+        answered = [t for e, t in h.events("a") if e == "message"]
+        assert answered == ["m0", "m1", "m2", "m3"]  # each exactly once, in order
+
+
+async def test_bad_request_is_dead_lettered_and_user_told(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    async with harness(store, simulator) as h:
+        await h.send("a", "hi")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+        simulator.state.faults = Faults(status=400)
+        await h.send("a", "bad")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+        assert "could not process" in h.adapter.texts("a")[-1]
+        assert [c for c in h.calls("a") if c[1] == 400] == [("message", 400)]  # never retried
+        dead = await store.dead_letters()
+        assert [(d.text, d.status) for d in dead] == [("bad", "dead")]
+        assert "BadRequest" in (dead[0].last_error or "")
+        simulator.state.faults = Faults()
+        await h.send("a", "good")
+        await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1] == "You said: good")
+
+
+async def test_refused_token_keeps_the_event_for_a_retry(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    async with harness(store, simulator) as h:
+        simulator.state.token = "the-right-one"  # our client sends another: 401
+        await h.send("a", "hello")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 1)
+        assert "not available" in h.adapter.texts("a")[0]
+        assert h.calls("a") == [("launch", 401)]
+        assert "bot" in h.engine.health.refused
+        dead = await store.dead_letters()
+        assert len(dead) == 1 and "refused the API token" in (dead[0].last_error or "")
+        # the operator fixes the token and retries the dead letter
+        simulator.state.token = None
+        assert await store.retry_dead() == 1
+        h.engine.notify(dead[0].conversation_id)
+        await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1] == "You said: hello")
+        assert "bot" not in h.engine.health.refused
+
+
+async def test_retry_budget_exhausted_gives_up(store: Store, simulator: RunningSimulator) -> None:
+    config = FAST.model_copy(update={"retry_budget_seconds": 0.3})
+    async with harness(store, simulator, config) as h:
+        simulator.state.faults = Faults(status=503)
+        await h.send("a", "hello")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 1)
+        assert "not available" in h.adapter.texts("a")[0]
+        dead = await store.dead_letters()
+        assert "gave up after" in (dead[0].last_error or "")
+        assert len(h.calls("a")) >= 2  # it did retry before giving up
+
+
+async def test_delivery_retries_keep_order(store: Store, simulator: RunningSimulator) -> None:
+    async with harness(store, simulator) as h:
+        h.adapter.failures = [
+            DeliveryRetryable("429", retry_after=0.1, rate_limited=True),
+            DeliveryRetryable("network"),
+        ]
+        await h.send("a", "one")
+        await h.send("a", "two")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+        assert h.adapter.texts("a")[1:] == ["You said: one", "You said: two"]
+        assert h.events("a") == [("launch", None), ("message", "one"), ("message", "two")]
+
+
+async def test_recipient_gone_ends_the_conversation(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    async with harness(store, simulator) as h:
+        h.adapter.failures = [RecipientGone("blocked by the user")]
+        await h.send("a", "one")
+        await simulator.state.wait_for(lambda s: len(h.events("a")) == 2)
+        deadline = time.monotonic() + 5
+        while True:
+            conv = await store.find_conversation("test", "a")
+            assert conv is not None
+            if conv.state == "ended":
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert conv.end_reason == "recipient_gone"
+        assert h.adapter.sent == []
+
+
+async def test_typing_indicator_while_parloa_thinks(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    simulator.state.faults = Faults(latency=0.1)
+    async with harness(store, simulator) as h:
+        await h.send("a", "hi")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
+        assert h.adapter.typing_calls >= 2  # launch and message
+
+
+async def test_two_engines_share_one_database(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """Two engines (as two replicas would) on one database: each message processed once."""
+    config = EngineConfig(retry_initial_seconds=0.05, retry_max_seconds=0.2, lease_seconds=5,
+                          idle_timeout_seconds=0, retention_days=0)
+    simulator.state.faults = Faults(latency=0.02)
+    shared = FakeAdapter()
+    async with (
+        harness(store, simulator, config, adapter=shared) as h1,
+        harness(store, simulator, config, adapter=shared) as h2,
+    ):
+        convs = [f"c{i}" for i in range(20)]
+        for k in range(5):
+            for i, conv in enumerate(convs):
+                target = h1 if (i + k) % 2 else h2
+                await target.send(conv, f"m{k}")
+        await shared.wait_for(lambda: len(shared.sent) >= 7 * len(convs), timeout=30)
+        for conv in convs:
+            assert [t for e, t in h1.events(conv) if e == "message"] == [f"m{k}" for k in range(5)]
+            assert [e for e, _ in h1.events(conv)].count("launch") == 1
+            assert shared.texts(conv)[1:] == [f"You said: m{k}" for k in range(5)]
+        assert len(shared.sent) == 7 * len(convs)  # welcome + chips + 5 answers, none twice

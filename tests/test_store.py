@@ -1,0 +1,921 @@
+"""The store's queries, on SQLite and on PostgreSQL (see ``database_url`` in conftest).
+
+Time is a fake clock handed to the Store: nothing here sleeps to let a lease expire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.store.database import create_engine, migrate
+from bridge.store.repository import (
+    DEAD,
+    DONE,
+    FAILED,
+    PENDING,
+    SENT,
+    LeaseLost,
+    NewOutbox,
+    Step,
+    Store,
+    StoreUnavailable,
+)
+from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
+
+T0 = 1_700_000_000.0
+TTL = 30.0
+A = "instance-a"
+B = "instance-b"
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(engine: AsyncEngine, clock: FakeClock) -> Store:
+    return Store(engine, clock=clock)
+
+
+async def accept(
+    store: Store,
+    event_id: str,
+    *,
+    key: str = "chat-1",
+    channel: str = "telegram",
+    text: str | None = "hello",
+    kind: str = "message",
+) -> tuple[bool, int]:
+    return await store.accept(
+        channel=channel,
+        event_id=event_id,
+        conversation_key=key,
+        requester_id="user-1",
+        kind=kind,
+        text=text,
+        address={"chat_id": 42},
+        context={"locale": "de"},
+    )
+
+
+async def rows(engine: AsyncEngine, table: Table, *where: Any) -> list[dict[str, Any]]:
+    """Raw rows of a table, oldest first: what is really stored, not what the store says."""
+    query = select(table).where(*where)
+    if "id" in table.c:
+        query = query.order_by(table.c.id)
+    async with engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(query)]
+
+
+async def conv_row(engine: AsyncEngine, cid: int) -> dict[str, Any]:
+    (row,) = await rows(engine, conversations, conversations.c.id == cid)
+    return row
+
+
+async def inbox_ids(engine: AsyncEngine, cid: int) -> list[int]:
+    return [r["id"] for r in await rows(engine, inbox, inbox.c.conversation_id == cid)]
+
+
+async def count(engine: AsyncEngine, table: Table) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def set_inbox(store: Store, cid: int, inbox_id: int, **values: Any) -> None:
+    """Change one inbox row the way a worker does: claimed, committed, finished."""
+    assert await store.claim(cid, "setup", TTL)
+    await store.commit(cid, "setup", Step(inbox_id=inbox_id, inbox=values))
+    await store.finish(cid, "setup")
+
+
+async def add_outbox(store: Store, cid: int, n: int) -> list[int]:
+    assert await store.claim(cid, "setup", TTL)
+    ids = await store.commit(
+        cid,
+        "setup",
+        Step(outbox=[NewOutbox(elements=[{"text": f"r{i}"}], address=None) for i in range(n)]),
+    )
+    await store.finish(cid, "setup")
+    return ids
+
+
+# --- accept ----------------------------------------------------------------------------------
+
+
+async def test_accept_stores_once_and_deduplicates(store: Store, engine: AsyncEngine) -> None:
+    accepted, cid = await accept(store, "e1")
+    assert accepted
+
+    conv = await conv_row(engine, cid)
+    assert conv["channel"] == "telegram"
+    assert conv["conversation_key"] == "chat-1"
+    assert conv["requester_id"] == "user-1"
+    assert conv["state"] == "new"
+    assert conv["due_at"] == T0
+    assert conv["lease_owner"] is None
+    assert conv["created_at"] == conv["updated_at"] == conv["last_activity_at"] == T0
+
+    (row,) = await rows(engine, inbox)
+    assert row["conversation_id"] == cid
+    assert (row["channel"], row["event_id"], row["kind"], row["text"]) == (
+        "telegram",
+        "e1",
+        "message",
+        "hello",
+    )
+    assert row["address"] == {"chat_id": 42}
+    assert row["context"] == {"locale": "de"}
+    assert row["status"] == PENDING
+    assert row["attempts"] == 0
+    assert row["next_attempt_at"] == T0
+    assert row["finished_at"] is None
+
+    assert await accept(store, "e1") == (False, cid)
+    assert await count(engine, inbox) == 1
+    assert await count(engine, conversations) == 1
+
+
+async def test_same_event_id_on_another_channel_is_another_event(
+    store: Store, engine: AsyncEngine
+) -> None:
+    ok_t, cid_t = await accept(store, "e1", channel="telegram")
+    ok_s, cid_s = await accept(store, "e1", channel="slack")
+    assert ok_t and ok_s
+    assert cid_t != cid_s  # the conversation key is scoped by channel too
+    assert await count(engine, inbox) == 2
+    assert await count(engine, conversations) == 2
+
+
+async def test_second_event_reuses_the_conversation(store: Store, engine: AsyncEngine) -> None:
+    ok1, cid1 = await accept(store, "e1")
+    ok2, cid2 = await accept(store, "e2")
+    ok3, cid3 = await accept(store, "e3", key="chat-2")
+    assert ok1 and ok2 and ok3
+    assert cid1 == cid2 != cid3
+    assert len(await inbox_ids(engine, cid1)) == 2
+    assert await store.find_conversation("telegram", "chat-1") is not None
+    assert (await store.find_conversation("telegram", "chat-1")).id == cid1  # type: ignore[union-attr]
+    assert await store.find_conversation("slack", "chat-1") is None
+    conv = await store.conversation(cid1)
+    assert (conv.channel, conv.conversation_key, conv.state) == ("telegram", "chat-1", "new")
+
+
+async def test_accept_keeps_empty_address_and_context_null(
+    store: Store, engine: AsyncEngine
+) -> None:
+    await store.accept(
+        channel="telegram",
+        event_id="e1",
+        conversation_key="chat-1",
+        requester_id="u",
+        kind="message",
+        text=None,
+        address=None,
+        context={},
+    )
+    (row,) = await rows(engine, inbox)
+    assert row["text"] is None
+    assert row["address"] is None
+    assert row["context"] is None
+
+
+async def test_concurrent_accepts_of_one_event_accept_exactly_once(
+    store: Store, engine: AsyncEngine
+) -> None:
+    results = await asyncio.gather(*(accept(store, "same") for _ in range(30)))
+    assert sum(1 for ok, _ in results if ok) == 1
+    assert len({cid for _, cid in results}) == 1
+    assert await count(engine, inbox) == 1
+    assert await count(engine, conversations) == 1
+
+
+async def test_concurrent_events_on_a_new_conversation_share_one_row(
+    store: Store, engine: AsyncEngine
+) -> None:
+    results = await asyncio.gather(*(accept(store, f"e{i}") for i in range(30)))
+    assert all(ok for ok, _ in results)
+    assert len({cid for _, cid in results}) == 1
+    assert await count(engine, conversations) == 1
+    assert await count(engine, inbox) == 30
+    assert {r["event_id"] for r in await rows(engine, inbox)} == {f"e{i}" for i in range(30)}
+
+
+async def test_accept_brings_due_at_forward_never_back(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    clock.advance(10)
+    await accept(store, "e2")
+    assert (await conv_row(engine, cid))["due_at"] == T0  # the earlier work stays due first
+
+    # Rescheduled into the future (a retry waits): a new event makes it due now.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(conversations).where(conversations.c.id == cid).values(due_at=T0 + 500)
+        )
+    await accept(store, "e3")
+    assert (await conv_row(engine, cid))["due_at"] == T0 + 10
+
+    # Nothing due (NULL): the event makes it due now.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(conversations).where(conversations.c.id == cid).values(due_at=None)
+        )
+    clock.advance(5)
+    await accept(store, "e4")
+    row = await conv_row(engine, cid)
+    assert row["due_at"] == T0 + 15
+    assert row["updated_at"] == T0 + 15
+    assert await store.next_due_at() == T0 + 15
+
+
+# --- due conversations and leases ------------------------------------------------------------
+
+
+async def test_due_conversations_lists_due_unleased_work(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    assert await store.due_conversations(10) == []
+    assert await store.next_due_at() is None
+
+    _, c1 = await accept(store, "e1", key="k1")
+    clock.advance(1)
+    _, c2 = await accept(store, "e2", key="k2")
+    clock.advance(1)
+    _, c3 = await accept(store, "e3", key="k3")
+    assert await store.due_conversations(10) == [c1, c2, c3]  # oldest work first
+    assert await store.due_conversations(2) == [c1, c2]
+    assert await store.next_due_at() == T0
+
+    # Not yet due, or nothing due at all: not listed.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(conversations).where(conversations.c.id == c2).values(due_at=clock.now + 60)
+        )
+        await conn.execute(
+            update(conversations).where(conversations.c.id == c3).values(due_at=None)
+        )
+    assert await store.due_conversations(10) == [c1]
+    clock.advance(60)
+    assert await store.due_conversations(10) == [c1, c2]
+
+
+async def test_leased_conversation_is_not_due_until_its_lease_expires(
+    store: Store, clock: FakeClock
+) -> None:
+    _, c1 = await accept(store, "e1", key="k1")
+    _, c2 = await accept(store, "e2", key="k2")
+    assert await store.claim(c1, B, TTL)
+    assert await store.due_conversations(10) == [c2]
+    clock.advance(TTL)  # lease_until == now: still held
+    assert await store.due_conversations(10) == [c2]
+    clock.advance(0.001)
+    assert sorted(await store.due_conversations(10)) == sorted([c1, c2])
+
+
+async def test_claim_is_exclusive_reentrant_and_expires(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    assert await store.claim(cid, A, TTL)
+    assert (await conv_row(engine, cid))["lease_until"] == T0 + TTL
+    assert not await store.claim(cid, B, TTL)
+    clock.advance(10)
+    assert await store.claim(cid, A, TTL)  # re-entrant: extends
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["lease_until"]) == (A, T0 + 10 + TTL)
+
+    clock.advance(TTL)  # exactly at lease_until: not expired yet
+    assert not await store.claim(cid, B, TTL)
+    clock.advance(1)
+    assert await store.claim(cid, B, TTL)
+    assert (await conv_row(engine, cid))["lease_owner"] == B
+
+    assert not await store.renew(cid, A, TTL)  # A lost it
+    clock.advance(5)
+    assert await store.renew(cid, B, 100)
+    assert (await conv_row(engine, cid))["lease_until"] == clock.now + 100
+    assert not await store.claim(99999, A, TTL)  # no such conversation
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    _, cid = await accept(store, "e1")
+    results = await asyncio.gather(*(store.claim(cid, f"owner-{i}", TTL) for i in range(10)))
+    assert sum(results) == 1
+
+
+async def test_finish_with_nothing_pending_releases_and_clears_due(
+    store: Store, engine: AsyncEngine
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE, "finished_at": T0}))
+    assert await store.finish(cid, A) is None
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (None, None, None)
+    assert await store.due_conversations(10) == []
+    assert await store.claim(cid, B, TTL)  # free for anyone
+
+
+async def test_finish_returns_when_the_head_is_due(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    clock.advance(1)
+    await accept(store, "e2")  # due now, but behind e1
+    first, second = await inbox_ids(engine, cid)
+
+    assert await store.claim(cid, A, TTL)
+    # The head failed and waits 100 s: the conversation is due then, not now.
+    await store.commit(
+        cid, A, Step(inbox_id=first, inbox={"attempts": 1, "next_attempt_at": clock.now + 100})
+    )
+    assert await store.finish(cid, A) == clock.now + 100
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["due_at"]) == (None, clock.now + 100)
+    assert await store.due_conversations(10) == []
+    assert (await store.head_inbox(cid)).id == first  # type: ignore[union-attr]
+    second_row = (await rows(engine, inbox, inbox.c.id == second))[0]
+    assert second_row["next_attempt_at"] <= clock.now  # due, yet it waits behind the head
+
+    # A pending delivery due now makes the conversation due now (the earlier of both heads).
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(outbox=[NewOutbox(elements=[{"t": 1}], address=None)]))
+    assert await store.finish(cid, A) == clock.now
+
+    # The delivery's head rescheduled further than the inbox head: the inbox head decides.
+    (oid,) = [r["id"] for r in await rows(engine, outbox)]
+    assert await store.claim(cid, A, TTL)
+    await store.update_outbox(cid, A, oid, next_attempt_at=clock.now + 500)
+    assert await store.finish(cid, A) == clock.now + 100
+
+
+async def test_finish_by_non_owner_changes_nothing(store: Store, engine: AsyncEngine) -> None:
+    _, cid = await accept(store, "e1")
+    assert await store.claim(cid, A, TTL)
+    before = await conv_row(engine, cid)
+    assert await store.finish(cid, B) is None
+    assert await conv_row(engine, cid) == before
+    assert await store.finish(99999, A) is None
+
+
+async def test_release_all_releases_only_that_owners_leases(
+    store: Store, engine: AsyncEngine
+) -> None:
+    cids = [(await accept(store, f"e{i}", key=f"k{i}"))[1] for i in range(3)]
+    assert await store.claim(cids[0], A, TTL)
+    assert await store.claim(cids[1], A, TTL)
+    assert await store.claim(cids[2], B, TTL)
+    assert await store.release_all(A) == 2
+    owners = [(await conv_row(engine, c))["lease_owner"] for c in cids]
+    assert owners == [None, None, B]
+    assert (await conv_row(engine, cids[0]))["lease_until"] is None
+    assert (await conv_row(engine, cids[0]))["due_at"] == T0  # the work stays due
+    assert await store.due_conversations(10) == cids[:2]
+    assert await store.release_all(A) == 0
+
+
+# --- commit and the lease guard --------------------------------------------------------------
+
+
+async def test_commit_applies_a_step_atomically(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    clock.advance(2)
+    step = Step(
+        conversation={"state": "active", "session_id": "s-1", "last_activity_at": clock.now},
+        inbox_id=iid,
+        inbox={"status": DONE, "finished_at": clock.now, "attempts": 1},
+        outbox=[
+            NewOutbox(elements=[{"text": "one"}], address={"chat_id": 42}, inbox_id=iid),
+            NewOutbox(elements=[{"text": "two"}], address=None, inbox_id=iid),
+            NewOutbox(elements=[{"text": "three"}, {"buttons": ["a"]}], address={"x": 1}),
+        ],
+    )
+    ids = await store.commit(cid, A, step)
+    assert len(ids) == 3
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+    conv = await conv_row(engine, cid)
+    assert (conv["state"], conv["session_id"]) == ("active", "s-1")
+    assert conv["updated_at"] == conv["last_activity_at"] == clock.now
+    assert conv["lease_owner"] == A  # commit keeps the lease
+
+    (item,) = await rows(engine, inbox)
+    assert (item["status"], item["finished_at"], item["attempts"]) == (DONE, clock.now, 1)
+
+    out = await rows(engine, outbox)
+    assert [r["id"] for r in out] == ids
+    assert [r["elements"] for r in out] == [
+        [{"text": "one"}],
+        [{"text": "two"}],
+        [{"text": "three"}, {"buttons": ["a"]}],
+    ]
+    assert [r["address"] for r in out] == [{"chat_id": 42}, None, {"x": 1}]
+    assert [r["inbox_id"] for r in out] == [iid, iid, None]
+    assert {r["channel"] for r in out} == {"telegram"}
+    assert {r["status"] for r in out} == {PENDING}
+    assert {(r["parts_done"], r["attempts"]) for r in out} == {(0, 0)}
+    assert {r["next_attempt_at"] for r in out} == {clock.now}
+
+    assert await store.commit(cid, A, Step()) == []  # an empty step is fine
+
+
+async def _assert_commit_refused(store: Store, engine: AsyncEngine, cid: int, owner: str) -> None:
+    (iid,) = await inbox_ids(engine, cid)
+    conv_before = await conv_row(engine, cid)
+    inbox_before = await rows(engine, inbox)
+    step = Step(
+        conversation={"state": "active", "session_id": "stale"},
+        inbox_id=iid,
+        inbox={"status": DONE},
+        outbox=[NewOutbox(elements=[{"text": "late"}], address=None)],
+    )
+    with pytest.raises(LeaseLost):
+        await store.commit(cid, owner, step)
+    with pytest.raises(LeaseLost):
+        await store.update_outbox(cid, owner, 1, status=SENT)
+    with pytest.raises(LeaseLost):
+        await store.fail_pending_outbox(cid, owner, "gone")
+    assert await conv_row(engine, cid) == conv_before
+    assert await rows(engine, inbox) == inbox_before
+    assert await count(engine, outbox) == 0
+
+
+async def test_commit_after_the_lease_expired_is_refused(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    assert await store.claim(cid, A, TTL)
+    clock.advance(TTL + 1)  # expired, nobody took over yet
+    await _assert_commit_refused(store, engine, cid, A)
+
+
+async def test_commit_while_another_owner_holds_the_lease_is_refused(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    assert await store.claim(cid, A, TTL)
+    clock.advance(TTL + 1)
+    assert await store.claim(cid, B, TTL)
+    await _assert_commit_refused(store, engine, cid, A)
+
+
+async def test_commit_without_a_lease_is_refused(store: Store, engine: AsyncEngine) -> None:
+    _, cid = await accept(store, "e1")
+    await _assert_commit_refused(store, engine, cid, A)
+
+
+# --- heads, outbox updates -------------------------------------------------------------------
+
+
+async def test_heads_are_the_oldest_pending_rows(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    _, other = await accept(store, "x1", key="other")
+    assert await store.head_outbox(cid) is None
+    clock.advance(1)
+    await accept(store, "e2")
+    first, second = await inbox_ids(engine, cid)
+
+    head = await store.head_inbox(cid)
+    assert head is not None
+    assert (head.id, head.event_id, head.text, head.status) == (first, "e1", "hello", PENDING)
+    assert head.address == {"chat_id": 42}
+    assert head.context == {"locale": "de"}
+    assert head.created_at == T0
+
+    await set_inbox(store, cid, first, status=DONE, finished_at=clock.now)
+    assert (await store.head_inbox(cid)).id == second  # type: ignore[union-attr]
+    await set_inbox(store, cid, second, status=DEAD, last_error="boom", finished_at=clock.now)
+    assert await store.head_inbox(cid) is None
+    assert (await store.head_inbox(other)).event_id == "x1"  # type: ignore[union-attr]
+
+    o1, o2 = await add_outbox(store, cid, 2)
+    await add_outbox(store, other, 1)
+    out = await store.head_outbox(cid)
+    assert out is not None
+    assert (out.id, out.elements, out.status, out.parts_done) == (o1, [{"text": "r0"}], PENDING, 0)
+    assert out.channel == "telegram"
+
+    assert await store.claim(cid, A, TTL)
+    await store.update_outbox(cid, A, o1, parts_done=1, attempts=2, last_error="slow")
+    out = await store.head_outbox(cid)
+    assert out is not None
+    assert (out.id, out.parts_done, out.attempts, out.last_error) == (o1, 1, 2, "slow")
+    await store.update_outbox(
+        cid, A, o1, status=SENT, platform_message_id="m-1", finished_at=clock.now
+    )
+    assert (await store.head_outbox(cid)).id == o2  # type: ignore[union-attr]
+    (sent,) = await rows(engine, outbox, outbox.c.id == o1)
+    assert (sent["status"], sent["platform_message_id"]) == (SENT, "m-1")
+
+
+async def test_update_outbox_is_guarded(store: Store, engine: AsyncEngine) -> None:
+    _, cid = await accept(store, "e1")
+    (oid,) = await add_outbox(store, cid, 1)
+    assert await store.claim(cid, A, TTL)
+    before = await rows(engine, outbox)
+    with pytest.raises(LeaseLost):
+        await store.update_outbox(cid, B, oid, status=SENT)
+    assert await rows(engine, outbox) == before
+
+
+async def test_fail_pending_outbox_fails_only_pending_rows(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    _, other = await accept(store, "x1", key="other")
+    o1, o2, o3 = await add_outbox(store, cid, 3)
+    (o_other,) = await add_outbox(store, other, 1)
+    assert await store.claim(cid, A, TTL)
+    await store.update_outbox(cid, A, o1, status=SENT, finished_at=T0)
+    clock.advance(3)
+    assert await store.fail_pending_outbox(cid, A, "recipient gone") == 2
+    by_id = {r["id"]: r for r in await rows(engine, outbox)}
+    assert by_id[o1]["status"] == SENT
+    assert by_id[o1]["last_error"] is None
+    for oid in (o2, o3):
+        assert (by_id[oid]["status"], by_id[oid]["last_error"], by_id[oid]["finished_at"]) == (
+            FAILED,
+            "recipient gone",
+            T0 + 3,
+        )
+    assert by_id[o_other]["status"] == PENDING  # other conversations untouched
+    assert await store.head_outbox(cid) is None
+    assert await store.fail_pending_outbox(cid, A, "again") == 0
+
+
+# --- housekeeping ----------------------------------------------------------------------------
+
+
+async def test_idle_conversations_are_active_ones_without_recent_activity(
+    store: Store, clock: FakeClock
+) -> None:
+    _, active = await accept(store, "e1", key="active")
+    _, fresh = await accept(store, "e2", key="fresh")
+    _, new = await accept(store, "e3", key="new")  # never launched: never idle
+    assert await store.claim(active, A, TTL)
+    await store.commit(
+        active, A, Step(conversation={"state": "active", "session_id": "s-1", "address": {"c": 1}})
+    )
+    clock.advance(50)
+    assert await store.claim(fresh, A, TTL)
+    await store.commit(
+        fresh, A, Step(conversation={"state": "active", "last_activity_at": clock.now})
+    )
+    clock.advance(50)  # active: idle 100 s; fresh: idle 50 s
+
+    idle = await store.idle_conversations(75)
+    assert [c.id for c in idle] == [active]
+    assert (idle[0].session_id, idle[0].address, idle[0].state) == ("s-1", {"c": 1}, "active")
+    assert sorted(c.id for c in await store.idle_conversations(10)) == sorted([active, fresh])
+    assert await store.idle_conversations(500) == []
+    assert len(await store.idle_conversations(10, limit=1)) == 1
+    assert new not in [c.id for c in await store.idle_conversations(0)]
+
+
+async def test_enqueue_internal_dedups_and_sets_due_only_when_idle(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(
+        cid,
+        A,
+        Step(
+            conversation={"state": "active", "session_id": "s-1", "address": {"chat_id": 7}},
+            inbox_id=iid,
+            inbox={"status": DONE, "finished_at": T0},
+        ),
+    )
+    assert await store.finish(cid, A) is None
+    assert (await conv_row(engine, cid))["due_at"] is None
+
+    clock.advance(100)
+    conv = await store.conversation(cid)
+    assert await store.enqueue_internal(conv, "idle", "idle:s-1")
+    assert (await conv_row(engine, cid))["due_at"] == clock.now
+    item = await store.head_inbox(cid)
+    assert item is not None
+    assert (item.event_id, item.kind, item.text, item.context) == ("idle:s-1", "idle", None, None)
+    assert item.address == {"chat_id": 7}
+    assert (item.channel, item.status, item.next_attempt_at) == ("telegram", PENDING, clock.now)
+
+    clock.advance(1)
+    assert not await store.enqueue_internal(conv, "idle", "idle:s-1")  # already queued
+    assert len(await inbox_ids(engine, cid)) == 2
+    assert (await conv_row(engine, cid))["due_at"] == clock.now - 1
+
+    # Already due later (a retry waits): the internal event queues behind, due_at stays.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(conversations).where(conversations.c.id == cid).values(due_at=clock.now + 300)
+        )
+    assert await store.enqueue_internal(conv, "idle", "idle:s-2")
+    assert (await conv_row(engine, cid))["due_at"] == clock.now + 300
+
+
+async def test_purge_removes_only_old_finished_rows(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "done-old")
+    await accept(store, "dead-old")
+    await accept(store, "done-new")
+    await accept(store, "pending")
+    done_old, dead_old, done_new, pending = await inbox_ids(engine, cid)
+    await set_inbox(store, cid, done_old, status=DONE, finished_at=T0)
+    await set_inbox(store, cid, dead_old, status=DEAD, finished_at=T0 + 1)
+    await set_inbox(store, cid, done_new, status=DONE, finished_at=T0 + 90)
+
+    sent_old, failed_old, sent_new, out_pending = await add_outbox(store, cid, 4)
+    assert await store.claim(cid, A, TTL)
+    await store.update_outbox(cid, A, sent_old, status=SENT, finished_at=T0)
+    await store.update_outbox(cid, A, failed_old, status=FAILED, finished_at=T0 + 1)
+    await store.update_outbox(cid, A, sent_new, status=SENT, finished_at=T0 + 90)
+    await store.finish(cid, A)
+
+    clock.advance(100)
+    assert await store.purge(50) == (2, 2)  # cutoff: T0 + 50
+    assert await inbox_ids(engine, cid) == [done_new, pending]
+    assert [r["id"] for r in await rows(engine, outbox)] == [sent_new, out_pending]
+    assert await count(engine, conversations) == 1
+    assert await store.purge(50) == (0, 0)
+
+    clock.advance(10_000)
+    assert await store.purge(50) == (1, 1)  # pending rows are never purged, however old
+    assert await inbox_ids(engine, cid) == [pending]
+    assert [r["id"] for r in await rows(engine, outbox)] == [out_pending]
+    assert await count(engine, conversations) == 1
+
+
+async def test_stats(store: Store, engine: AsyncEngine, clock: FakeClock) -> None:
+    empty = await store.stats()
+    assert (empty.pending, empty.oldest_pending_age, empty.dead, empty.outbox_pending) == (
+        0,
+        0.0,
+        0,
+        0,
+    )
+    _, cid = await accept(store, "e1")
+    clock.advance(5)
+    await accept(store, "e2")
+    await accept(store, "e3", key="k2")
+    first, _ = await inbox_ids(engine, cid)
+    clock.advance(25)
+    stats = await store.stats()
+    assert (stats.pending, stats.oldest_pending_age, stats.dead) == (3, 30.0, 0)
+
+    await set_inbox(store, cid, first, status=DEAD, finished_at=clock.now)
+    await add_outbox(store, cid, 2)
+    stats = await store.stats()
+    assert (stats.pending, stats.oldest_pending_age, stats.dead, stats.outbox_pending) == (
+        2,
+        25.0,
+        1,
+        2,
+    )
+
+
+async def test_dead_letters_and_retry(store: Store, engine: AsyncEngine, clock: FakeClock) -> None:
+    _, tg = await accept(store, "t1", channel="telegram")
+    await accept(store, "t2", channel="telegram")
+    _, sl = await accept(store, "s1", channel="slack")
+    t1, t2 = await inbox_ids(engine, tg)
+    (s1,) = await inbox_ids(engine, sl)
+    assert await store.dead_letters() == []
+    assert await store.retry_dead() == 0
+
+    for cid, iid in ((tg, t1), (tg, t2), (sl, s1)):
+        await set_inbox(
+            store, cid, iid, status=DEAD, attempts=5, last_error="bad", finished_at=clock.now
+        )
+    # Nothing left pending: both conversations rest.
+    assert (await conv_row(engine, tg))["due_at"] is None
+    assert (await conv_row(engine, sl))["due_at"] is None
+
+    assert [d.id for d in await store.dead_letters()] == [t1, t2, s1]
+    assert [d.id for d in await store.dead_letters(channel="slack")] == [s1]
+    assert [d.id for d in await store.dead_letters(channel="telegram", limit=1)] == [t1]
+    assert await store.dead_letters(channel="nowhere") == []
+
+    item = await store.inbox_item(t2)
+    assert item is not None
+    assert (item.event_id, item.status, item.attempts, item.last_error) == ("t2", DEAD, 5, "bad")
+    assert await store.inbox_item(99999) is None
+
+    clock.advance(60)
+    assert await store.retry_dead([t2]) == 1
+    again = await store.inbox_item(t2)
+    assert again is not None
+    assert (again.status, again.attempts, again.next_attempt_at, again.finished_at) == (
+        PENDING,
+        0,
+        clock.now,
+        None,
+    )
+    assert (await conv_row(engine, tg))["due_at"] == clock.now
+    assert (await conv_row(engine, sl))["due_at"] is None
+    assert [d.id for d in await store.dead_letters()] == [t1, s1]
+    assert await store.retry_dead([t2]) == 0  # not dead any more
+    assert await store.retry_dead([]) == 0
+
+    clock.advance(1)
+    assert await store.retry_dead() == 2
+    assert await store.dead_letters() == []
+    assert {r["status"] for r in await rows(engine, inbox)} == {PENDING}
+    assert (await conv_row(engine, sl))["due_at"] == clock.now
+    assert sorted(await store.due_conversations(10)) == sorted([tg, sl])
+
+
+# --- channel state and named leases ----------------------------------------------------------
+
+
+async def test_channel_state_is_scoped_by_channel(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    assert await store.state_get("telegram", "offset") is None
+    await store.state_put("telegram", "offset", "10")
+    await store.state_put("slack", "offset", "abc")
+    assert await store.state_get("telegram", "offset") == "10"
+    assert await store.state_get("slack", "offset") == "abc"
+
+    clock.advance(5)
+    await store.state_put("telegram", "offset", "11")  # overwrite
+    assert await store.state_get("telegram", "offset") == "11"
+    assert await store.state_get("slack", "offset") == "abc"
+    stored = await rows(engine, channel_state, channel_state.c.channel == "telegram")
+    assert [(r["key"], r["value"], r["updated_at"]) for r in stored] == [("offset", "11", T0 + 5)]
+
+    await store.state_delete("telegram", "offset")
+    assert await store.state_get("telegram", "offset") is None
+    assert await store.state_get("slack", "offset") == "abc"
+    await store.state_delete("telegram", "offset")  # deleting nothing is fine
+
+
+async def test_named_leases(store: Store, engine: AsyncEngine, clock: FakeClock) -> None:
+    assert await store.acquire_lease("telegram:poller", A, TTL)
+    assert not await store.acquire_lease("telegram:poller", B, TTL)
+    assert await store.acquire_lease("slack:socket", B, TTL)  # names are independent
+    clock.advance(20)
+    assert await store.acquire_lease("telegram:poller", A, TTL)  # re-entrant: renews
+    (row,) = await rows(engine, leases, leases.c.name == "telegram:poller")
+    assert (row["owner"], row["expires_at"]) == (A, clock.now + TTL)
+
+    clock.advance(TTL)  # at expires_at: still A's
+    assert not await store.acquire_lease("telegram:poller", B, TTL)
+    clock.advance(1)
+    assert await store.acquire_lease("telegram:poller", B, TTL)  # taken over
+    assert not await store.acquire_lease("telegram:poller", A, TTL)
+
+    await store.release_lease("telegram:poller", A)  # not A's: nothing happens
+    assert not await store.acquire_lease("telegram:poller", A, TTL)
+    await store.release_lease("telegram:poller", B)
+    assert await rows(engine, leases, leases.c.name == "telegram:poller") == []
+    assert await store.acquire_lease("telegram:poller", A, TTL)
+
+
+async def test_concurrent_named_lease_acquisition_has_one_winner(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.acquire_lease("poller", f"owner-{i}", TTL) for i in range(10))
+    )
+    assert sum(results) == 1
+
+
+# --- races between a finishing worker and new work -------------------------------------------
+
+
+async def _race_with_finish(store: Store, engine: AsyncEngine, cid: int, work: Any) -> None:
+    """Run ``work`` while a worker is in the middle of ``finish`` (holding the row lock, having
+    computed that nothing is pending), then let the worker write due_at = NULL."""
+    async with engine.connect() as conn:
+        await conn.execute(
+            select(conversations.c.id).where(conversations.c.id == cid).with_for_update()
+        )
+        task = asyncio.create_task(work())
+        if engine.dialect.name == "postgresql":
+            # Wait until the work either finished or waits for our lock.
+            for _ in range(500):
+                if task.done():
+                    break
+                waiting = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                            "AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                        )
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            else:  # pragma: no cover
+                raise AssertionError("the concurrent work neither ran nor waited")
+        else:
+            # One pooled connection: the work queues behind this transaction.
+            await asyncio.sleep(0.05)
+            assert not task.done()
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id == cid)
+            .values(lease_owner=None, lease_until=None, due_at=None)
+        )
+        await conn.commit()
+    await task
+
+
+async def test_accept_racing_finish_leaves_the_conversation_due(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    await set_inbox(store, cid, iid, status=DONE, finished_at=clock.now)
+    assert await store.claim(cid, A, TTL)
+    clock.advance(1)
+    await _race_with_finish(store, engine, cid, lambda: accept(store, "e2"))
+    assert (await conv_row(engine, cid))["due_at"] == clock.now
+    assert await store.due_conversations(10) == [cid]
+
+
+async def test_enqueue_internal_racing_finish_leaves_the_conversation_due(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(
+        cid,
+        A,
+        Step(
+            conversation={"state": "active", "session_id": "s-1"},
+            inbox_id=iid,
+            inbox={"status": DONE, "finished_at": clock.now},
+        ),
+    )
+    # While the worker runs, due_at still holds its old value (not NULL).
+    assert (await conv_row(engine, cid))["due_at"] == T0
+    clock.advance(100)
+    conv = await store.conversation(cid)
+    await _race_with_finish(
+        store, engine, cid, lambda: store.enqueue_internal(conv, "idle", "idle:s-1")
+    )
+    assert (await store.head_inbox(cid)).event_id == "idle:s-1"  # type: ignore[union-attr]
+    assert (await conv_row(engine, cid))["due_at"] == clock.now
+    assert await store.due_conversations(10) == [cid]
+
+
+# --- an unreachable database -----------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        # The database path is a directory: SQLite cannot open it (even as root).
+        (tmp_path / "bridge.db").mkdir()
+        url = f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"
+    else:
+        url = "postgresql+asyncpg://postgres@127.0.0.1:1/bridge"  # nothing listens on port 1
+    eng = create_engine(url)
+    try:
+        yield Store(eng, clock=FakeClock())
+    finally:
+        await eng.dispose()
+
+
+async def test_accept_on_an_unreachable_database_raises_store_unavailable(
+    unreachable_store: Store,
+) -> None:
+    with pytest.raises(StoreUnavailable) as excinfo:
+        await accept(unreachable_store, "e1")
+    assert "cannot store the event" in str(excinfo.value)
+
+
+async def test_migrated_fixture_tables_start_empty(engine: AsyncEngine) -> None:
+    for table in (conversations, inbox, outbox, channel_state, leases):
+        assert await count(engine, table) == 0
+    status = await migrate(engine)  # the fixture already migrated: nothing to do
+    assert status.up_to_date
