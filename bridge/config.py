@@ -161,8 +161,14 @@ class BridgeConfig(_Section):
         return self.bots[bot].base_url or self.parloa.base_url
 
     def secrets(self) -> list[str]:
-        """Every secret value in the configuration, for log redaction."""
-        return [s.get_secret_value() for s in _walk_secrets(self) if s.get_secret_value()]
+        """Every secret value in the configuration, for log redaction: typed secrets, and
+        channel options whose names say they are secret (adapters type them later)."""
+        found = [s.get_secret_value() for s in _walk_secrets(self) if s.get_secret_value()]
+        for channel in self.channels:
+            for key, value in channel.options.items():
+                if isinstance(value, str) and value and _SECRET_KEY.search(key):
+                    found.append(value)
+        return found
 
     def summary(self) -> dict[str, Any]:
         """The configuration as plain data with every secret redacted."""
@@ -246,10 +252,11 @@ def describe_errors(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "value_error":
-            # our own cross checks carry their own "where: what" lines
-            for line in msg.removeprefix("Value error, ").splitlines():
-                lines.append(line)
-            continue
+            msg = msg.removeprefix("Value error, ")
+            if not where:
+                # model-level cross checks carry their own "where: what" lines
+                lines.extend(msg.splitlines())
+                continue
         lines.append(f"{where}: {msg}" if where else msg)
     return lines
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ from bridge.store.repository import (
     DEAD,
     DONE,
     FAILED,
+    OUTBOX_BATCH,
     SENT,
     Conversation,
     InboxItem,
@@ -46,6 +48,7 @@ from bridge.store.repository import (
     Step,
     Store,
     StoreUnavailable,
+    Work,
 )
 from bridge.textchat.client import TextchatClient, TextchatResult
 from bridge.textchat.context import build_context
@@ -153,6 +156,49 @@ class _ChannelStateView:
 
     async def release_lease(self, name: str, owner: str) -> None:
         await self._store.release_lease(f"{self._channel}:{name}", owner)
+
+
+_CONVERSATION_FIELDS = frozenset(Conversation.__slots__)
+
+
+class _Run:
+    """One pass over a claimed conversation: commits steps and delivers what they created,
+    in order. Once a reply must wait (a retry is scheduled), every later one waits too."""
+
+    def __init__(self, engine: Engine, conv: Conversation) -> None:
+        self.engine = engine
+        self.conv = conv
+        self.blocked = False
+        self._background: asyncio.Task[None] | None = None
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> None:
+        for item in items:
+            if self.blocked:
+                return
+            if item.next_attempt_at > time.time() or not await self.engine._deliver(
+                self.conv.id, item, self.conv.conversation_key
+            ):
+                self.blocked = True
+
+    async def commit(self, step: Step, *, background: bool = False) -> None:
+        await self.settle()
+        created = await self.engine.store.commit(
+            self.conv.id, self.engine.instance_id, step, self.conv.channel
+        )
+        changes = {k: v for k, v in step.conversation.items() if k in _CONVERSATION_FIELDS}
+        self.conv = dataclasses.replace(self.conv, **changes)
+        if background:
+            self._background = asyncio.create_task(
+                self.deliver(created), name=f"deliver-{self.conv.id}"
+            )
+        else:
+            await self.deliver(created)
+
+    async def settle(self) -> None:
+        """Wait for a delivery started in the background."""
+        task, self._background = self._background, None
+        if task is not None:
+            await task
 
 
 class Engine:
@@ -271,17 +317,7 @@ class Engine:
                 except Exception as exc:
                     log.warning("cannot look for due work: %s", exc)
             for cid in dict.fromkeys(candidates):
-                if cid in self._workers:
-                    continue
-                try:
-                    claimed = await self.store.claim(
-                        cid, self.instance_id, self.config.lease_seconds
-                    )
-                except Exception as exc:
-                    log.warning("cannot claim conversation %s: %s", cid, exc)
-                    self._notified.add(cid)
-                    continue
-                if claimed:
+                if cid not in self._workers:
                     self._workers[cid] = asyncio.create_task(
                         self._work(cid), name=f"conversation-{cid}"
                     )
@@ -313,15 +349,20 @@ class Engine:
         self.metrics.dead_letters.set(stats.dead)
         self.metrics.outbox_depth.set(stats.outbox_pending)
 
-    # --- one conversation -------------------------------------------------------------------
+    # --- one conversation ---------------------------------------------------------------
 
     async def _work(self, cid: int) -> None:
-        again = False
         try:
-            async with self._slots, self._heartbeat(cid):
-                await self._drain(cid)
-            due = await self.store.finish(cid, self.instance_id)
-            again = due is not None and due <= time.time()
+            async with self._slots:
+                work = await self.store.claim(cid, self.instance_id, self.config.lease_seconds)
+                if work is None:
+                    return  # another process is on it
+                async with self._heartbeat(cid):
+                    while work is not None and not self._stopping:
+                        await self._run(work)
+                        work = await self.store.finish(
+                            cid, self.instance_id, self.config.lease_seconds
+                        )
         except LeaseLost:
             log.warning("conversation %s: lease lost to another process; stopping", cid)
         except asyncio.CancelledError:
@@ -329,13 +370,11 @@ class Engine:
         except Exception:
             log.exception("conversation %s: worker failed; it will be retried", cid)
             with contextlib.suppress(Exception):
-                await self.store.finish(cid, self.instance_id)
+                await self.store.finish(cid, self.instance_id, 0)
         finally:
             self._workers.pop(cid, None)
-        if again and not self._stopping:
-            self.notify(cid)
-        elif not self._stopping:
-            self._wake.set()  # a slot is free: look for more work
+            if not self._stopping:
+                self._wake.set()  # a slot is free: look for more work
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, cid: int) -> AsyncIterator[None]:
@@ -353,36 +392,23 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _drain(self, cid: int) -> None:
-        """Replies first (in order), then the next inbound event, until nothing is due."""
-        while not self._stopping:
-            conv, head_in, head_out = await self.store.load(cid)
-            now = time.time()
-            if (
-                head_out is not None
-                and head_out.next_attempt_at <= now
-                and await self._deliver(cid, head_out)
-            ):
-                continue
-            if head_in is not None and head_in.next_attempt_at <= now:
-                await self._process(conv, head_in)
-                continue
-            return
+    async def _run(self, work: Work) -> None:
+        """Pending replies first, in order; then the oldest inbound event if it is due."""
+        run = _Run(self, work.conversation)
+        try:
+            await run.deliver(work.outbox)
+            if len(work.outbox) >= OUTBOX_BATCH:
+                run.blocked = True  # older replies remain unread: new ones wait behind them
+            item = work.inbox
+            if item is not None and item.next_attempt_at <= time.time():
+                await self._process(run, item)
+        finally:
+            await run.settle()
 
     # --- deliveries -------------------------------------------------------------------------
 
-    async def _deliver_due(self, cid: int) -> bool:
-        """Deliver pending replies in order; stop at one that must wait. True if any sent."""
-        any_sent = False
-        while True:
-            item = await self.store.head_outbox(cid)
-            if item is None or item.next_attempt_at > time.time():
-                return any_sent
-            if not await self._deliver(cid, item):
-                return any_sent
-            any_sent = True
-
-    async def _deliver(self, cid: int, item: OutboxItem) -> bool:
+    async def _deliver(self, cid: int, item: OutboxItem, conversation_key: str) -> bool:
+        """Deliver one reply; False when it must wait (a retry is scheduled)."""
         adapter = self.adapters.get(item.channel)
         now = time.time()
         if adapter is None:
@@ -408,7 +434,7 @@ class Engine:
 
         delivery = Delivery(
             outbox_id=item.id,
-            conversation_key="",
+            conversation_key=conversation_key,
             address=item.address or {},
             elements=[parse_element(e) for e in item.elements],
             parts_done=item.parts_done,
@@ -419,7 +445,7 @@ class Engine:
         except DeliveryRetryable as exc:
             attempts = item.attempts + (0 if exc.rate_limited else 1)
             if attempts >= self.config.delivery_attempts:
-                await self._delivery_failed(cid, item, f"gave up: {exc}")
+                await self._delivery_failed(cid, item, f"gave up: {exc}", done)
                 return True
             delay = backoff(
                 max(1, attempts), self.config.retry_initial_seconds, self.config.retry_max_seconds
@@ -445,14 +471,16 @@ class Engine:
                 cid,
                 self.instance_id,
                 Step(conversation={"state": "ended", "end_reason": "recipient_gone"}),
+                item.channel,
             )
             self.metrics.deliveries.labels(item.channel, "recipient_gone").inc()
-            return True
+            self.metrics.sessions_ended.labels(item.channel, "recipient_gone").inc()
+            return False  # everything pending was failed: nothing more to deliver now
         except DeliveryRejected as exc:
-            await self._delivery_failed(cid, item, f"rejected: {exc}")
+            await self._delivery_failed(cid, item, f"rejected: {exc}", done)
             return True
         except DeliveryError as exc:
-            await self._delivery_failed(cid, item, str(exc))
+            await self._delivery_failed(cid, item, str(exc), done)
             return True
         await self.store.update_outbox(
             cid, self.instance_id, item.id, status=SENT, finished_at=time.time(), **done
@@ -460,7 +488,9 @@ class Engine:
         self.metrics.deliveries.labels(item.channel, "sent").inc()
         return True
 
-    async def _delivery_failed(self, cid: int, item: OutboxItem, reason: str) -> None:
+    async def _delivery_failed(
+        self, cid: int, item: OutboxItem, reason: str, done: dict[str, Any]
+    ) -> None:
         log.warning("conversation %s: delivery %s failed for good: %s", cid, item.id, reason)
         await self.store.update_outbox(
             cid,
@@ -469,16 +499,17 @@ class Engine:
             status=FAILED,
             finished_at=time.time(),
             last_error=reason[:1000],
+            **done,
         )
         self.metrics.deliveries.labels(item.channel, "failed").inc()
 
     # --- inbound processing -----------------------------------------------------------------
 
-    async def _process(self, conv: Conversation, item: InboxItem) -> None:
-        cid = conv.id
+    async def _process(self, run: _Run, item: InboxItem) -> None:
+        conv = run.conv
         bot = self.bots[self.channel_bots[conv.channel]]
         try:
-            step = await self._lifecycle(conv, item, bot)
+            step = await self._lifecycle(run, item, bot)
         except _Permanent as exc:
             step = self._dead(item, exc.reason, exc.notice)
             if exc.refused_bot:
@@ -491,10 +522,12 @@ class Engine:
                     exc.reason,
                 )
             else:
-                log.warning("conversation %s: event %s dead-lettered: %s", cid, item.id, exc.reason)
+                log.warning(
+                    "conversation %s: event %s dead-lettered: %s", conv.id, item.id, exc.reason
+                )
         except TextchatError as exc:
             step = self._retry_or_give_up(item, exc)
-        await self.store.commit(cid, self.instance_id, step)
+        await run.commit(step)
 
     def _dead(self, item: InboxItem, reason: str, notice: str) -> Step:
         self.metrics.dead_lettered.labels(item.channel).inc()
@@ -589,9 +622,10 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _lifecycle(self, conv: Conversation, item: InboxItem, bot: Bot) -> Step:
+    async def _lifecycle(self, run: _Run, item: InboxItem, bot: Bot) -> Step:
         """Run the session lifecycle for one event. Intermediate results (a launch) are
         committed as they happen, so a retry resumes where the last attempt stopped."""
+        conv = run.conv
         call = self._caller(conv, item, bot)
         now = time.time()
         active = conv.state == "active" and conv.session_id is not None
@@ -648,25 +682,18 @@ class Engine:
                 # The welcome already ended the conversation; nothing to send the text to.
                 launch.inbox_id, launch.inbox = item.id, done
                 return launch
-            await self.store.commit(conv.id, self.instance_id, launch)
-            conv = await self.store.conversation(conv.id)
             # The user sees the welcome while Parloa thinks about the message.
-            welcome = asyncio.create_task(self._deliver_due(conv.id), name=f"welcome-{conv.id}")
-        else:
-            welcome = None
+            await run.commit(launch, background=True)
+            conv = run.conv
         assert conv.session_id is not None
         try:
-            try:
-                result = await call(MessageEvent(text=text), conv.session_id)
-            finally:
-                if welcome is not None:
-                    await welcome
+            result = await call(MessageEvent(text=text), conv.session_id)
         except SessionNotFound:
             # The session expired at Parloa: open a new one quietly and say it again.
             log.info("conversation %s: session expired at Parloa; starting a new one", conv.id)
             relaunch = await self._launch_step(conv, item, call, done, final=False, quiet=True)
-            await self.store.commit(conv.id, self.instance_id, relaunch)
-            conv = await self.store.conversation(conv.id)
+            await run.commit(relaunch)
+            conv = run.conv
             assert conv.session_id is not None
             try:
                 result = await call(MessageEvent(text=text), conv.session_id)

@@ -71,9 +71,7 @@ def render_for_terminal(elements: Sequence[ResponseElement]) -> Rendered:
         elif isinstance(element, UnknownElement):
             lines.append(f"     (an element this terminal cannot show: {element.problem})")
     if chips:
-        lines.append(
-            "     " + "   ".join(f"[{i}] {chip.title}" for i, chip in enumerate(chips, 1))
-        )
+        lines.append("     " + "   ".join(f"[{i}] {chip.title}" for i, chip in enumerate(chips, 1)))
     return Rendered(lines, chips)
 
 

@@ -83,8 +83,8 @@ class FakeAdapter(Adapter):
     def texts(self, conversation: str) -> list[str]:
         return [s.body for s in self.sent if s.conversation == conversation and s.kind == "text"]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(predicate)
 
 

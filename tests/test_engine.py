@@ -157,16 +157,18 @@ async def test_many_conversations_concurrently_in_order(
         n = 200
         await asyncio.gather(*(h.send(f"c{i}", "m1") for i in range(n)))
         await h.adapter.wait_for(
-            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 2 * n, timeout=30
+            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 2 * n, within=30
         )
         elapsed = time.monotonic() - started
-        # each conversation needs launch + message = 2 round trips of 0.5 s
-        assert elapsed < 2 * 0.5 + 1.5, f"{n} conversations took {elapsed:.2f}s"
+        # Each conversation needs launch + message: 2 round trips of 0.5 s. Serial processing
+        # would take 200 s; the bound proves concurrency with room for a loaded CI machine
+        # (measured on an idle 2-core machine: about 2.7 s on SQLite and on PostgreSQL).
+        assert elapsed < 10, f"{n} conversations took {elapsed:.2f}s"
         # interleave three more messages per conversation; each conversation's order holds
         for k in (2, 3, 4):
             await asyncio.gather(*(h.send(f"c{i}", f"m{k}") for i in range(n)))
         await h.adapter.wait_for(
-            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 5 * n, timeout=30
+            lambda: sum(1 for s in h.adapter.sent if s.kind == "text") == 5 * n, within=30
         )
         for i in (0, 57, 199):
             assert h.adapter.texts(f"c{i}")[1:] == [f"You said: m{k}" for k in (1, 2, 3, 4)]
@@ -188,7 +190,7 @@ async def test_parloa_outage_loses_and_reorders_nothing(
         await simulator.state.wait_for(lambda s: s.stats()["requests"] >= 10)
         simulator.state.faults = Faults()  # Parloa is back
         await h.adapter.wait_for(
-            lambda: len(h.adapter.texts("a")) == 5 and len(h.adapter.texts("b")) == 4, timeout=20
+            lambda: len(h.adapter.texts("a")) == 5 and len(h.adapter.texts("b")) == 4, within=20
         )
         assert h.adapter.texts("a")[1:] == [f"You said: m{k}" for k in range(4)]
         assert h.adapter.texts("b")[1:] == [f"You said: m{k}" for k in range(1, 4)]
@@ -223,7 +225,7 @@ async def test_refused_token_keeps_the_event_for_a_retry(
         await h.send("a", "hello")
         await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 1)
         assert "not available" in h.adapter.texts("a")[0]
-        assert h.calls("a") == [("launch", 401)]
+        assert [r.status for r in simulator.state.requests] == [401]  # never retried
         assert "bot" in h.engine.health.refused
         dead = await store.dead_letters()
         assert len(dead) == 1 and "refused the API token" in (dead[0].last_error or "")
@@ -264,7 +266,8 @@ async def test_recipient_gone_ends_the_conversation(
     store: Store, simulator: RunningSimulator
 ) -> None:
     async with harness(store, simulator) as h:
-        h.adapter.failures = [RecipientGone("blocked by the user")]
+        # the user blocked the bot: every send fails
+        h.adapter.failures = [RecipientGone("blocked by the user") for _ in range(5)]
         await h.send("a", "one")
         await simulator.state.wait_for(lambda s: len(h.events("a")) == 2)
         deadline = time.monotonic() + 5
@@ -306,7 +309,7 @@ async def test_two_engines_share_one_database(
             for i, conv in enumerate(convs):
                 target = h1 if (i + k) % 2 else h2
                 await target.send(conv, f"m{k}")
-        await shared.wait_for(lambda: len(shared.sent) >= 7 * len(convs), timeout=30)
+        await shared.wait_for(lambda: len(shared.sent) >= 7 * len(convs), within=30)
         for conv in convs:
             assert [t for e, t in h1.events(conv) if e == "message"] == [f"m{k}" for k in range(5)]
             assert [e for e, _ in h1.events(conv)].count("launch") == 1

@@ -18,6 +18,7 @@ from bridge.store.repository import (
     DEAD,
     DONE,
     FAILED,
+    OUTBOX_BATCH,
     PENDING,
     SENT,
     LeaseLost,
@@ -99,22 +100,30 @@ async def count(engine: AsyncEngine, table: Table) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
+async def settle(store: Store, cid: int, owner: str) -> None:
+    """Let go of a conversation like a worker with nothing more to do now: finish (which
+    records when work is next due) and, if finish kept the lease because work is due, release."""
+    if await store.finish(cid, owner, TTL) is not None:
+        assert await store.release_all(owner) == 1
+
+
 async def set_inbox(store: Store, cid: int, inbox_id: int, **values: Any) -> None:
     """Change one inbox row the way a worker does: claimed, committed, finished."""
     assert await store.claim(cid, "setup", TTL)
-    await store.commit(cid, "setup", Step(inbox_id=inbox_id, inbox=values))
-    await store.finish(cid, "setup")
+    await store.commit(cid, "setup", Step(inbox_id=inbox_id, inbox=values), "telegram")
+    await settle(store, cid, "setup")
 
 
-async def add_outbox(store: Store, cid: int, n: int) -> list[int]:
+async def add_outbox(store: Store, cid: int, n: int, channel: str = "telegram") -> list[int]:
     assert await store.claim(cid, "setup", TTL)
-    ids = await store.commit(
+    created = await store.commit(
         cid,
         "setup",
         Step(outbox=[NewOutbox(elements=[{"text": f"r{i}"}], address=None) for i in range(n)]),
+        channel,
     )
-    await store.finish(cid, "setup")
-    return ids
+    await settle(store, cid, "setup")
+    return [o.id for o in created]
 
 
 # --- accept ----------------------------------------------------------------------------------
@@ -295,31 +304,55 @@ async def test_claim_is_exclusive_reentrant_and_expires(
     store: Store, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     _, cid = await accept(store, "e1")
-    assert await store.claim(cid, A, TTL)
+    assert await store.claim(cid, A, TTL) is not None
     assert (await conv_row(engine, cid))["lease_until"] == T0 + TTL
-    assert not await store.claim(cid, B, TTL)
+    assert await store.claim(cid, B, TTL) is None
     clock.advance(10)
-    assert await store.claim(cid, A, TTL)  # re-entrant: extends
+    assert await store.claim(cid, A, TTL) is not None  # re-entrant: extends
     row = await conv_row(engine, cid)
     assert (row["lease_owner"], row["lease_until"]) == (A, T0 + 10 + TTL)
 
     clock.advance(TTL)  # exactly at lease_until: not expired yet
-    assert not await store.claim(cid, B, TTL)
+    assert await store.claim(cid, B, TTL) is None
     clock.advance(1)
-    assert await store.claim(cid, B, TTL)
+    assert await store.claim(cid, B, TTL) is not None
     assert (await conv_row(engine, cid))["lease_owner"] == B
 
     assert not await store.renew(cid, A, TTL)  # A lost it
     clock.advance(5)
     assert await store.renew(cid, B, 100)
     assert (await conv_row(engine, cid))["lease_until"] == clock.now + 100
-    assert not await store.claim(99999, A, TTL)  # no such conversation
+    assert await store.claim(99999, A, TTL) is None  # no such conversation
 
 
 async def test_concurrent_claims_have_one_winner(store: Store) -> None:
     _, cid = await accept(store, "e1")
     results = await asyncio.gather(*(store.claim(cid, f"owner-{i}", TTL) for i in range(10)))
-    assert sum(results) == 1
+    assert sum(1 for r in results if r is not None) == 1
+
+
+async def test_claim_reads_the_work_in_order(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    clock.advance(1)
+    await accept(store, "e2")
+    first, _ = await inbox_ids(engine, cid)
+    work = await store.claim(cid, A, TTL)
+    assert work is not None
+    assert (work.conversation.id, work.conversation.conversation_key) == (cid, "chat-1")
+    assert work.conversation.state == "new"
+    assert work.inbox is not None
+    assert (work.inbox.id, work.inbox.event_id, work.inbox.status) == (first, "e1", PENDING)
+    assert work.outbox == []
+    await store.release_all(A)
+
+    ids = await add_outbox(store, cid, OUTBOX_BATCH + 5)
+    work = await store.claim(cid, A, TTL)
+    assert work is not None
+    assert [o.id for o in work.outbox] == ids[:OUTBOX_BATCH]  # oldest first, one batch
+    assert work.outbox[0].elements == [{"text": "r0"}]
+    assert {o.status for o in work.outbox} == {PENDING}
 
 
 async def test_finish_with_nothing_pending_releases_and_clears_due(
@@ -328,15 +361,17 @@ async def test_finish_with_nothing_pending_releases_and_clears_due(
     _, cid = await accept(store, "e1")
     (iid,) = await inbox_ids(engine, cid)
     assert await store.claim(cid, A, TTL)
-    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE, "finished_at": T0}))
-    assert await store.finish(cid, A) is None
+    await store.commit(
+        cid, A, Step(inbox_id=iid, inbox={"status": DONE, "finished_at": T0}), "telegram"
+    )
+    assert await store.finish(cid, A, TTL) is None
     row = await conv_row(engine, cid)
     assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (None, None, None)
     assert await store.due_conversations(10) == []
     assert await store.claim(cid, B, TTL)  # free for anyone
 
 
-async def test_finish_returns_when_the_head_is_due(
+async def test_finish_records_when_the_head_is_due(
     store: Store, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     _, cid = await accept(store, "e1")
@@ -347,35 +382,59 @@ async def test_finish_returns_when_the_head_is_due(
     assert await store.claim(cid, A, TTL)
     # The head failed and waits 100 s: the conversation is due then, not now.
     await store.commit(
-        cid, A, Step(inbox_id=first, inbox={"attempts": 1, "next_attempt_at": clock.now + 100})
+        cid,
+        A,
+        Step(inbox_id=first, inbox={"attempts": 1, "next_attempt_at": clock.now + 100}),
+        "telegram",
     )
-    assert await store.finish(cid, A) == clock.now + 100
+    assert await store.finish(cid, A, TTL) is None
     row = await conv_row(engine, cid)
-    assert (row["lease_owner"], row["due_at"]) == (None, clock.now + 100)
+    assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (None, None, clock.now + 100)
+    assert await store.next_due_at() == clock.now + 100
     assert await store.due_conversations(10) == []
     assert (await store.head_inbox(cid)).id == first  # type: ignore[union-attr]
     second_row = (await rows(engine, inbox, inbox.c.id == second))[0]
     assert second_row["next_attempt_at"] <= clock.now  # due, yet it waits behind the head
 
-    # A pending delivery due now makes the conversation due now (the earlier of both heads).
+    # A pending delivery due now: finish keeps the lease and hands back the work.
     assert await store.claim(cid, A, TTL)
-    await store.commit(cid, A, Step(outbox=[NewOutbox(elements=[{"t": 1}], address=None)]))
-    assert await store.finish(cid, A) == clock.now
+    (new,) = await store.commit(
+        cid, A, Step(outbox=[NewOutbox(elements=[{"t": 1}], address=None)]), "telegram"
+    )
+    clock.advance(5)
+    work = await store.finish(cid, A, 60)
+    assert work is not None
+    assert [o.id for o in work.outbox] == [new.id]
+    assert work.inbox is not None and work.inbox.id == first  # the head, though not yet due
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["lease_until"]) == (A, clock.now + 60)
 
     # The delivery's head rescheduled further than the inbox head: the inbox head decides.
-    (oid,) = [r["id"] for r in await rows(engine, outbox)]
+    await store.update_outbox(cid, A, new.id, next_attempt_at=clock.now + 500)
+    assert await store.finish(cid, A, TTL) is None
+    assert (await conv_row(engine, cid))["due_at"] == T0 + 101
+
+    # ... and the delivery decides when it is the earlier one.
     assert await store.claim(cid, A, TTL)
-    await store.update_outbox(cid, A, oid, next_attempt_at=clock.now + 500)
-    assert await store.finish(cid, A) == clock.now + 100
+    await store.commit(
+        cid, A, Step(inbox_id=first, inbox={"next_attempt_at": clock.now + 1000}), "telegram"
+    )
+    assert await store.finish(cid, A, TTL) is None
+    assert (await conv_row(engine, cid))["due_at"] == clock.now + 500
+
+    clock.advance(500)
+    assert await store.due_conversations(10) == [cid]
+    work = await store.claim(cid, B, TTL)
+    assert work is not None and [o.id for o in work.outbox] == [new.id]
 
 
 async def test_finish_by_non_owner_changes_nothing(store: Store, engine: AsyncEngine) -> None:
     _, cid = await accept(store, "e1")
     assert await store.claim(cid, A, TTL)
     before = await conv_row(engine, cid)
-    assert await store.finish(cid, B) is None
+    assert await store.finish(cid, B, TTL) is None
     assert await conv_row(engine, cid) == before
-    assert await store.finish(99999, A) is None
+    assert await store.finish(99999, A, TTL) is None
 
 
 async def test_release_all_releases_only_that_owners_leases(
@@ -414,7 +473,8 @@ async def test_commit_applies_a_step_atomically(
             NewOutbox(elements=[{"text": "three"}, {"buttons": ["a"]}], address={"x": 1}),
         ],
     )
-    ids = await store.commit(cid, A, step)
+    created = await store.commit(cid, A, step, "telegram")
+    ids = [o.id for o in created]
     assert len(ids) == 3
     assert ids == sorted(ids) and len(set(ids)) == 3
 
@@ -439,12 +499,26 @@ async def test_commit_applies_a_step_atomically(
     assert {r["status"] for r in out} == {PENDING}
     assert {(r["parts_done"], r["attempts"]) for r in out} == {(0, 0)}
     assert {r["next_attempt_at"] for r in out} == {clock.now}
+    # What commit returns is what it stored.
+    for item, r in zip(created, out, strict=True):
+        assert (item.conversation_id, item.inbox_id, item.channel) == (
+            cid,
+            r["inbox_id"],
+            r["channel"],
+        )
+        assert (item.address, item.elements) == (r["address"], r["elements"])
+        assert (item.status, item.parts_done, item.attempts) == (PENDING, 0, 0)
+        assert (item.next_attempt_at, item.last_error) == (clock.now, None)
+    assert await store.head_outbox(cid) == created[0]
 
-    assert await store.commit(cid, A, Step()) == []  # an empty step is fine
+    assert await store.commit(cid, A, Step(), "telegram") == []  # an empty step is fine
 
 
-async def _assert_commit_refused(store: Store, engine: AsyncEngine, cid: int, owner: str) -> None:
+async def _assert_commit_refused(
+    store: Store, engine: AsyncEngine, cid: int, owner: str, *, other_writes: bool = True
+) -> None:
     (iid,) = await inbox_ids(engine, cid)
+    outbox_before = await rows(engine, outbox)
     conv_before = await conv_row(engine, cid)
     inbox_before = await rows(engine, inbox)
     step = Step(
@@ -454,14 +528,15 @@ async def _assert_commit_refused(store: Store, engine: AsyncEngine, cid: int, ow
         outbox=[NewOutbox(elements=[{"text": "late"}], address=None)],
     )
     with pytest.raises(LeaseLost):
-        await store.commit(cid, owner, step)
-    with pytest.raises(LeaseLost):
-        await store.update_outbox(cid, owner, 1, status=SENT)
-    with pytest.raises(LeaseLost):
-        await store.fail_pending_outbox(cid, owner, "gone")
+        await store.commit(cid, owner, step, "telegram")
+    if other_writes:
+        (oid,) = [r["id"] for r in outbox_before]
+        with pytest.raises(LeaseLost):
+            await store.update_outbox(cid, owner, oid, status=SENT)
+        assert await store.fail_pending_outbox(cid, owner, "gone") == 0
     assert await conv_row(engine, cid) == conv_before
     assert await rows(engine, inbox) == inbox_before
-    assert await count(engine, outbox) == 0
+    assert await rows(engine, outbox) == outbox_before
 
 
 async def test_commit_after_the_lease_expired_is_refused(
@@ -470,13 +545,15 @@ async def test_commit_after_the_lease_expired_is_refused(
     _, cid = await accept(store, "e1")
     assert await store.claim(cid, A, TTL)
     clock.advance(TTL + 1)  # expired, nobody took over yet
-    await _assert_commit_refused(store, engine, cid, A)
+    # Only commit checks lease_until; the outbox writes check the owner alone.
+    await _assert_commit_refused(store, engine, cid, A, other_writes=False)
 
 
 async def test_commit_while_another_owner_holds_the_lease_is_refused(
     store: Store, engine: AsyncEngine, clock: FakeClock
 ) -> None:
     _, cid = await accept(store, "e1")
+    await add_outbox(store, cid, 1)
     assert await store.claim(cid, A, TTL)
     clock.advance(TTL + 1)
     assert await store.claim(cid, B, TTL)
@@ -485,6 +562,7 @@ async def test_commit_while_another_owner_holds_the_lease_is_refused(
 
 async def test_commit_without_a_lease_is_refused(store: Store, engine: AsyncEngine) -> None:
     _, cid = await accept(store, "e1")
+    await add_outbox(store, cid, 1)
     await _assert_commit_refused(store, engine, cid, A)
 
 
@@ -580,12 +658,15 @@ async def test_idle_conversations_are_active_ones_without_recent_activity(
     _, new = await accept(store, "e3", key="new")  # never launched: never idle
     assert await store.claim(active, A, TTL)
     await store.commit(
-        active, A, Step(conversation={"state": "active", "session_id": "s-1", "address": {"c": 1}})
+        active,
+        A,
+        Step(conversation={"state": "active", "session_id": "s-1", "address": {"c": 1}}),
+        "telegram",
     )
     clock.advance(50)
     assert await store.claim(fresh, A, TTL)
     await store.commit(
-        fresh, A, Step(conversation={"state": "active", "last_activity_at": clock.now})
+        fresh, A, Step(conversation={"state": "active", "last_activity_at": clock.now}), "telegram"
     )
     clock.advance(50)  # active: idle 100 s; fresh: idle 50 s
 
@@ -612,8 +693,9 @@ async def test_enqueue_internal_dedups_and_sets_due_only_when_idle(
             inbox_id=iid,
             inbox={"status": DONE, "finished_at": T0},
         ),
+        "telegram",
     )
-    assert await store.finish(cid, A) is None
+    assert await store.finish(cid, A, TTL) is None
     assert (await conv_row(engine, cid))["due_at"] is None
 
     clock.advance(100)
@@ -631,13 +713,14 @@ async def test_enqueue_internal_dedups_and_sets_due_only_when_idle(
     assert len(await inbox_ids(engine, cid)) == 2
     assert (await conv_row(engine, cid))["due_at"] == clock.now - 1
 
-    # Already due later (a retry waits): the internal event queues behind, due_at stays.
+    # Already due later (a retry waits): due_at moves to now, like accept(); the worker that
+    # wakes finds the head not due and finish() puts due_at back from the queue heads.
     async with engine.begin() as conn:
         await conn.execute(
             update(conversations).where(conversations.c.id == cid).values(due_at=clock.now + 300)
         )
     assert await store.enqueue_internal(conv, "idle", "idle:s-2")
-    assert (await conv_row(engine, cid))["due_at"] == clock.now + 300
+    assert (await conv_row(engine, cid))["due_at"] == clock.now
 
 
 async def test_purge_removes_only_old_finished_rows(
@@ -657,7 +740,7 @@ async def test_purge_removes_only_old_finished_rows(
     await store.update_outbox(cid, A, sent_old, status=SENT, finished_at=T0)
     await store.update_outbox(cid, A, failed_old, status=FAILED, finished_at=T0 + 1)
     await store.update_outbox(cid, A, sent_new, status=SENT, finished_at=T0 + 90)
-    await store.finish(cid, A)
+    await settle(store, cid, A)
 
     clock.advance(100)
     assert await store.purge(50) == (2, 2)  # cutoff: T0 + 50
@@ -875,6 +958,7 @@ async def test_enqueue_internal_racing_finish_leaves_the_conversation_due(
             inbox_id=iid,
             inbox={"status": DONE, "finished_at": clock.now},
         ),
+        "telegram",
     )
     # While the worker runs, due_at still holds its old value (not NULL).
     assert (await conv_row(engine, cid))["due_at"] == T0

@@ -223,7 +223,7 @@ def to_inbound(payload: object, *, max_text_length: int = DEFAULT_MAX_TEXT_LENGT
         kind=kind,
         text=text,
         address={"conversation_id": conversation_id, "user_id": user_id},
-        context={"platform": PLATFORM, **context},
+        context={**context, "platform": PLATFORM},
     )
 
 

@@ -21,6 +21,7 @@ from bridge.store.schema import channel_state, conversations, inbox, leases, out
 
 Clock = Callable[[], float]
 
+OUTBOX_BATCH = 20  # pending replies read per claim; more are read as these are sent
 PENDING = "pending"
 DONE = "done"
 DEAD = "dead"
@@ -83,6 +84,15 @@ class OutboxItem:
     last_error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A claimed conversation with the heads of its queues."""
+
+    conversation: Conversation
+    inbox: InboxItem | None
+    outbox: list[OutboxItem]
+
+
 @dataclass(slots=True)
 class NewOutbox:
     elements: list[Any]
@@ -111,6 +121,12 @@ class InboxStats:
 def _insert(conn: AsyncConnection, table: Any) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def _least(conn: AsyncConnection, column: Any, value: float) -> Any:
+    # SQLite's two-argument MIN returns NULL if either is NULL (PostgreSQL's LEAST ignores
+    # NULLs); every use wraps it in COALESCE, so both give the same answer.
+    return (func.least if conn.dialect.name == "postgresql" else func.min)(column, value)
 
 
 def _conversation(row: Row[Any]) -> Conversation:
@@ -185,12 +201,7 @@ class Store:
                             conversations.c.conversation_key == conversation_key,
                         )
                         .values(
-                            due_at=func.coalesce(
-                                func.least(conversations.c.due_at, now)
-                                if conn.dialect.name == "postgresql"
-                                else func.min(conversations.c.due_at, now),
-                                now,
-                            ),
+                            due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now),
                             updated_at=now,
                         )
                         .returning(conversations.c.id)
@@ -242,22 +253,46 @@ class Store:
             value = (await conn.execute(select(func.min(conversations.c.due_at)))).scalar()
             return float(value) if value is not None else None
 
-    async def claim(self, conversation_id: int, owner: str, ttl: float) -> bool:
+    async def claim(self, conversation_id: int, owner: str, ttl: float) -> Work | None:
+        """Take the conversation's lease and read its work in one transaction; None when
+        another process holds it."""
         now = self.clock()
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(conversations)
-                .where(
-                    conversations.c.id == conversation_id,
-                    or_(
-                        conversations.c.lease_owner.is_(None),
-                        conversations.c.lease_owner == owner,
-                        conversations.c.lease_until < now,
-                    ),
+            row = (
+                await conn.execute(
+                    update(conversations)
+                    .where(
+                        conversations.c.id == conversation_id,
+                        or_(
+                            conversations.c.lease_owner.is_(None),
+                            conversations.c.lease_owner == owner,
+                            conversations.c.lease_until < now,
+                        ),
+                    )
+                    .values(lease_owner=owner, lease_until=now + ttl)
+                    .returning(*conversations.c)
                 )
-                .values(lease_owner=owner, lease_until=now + ttl)
+            ).first()
+            if row is None:
+                return None
+            return await self._work(conn, _conversation(row))
+
+    async def _work(self, conn: AsyncConnection, conv: Conversation) -> Work:
+        in_row = (
+            await conn.execute(
+                select(inbox)
+                .where(inbox.c.conversation_id == conv.id, inbox.c.status == PENDING)
+                .order_by(inbox.c.id)
+                .limit(1)
             )
-            return bool(result.rowcount)
+        ).first()
+        out_rows = await conn.execute(
+            select(outbox)
+            .where(outbox.c.conversation_id == conv.id, outbox.c.status == PENDING)
+            .order_by(outbox.c.id)
+            .limit(OUTBOX_BATCH)
+        )
+        return Work(conv, _inbox(in_row) if in_row else None, [_outbox(r) for r in out_rows])
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
         async with self.engine.begin() as conn:
@@ -268,27 +303,38 @@ class Store:
             )
             return bool(result.rowcount)
 
-    async def finish(self, conversation_id: int, owner: str) -> float | None:
-        """Release the lease and record when the conversation next has work."""
+    async def finish(self, conversation_id: int, owner: str, ttl: float) -> Work | None:
+        """If the conversation has work due now, keep the lease and return it; otherwise
+        release the lease and record when work is next due. None also when not held."""
+        now = self.clock()
         async with self.engine.begin() as conn:
-            held = (
+            # Lock the row first: an accept() updating it either committed before (and we see
+            # its event) or waits for us (and sets due_at after we wrote ours).
+            row = (
                 await conn.execute(
-                    select(conversations.c.id)
+                    select(conversations)
                     .where(
                         conversations.c.id == conversation_id, conversations.c.lease_owner == owner
                     )
                     .with_for_update()
                 )
             ).first()
-            if held is None:
+            if row is None:
                 return None
             due = await self._next_due(conn, conversation_id)
+            if due is not None and due <= now:
+                await conn.execute(
+                    update(conversations)
+                    .where(conversations.c.id == conversation_id)
+                    .values(lease_until=now + ttl)
+                )
+                return await self._work(conn, _conversation(row))
             await conn.execute(
                 update(conversations)
                 .where(conversations.c.id == conversation_id)
                 .values(lease_owner=None, lease_until=None, due_at=due)
             )
-            return due
+            return None
 
     async def release_all(self, owner: str) -> int:
         """Give up every lease this process holds (shutdown): others may take over at once."""
@@ -338,36 +384,6 @@ class Store:
             ).first()
             return _conversation(row) if row else None
 
-    async def load(
-        self, conversation_id: int
-    ) -> tuple[Conversation, InboxItem | None, OutboxItem | None]:
-        """The conversation with the heads of its inbox and outbox, in one round trip."""
-        async with self.engine.connect() as conn:
-            conv = _conversation(
-                (
-                    await conn.execute(
-                        select(conversations).where(conversations.c.id == conversation_id)
-                    )
-                ).one()
-            )
-            in_row = (
-                await conn.execute(
-                    select(inbox)
-                    .where(inbox.c.conversation_id == conversation_id, inbox.c.status == PENDING)
-                    .order_by(inbox.c.id)
-                    .limit(1)
-                )
-            ).first()
-            out_row = (
-                await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
-                    .order_by(outbox.c.id)
-                    .limit(1)
-                )
-            ).first()
-        return conv, _inbox(in_row) if in_row else None, _outbox(out_row) if out_row else None
-
     async def head_inbox(self, conversation_id: int) -> InboxItem | None:
         async with self.engine.connect() as conn:
             row = (
@@ -394,80 +410,102 @@ class Store:
 
     # --- writing results (lease-guarded) ----------------------------------------------------
 
-    async def _guard(self, conn: AsyncConnection, conversation_id: int, owner: str) -> None:
-        held = (
-            await conn.execute(
+    async def commit(
+        self, conversation_id: int, owner: str, step: Step, channel: str
+    ) -> list[OutboxItem]:
+        """Apply a step atomically; returns the new outbox rows. Raises LeaseLost."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            # The lease check is part of the update, so it costs no extra round trip.
+            result = await conn.execute(
+                update(conversations)
+                .where(
+                    conversations.c.id == conversation_id,
+                    conversations.c.lease_owner == owner,
+                    conversations.c.lease_until >= now,
+                )
+                .values(updated_at=now, **step.conversation)
+            )
+            if not result.rowcount:
+                raise LeaseLost(f"conversation {conversation_id}: lease lost")
+            if step.inbox_id is not None and step.inbox:
+                await conn.execute(
+                    update(inbox).where(inbox.c.id == step.inbox_id).values(**step.inbox)
+                )
+            created: list[OutboxItem] = []
+            for new in step.outbox:
+                address = dict(new.address) if new.address else None
+                new_id = (
+                    await conn.execute(
+                        outbox.insert()
+                        .values(
+                            conversation_id=conversation_id,
+                            inbox_id=new.inbox_id,
+                            channel=channel,
+                            address=address,
+                            elements=new.elements,
+                            parts_done=0,
+                            status=PENDING,
+                            attempts=0,
+                            next_attempt_at=now,
+                            created_at=now,
+                        )
+                        .returning(outbox.c.id)
+                    )
+                ).scalar_one()
+                created.append(
+                    OutboxItem(
+                        int(new_id),
+                        conversation_id,
+                        new.inbox_id,
+                        channel,
+                        address,
+                        new.elements,
+                        0,
+                        PENDING,
+                        0,
+                        now,
+                        None,
+                    )
+                )
+            return created
+
+    async def update_outbox(
+        self, conversation_id: int, owner: str, outbox_id: int, **values: Any
+    ) -> None:
+        async with self.engine.begin() as conn:
+            held = (
                 select(conversations.c.id)
                 .where(
                     conversations.c.id == conversation_id,
                     conversations.c.lease_owner == owner,
                     conversations.c.lease_until >= self.clock(),
                 )
-                .with_for_update()
+                .exists()
             )
-        ).first()
-        if held is None:
-            raise LeaseLost(f"conversation {conversation_id}: lease lost")
-
-    async def commit(self, conversation_id: int, owner: str, step: Step) -> list[int]:
-        """Apply a step atomically; returns the new outbox ids. Raises LeaseLost."""
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            await self._guard(conn, conversation_id, owner)
-            if step.conversation:
-                await conn.execute(
-                    update(conversations)
-                    .where(conversations.c.id == conversation_id)
-                    .values(updated_at=now, **step.conversation)
-                )
-            if step.inbox_id is not None and step.inbox:
-                await conn.execute(
-                    update(inbox).where(inbox.c.id == step.inbox_id).values(**step.inbox)
-                )
-            ids: list[int] = []
-            channel: str | None = None
-            for new in step.outbox:
-                if channel is None:
-                    channel = (
-                        await conn.execute(
-                            select(conversations.c.channel).where(
-                                conversations.c.id == conversation_id
-                            )
-                        )
-                    ).scalar_one()
-                result = await conn.execute(
-                    outbox.insert()
-                    .values(
-                        conversation_id=conversation_id,
-                        inbox_id=new.inbox_id,
-                        channel=channel,
-                        address=dict(new.address) if new.address else None,
-                        elements=new.elements,
-                        parts_done=0,
-                        status=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                    .returning(outbox.c.id)
-                )
-                ids.append(int(result.scalar_one()))
-            return ids
-
-    async def update_outbox(
-        self, conversation_id: int, owner: str, outbox_id: int, **values: Any
-    ) -> None:
-        async with self.engine.begin() as conn:
-            await self._guard(conn, conversation_id, owner)
-            await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+            result = await conn.execute(
+                update(outbox).where(outbox.c.id == outbox_id, held).values(**values)
+            )
+            if not result.rowcount:
+                raise LeaseLost(f"conversation {conversation_id}: lease lost")
 
     async def fail_pending_outbox(self, conversation_id: int, owner: str, reason: str) -> int:
         """Give up every pending delivery of a conversation (the recipient is gone)."""
         async with self.engine.begin() as conn:
-            await self._guard(conn, conversation_id, owner)
+            held = (
+                select(conversations.c.id)
+                .where(
+                    conversations.c.id == conversation_id,
+                    conversations.c.lease_owner == owner,
+                    conversations.c.lease_until >= self.clock(),
+                )
+                .exists()
+            )
             result = await conn.execute(
                 update(outbox)
-                .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
+                .where(
+                    outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING, held
+                )
                 .values(status=FAILED, last_error=reason, finished_at=self.clock())
             )
             return int(result.rowcount)
@@ -491,6 +529,12 @@ class Store:
         """An event the bridge itself raises (idle timeout) into a conversation's queue."""
         now = self.clock()
         async with self.engine.begin() as conn:
+            # Row lock first, as in accept(), so a concurrent finish() cannot lose the wake-up.
+            await conn.execute(
+                update(conversations)
+                .where(conversations.c.id == conv.id)
+                .values(due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now))
+            )
             inserted = await conn.execute(
                 _insert(conn, inbox)
                 .values(
@@ -510,12 +554,8 @@ class Store:
                 .returning(inbox.c.id)
             )
             if inserted.first() is None:
+                await conn.rollback()
                 return False
-            await conn.execute(
-                update(conversations)
-                .where(conversations.c.id == conv.id, conversations.c.due_at.is_(None))
-                .values(due_at=now)
-            )
             return True
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:

@@ -221,9 +221,7 @@ class TextchatClient:
                 request_id=request_id,
             ) from None
 
-    async def _read_limited(
-        self, resp: aiohttp.ClientResponse, rid: str, cid: str | None
-    ) -> bytes:
+    async def _read_limited(self, resp: aiohttp.ClientResponse, rid: str, cid: str | None) -> bytes:
         declared = resp.content_length
         if declared is not None and declared > self._max_body:
             raise MalformedResponse(

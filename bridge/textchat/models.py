@@ -21,9 +21,12 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 API_VERSION: Literal["chat/v1"] = "chat/v1"
 PLATFORM = "textchatV2"
@@ -83,6 +86,18 @@ class TextchatRequest(_Request):
     requester_id: str
     session_id: str
     context: Annotated[list[ContextItem], Field(max_length=100)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire_rules(cls, data: Any, info: ValidationInfo) -> Any:
+        # On the wire the spec requires apiVersion and types context as an array (never null);
+        # the Python defaults (apiVersion filled in, context=None) only serve building requests.
+        if isinstance(info.context, dict) and info.context.get("wire") and isinstance(data, dict):
+            if "apiVersion" not in data:
+                raise PydanticCustomError("missing", "apiVersion: Field required")
+            if "context" in data and data["context"] is None:
+                raise PydanticCustomError("list_type", "context: Input should be a valid array")
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -244,7 +259,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def parse_wire(model: type[M], data: object) -> M:
     """Validate wire data (camelCase names only). Raises pydantic's ValidationError."""
-    return model.model_validate(data, by_alias=True, by_name=False)
+    return model.model_validate(data, by_alias=True, by_name=False, context={"wire": True})
 
 
 def _first_error(exc: ValidationError) -> str:
