@@ -145,3 +145,39 @@ def test_logging_redacts_messages_args_and_tracebacks(fmt: str) -> None:
         first = json.loads(output.splitlines()[0])
         assert first["logger"] == "bridge.test" and first["level"] == "INFO"
     logging.getLogger().handlers.clear()
+
+
+def test_example_config_documents_every_key() -> None:
+    import re
+
+    from adapters.webhook.channel import WebhookOptions
+    from bridge.config import (
+        BotConfig,
+        DatabaseConfig,
+        EngineConfig,
+        HttpConfig,
+        LoggingConfig,
+        MessagesConfig,
+        ParloaConfig,
+        SimulatorConfig,
+    )
+
+    text = (Path(__file__).resolve().parents[1] / "config" / "bridge.example.toml").read_text()
+    models = [
+        DatabaseConfig,
+        HttpConfig,
+        LoggingConfig,
+        ParloaConfig,
+        EngineConfig,
+        MessagesConfig,
+        SimulatorConfig,
+        BotConfig,
+        WebhookOptions,
+    ]
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name in model.model_fields
+        if not re.search(rf"^#?\s*{name}\s*=", text, re.MULTILINE)
+    ]
+    assert missing == [], f"config/bridge.example.toml does not document: {missing}"
