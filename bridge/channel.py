@@ -144,16 +144,21 @@ class Adapter(abc.ABC):
         self.name = name
 
     def routes(self) -> Sequence[web.RouteDef]:
-        """HTTP routes to serve on the bridge's server (webhooks); called before start."""
+        """HTTP routes to serve on the bridge's server (webhooks); called before start. They
+        are served for the whole life of the process: answer 503 while not started."""
         return ()
 
     @abc.abstractmethod
     async def start(self, intake: Intake) -> None:
         """Begin intake. Returns once running; raises if the channel cannot start."""
 
+    async def stop_intake(self) -> None:  # noqa: B027 - optional hook
+        """Stop taking new events (shutdown begins); ``deliver`` must keep working, because
+        the engine drains work in flight after this. Idempotent."""
+
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Stop intake and release what was taken. Idempotent."""
+        """Stop intake and release everything (after the drain). Idempotent."""
 
     @abc.abstractmethod
     async def deliver(self, delivery: Delivery) -> None:

@@ -276,11 +276,18 @@ def parse_config(
     try:
         config = BridgeConfig.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(problems + describe_errors(exc)) from None
+        problems += describe_errors(exc)
+        config = None
     if validate_channel is not None:
-        for i, channel in enumerate(config.channels):
+        # Checked even when the rest is broken: every problem is reported in one go.
+        raw_channels = resolved.get("channels")
+        for i, raw in enumerate(raw_channels if isinstance(raw_channels, list) else []):
+            try:
+                channel = ChannelConfig.model_validate(raw)
+            except ValidationError:
+                continue  # its own problems are already listed
             problems.extend(validate_channel(channel, f"channels[{i}]"))
-    if problems:
+    if problems or config is None:
         raise ConfigError(problems)
     return config
 

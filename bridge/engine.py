@@ -507,7 +507,12 @@ class Engine:
 
     async def _process(self, run: _Run, item: InboxItem) -> None:
         conv = run.conv
-        bot = self.bots[self.channel_bots[conv.channel]]
+        bot_name = self.channel_bots.get(conv.channel)
+        if bot_name is None:
+            # The channel was removed from the configuration: nobody can answer this.
+            await run.commit(self._dead(item, f"channel {conv.channel!r} is not configured", ""))
+            return
+        bot = self.bots[bot_name]
         try:
             step = await self._lifecycle(run, item, bot)
         except _Permanent as exc:
@@ -527,6 +532,13 @@ class Engine:
                 )
         except TextchatError as exc:
             step = self._retry_or_give_up(item, exc)
+        except (LeaseLost, StoreUnavailable):
+            raise
+        except Exception as exc:
+            # A bug, not Parloa: retry like a transient failure (bounded by the retry
+            # budget), so one bad event can neither spin nor block its conversation forever.
+            log.exception("conversation %s: event %s failed unexpectedly", conv.id, item.id)
+            step = self._retry_or_give_up(item, exc)
         await run.commit(step)
 
     def _dead(self, item: InboxItem, reason: str, notice: str) -> Step:
@@ -542,7 +554,7 @@ class Engine:
             outbox=[NewOutbox([text_element(notice)], item.address, item.id)] if notice else [],
         )
 
-    def _retry_or_give_up(self, item: InboxItem, exc: TextchatError) -> Step:
+    def _retry_or_give_up(self, item: InboxItem, exc: Exception) -> Step:
         attempts = item.attempts + 1
         now = time.time()
         if now - item.created_at >= self.config.retry_budget_seconds:

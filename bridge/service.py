@@ -182,13 +182,19 @@ class Service:
         for task in self._channel_tasks:
             task.cancel()
         await asyncio.gather(*self._channel_tasks, return_exceptions=True)
+        # Intake first; the drain still delivers answers; then the channels close for good.
+        for name, adapter in reversed(list(self.adapters.items())):
+            try:
+                await adapter.stop_intake()
+            except Exception:
+                log.exception("channel %s did not stop its intake cleanly", name)
+        if self.engine is not None:
+            await self.engine.stop(self.config.engine.drain_timeout_seconds)
         for name, adapter in reversed(list(self.adapters.items())):
             try:
                 await adapter.stop()
             except Exception:
                 log.exception("channel %s did not stop cleanly", name)
-        if self.engine is not None:
-            await self.engine.stop(self.config.engine.drain_timeout_seconds)
         if self.http is not None:
             await self.http.stop()
         for client in self.clients.values():

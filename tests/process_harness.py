@@ -197,9 +197,9 @@ class Receiver:
         self._changed = asyncio.Event()
         return web.json_response({"message_id": str(len(self.deliveries))})
 
-    async def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float) -> None:
+    async def wait_for(self, predicate: Callable[[Receiver], bool], within: float) -> None:
         """Wait until ``predicate(self)`` holds (checked on every delivery)."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while not predicate(self):
                 await self._changed.wait()
 
@@ -349,9 +349,9 @@ class BridgeProcess:
                 cwd=str(self.log_dir),
             )
 
-    async def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
+    async def wait_ready(self, within: float = 20.0) -> dict[str, Any]:
         """Poll ``GET /readyz`` until 200 (a process start: polling is the only way)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         async with aiohttp.ClientSession(
             trust_env=False, timeout=aiohttp.ClientTimeout(total=2)
         ) as session:
@@ -370,12 +370,12 @@ class BridgeProcess:
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.name} not ready in {timeout}s:\n" + self.stderr())
+                    raise AssertionError(f"{self.name} not ready in {within}s:\n" + self.stderr())
                 await asyncio.sleep(0.05)
 
-    async def start_ready(self, timeout: float = 20.0) -> dict[str, Any]:
+    async def start_ready(self, within: float = 20.0) -> dict[str, Any]:
         await self.start()
-        return await self.wait_ready(timeout)
+        return await self.wait_ready(within)
 
     async def kill(self) -> None:
         """SIGKILL and reap."""
@@ -384,16 +384,16 @@ class BridgeProcess:
             self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
 
-    async def terminate(self, timeout: float) -> int:
+    async def terminate(self, within: float) -> int:
         """SIGTERM; the exit code, or AssertionError when it did not exit in time."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 return await self.proc.wait()
         except TimeoutError:
             raise AssertionError(
-                f"{self.name} did not exit within {timeout}s of SIGTERM:\n" + self.stderr()
+                f"{self.name} did not exit within {within}s of SIGTERM:\n" + self.stderr()
             ) from None
 
     async def cleanup(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, Recipie
 from bridge.config import EngineConfig
 from bridge.store.repository import Store
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
-from tests.engine_harness import FAST, FakeAdapter, Harness, harness
+from tests.engine_harness import FAST, FakeAdapter, Harness, harness, inbound
 
 WELCOME_CHIPS = "Show me a card,What can you do?,bye"
 
@@ -315,3 +316,34 @@ async def test_two_engines_share_one_database(
             assert [e for e, _ in h1.events(conv)].count("launch") == 1
             assert shared.texts(conv)[1:] == [f"You said: m{k}" for k in range(5)]
         assert len(shared.sent) == 7 * len(convs)  # welcome + chips + 5 answers, none twice
+
+
+async def test_event_of_a_removed_channel_is_dead_lettered(h: Harness) -> None:
+    await h.engine.intake("gone").accept(inbound("x", "hello"))
+    dead: list[object] = []
+    async with asyncio.timeout(5):
+        while not dead:  # the engine's own poll picks it up; nothing else signals
+            dead = list(await h.store.dead_letters())
+            await asyncio.sleep(0.02)
+    assert "not configured" in (dead[0].last_error or "")  # type: ignore[attr-defined]
+    assert h.events("x") == []
+
+
+async def test_an_unexpected_error_is_retried_not_spun(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    async with harness(store, simulator) as h:
+        client = h.engine.bots["bot"].client
+        original = client.send
+        failures = {"left": 2}
+
+        async def flaky_send(*args: Any, **kwargs: Any) -> Any:
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("a bug somewhere")
+            return await original(*args, **kwargs)
+
+        client.send = flaky_send  # type: ignore[method-assign]
+        await h.send("a", "hello")
+        await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: hello"])
+        assert failures["left"] == 0

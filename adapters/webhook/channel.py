@@ -198,6 +198,10 @@ class WebhookAdapter(Adapter):
         self._intake = intake
         log.info("webhook channel %s: receiving events on %s", self.name, self.events_path)
 
+    async def stop_intake(self) -> None:
+        # Events are answered 503 from now on; replies still go out until stop().
+        self._intake = None
+
     async def stop(self) -> None:
         self._intake = None
         session, self._session = self._session, None
