@@ -98,4 +98,6 @@ def configure_logging(
     if level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING if level != "DEBUG" else level)
+    # Alembic narrates every migration context at INFO; our own line says what changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else level)
     return redactor
