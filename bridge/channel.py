@@ -103,7 +103,8 @@ class RecipientGone(DeliveryError):
 
 
 class ChannelState(Protocol):
-    """Small persisted key-value state and leases, scoped to one channel."""
+    """Small persisted key-value state and leases, scoped to one channel. Keys starting
+    with ``tmp:`` are deleted after ``engine.retention_days`` without an update."""
 
     async def get(self, key: str) -> str | None: ...
 

@@ -169,6 +169,9 @@ class _Run:
         self.engine = engine
         self.conv = conv
         self.blocked = False
+        # Until when the typing indicator shown last is still visible: back-to-back Parloa
+        # calls (launch, then the message) share one indicator instead of sending two.
+        self.typing_until = 0.0
         self._background: asyncio.Task[None] | None = None
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:
@@ -584,6 +587,7 @@ class Engine:
 
     async def _call(
         self,
+        run: _Run,
         bot: Bot,
         conv_channel: str,
         address: Mapping[str, Any] | None,
@@ -597,7 +601,7 @@ class Engine:
         started = time.monotonic()
         status = "error"
         try:
-            async with self._typing(adapter, address, event):
+            async with self._typing(run, adapter, address, event):
                 result = await bot.client.send(event, requester, session, items)
             status = str(result.status)
             self.health.ok(bot.name)
@@ -612,7 +616,11 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def _typing(
-        self, adapter: Adapter | None, address: Mapping[str, Any] | None, event: Event
+        self,
+        run: _Run,
+        adapter: Adapter | None,
+        address: Mapping[str, Any] | None,
+        event: Event,
     ) -> AsyncIterator[None]:
         if adapter is None or address is None or isinstance(event, QuitEvent):
             yield
@@ -620,11 +628,14 @@ class Engine:
 
         async def keep_typing() -> None:
             while True:
+                still_shown = run.typing_until - time.monotonic()
+                if still_shown > 0:
+                    await asyncio.sleep(still_shown)
                 try:
                     await adapter.typing(address)
                 except Exception as exc:  # a typing indicator is never worth failing for
                     log.debug("typing indicator failed: %s", exc)
-                await asyncio.sleep(TYPING_REFRESH)
+                run.typing_until = time.monotonic() + TYPING_REFRESH
 
         task = asyncio.create_task(keep_typing(), name="typing-indicator")
         try:
@@ -638,7 +649,7 @@ class Engine:
         """Run the session lifecycle for one event. Intermediate results (a launch) are
         committed as they happen, so a retry resumes where the last attempt stopped."""
         conv = run.conv
-        call = self._caller(conv, item, bot)
+        call = self._caller(run, item, bot)
         now = time.time()
         active = conv.state == "active" and conv.session_id is not None
         done = {
@@ -716,12 +727,21 @@ class Engine:
         return self._answer_step(conv, item, result, done)
 
     def _caller(
-        self, conv: Conversation, item: InboxItem, bot: Bot
+        self, run: _Run, item: InboxItem, bot: Bot
     ) -> Callable[[Event, str], Awaitable[TextchatResult]]:
+        conv = run.conv
+
         async def call(event: Event, session: str) -> TextchatResult:
             try:
                 return await self._call(
-                    bot, conv.channel, item.address, event, conv.requester_id, session, item.context
+                    run,
+                    bot,
+                    conv.channel,
+                    item.address,
+                    event,
+                    conv.requester_id,
+                    session,
+                    item.context,
                 )
             except Unauthorized as exc:
                 raise _Permanent(

@@ -51,14 +51,16 @@ class HttpServer:
     """Owns the runner and site of the app; ``port`` is the bound port (0 picks one)."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=logging.getLogger("bridge.http.access"))
+        self._runner = web.AppRunner(
+            app, access_log=logging.getLogger("bridge.http.access"), shutdown_timeout=5
+        )
         self._host = host
         self._port = port
         self.port = port
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=5)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

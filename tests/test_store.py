@@ -1003,3 +1003,14 @@ async def test_migrated_fixture_tables_start_empty(engine: AsyncEngine) -> None:
         assert await count(engine, table) == 0
     status = await migrate(engine)  # the fixture already migrated: nothing to do
     assert status.up_to_date
+
+
+async def test_purge_removes_old_temporary_channel_state(store: Store, clock: FakeClock) -> None:
+    await store.state_put("tg", "tmp:kb:old", "[]")
+    await store.state_put("tg", "offset", "41")
+    clock.advance(1000)
+    await store.state_put("tg", "tmp:kb:new", "[]")
+    await store.purge(500)
+    assert await store.state_get("tg", "tmp:kb:old") is None
+    assert await store.state_get("tg", "tmp:kb:new") == "[]"
+    assert await store.state_get("tg", "offset") == "41"  # only tmp: keys age out

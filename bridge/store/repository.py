@@ -559,7 +559,8 @@ class Store:
             return True
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:
-        """Delete finished inbox and outbox rows (message content) older than the age given.
+        """Delete finished inbox and outbox rows (message content) older than the age given,
+        and adapters' temporary state (keys starting ``tmp:``, e.g. sent keyboards).
         Conversation mappings stay."""
         cutoff = self.clock() - older_than_seconds
         async with self.engine.begin() as conn:
@@ -568,6 +569,11 @@ class Store:
             )
             b = await conn.execute(
                 delete(outbox).where(outbox.c.status != PENDING, outbox.c.finished_at < cutoff)
+            )
+            await conn.execute(
+                delete(channel_state).where(
+                    channel_state.c.key.like("tmp:%"), channel_state.c.updated_at < cutoff
+                )
             )
             return int(a.rowcount), int(b.rowcount)
 

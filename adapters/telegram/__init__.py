@@ -1,0 +1,5 @@
+"""The Telegram channel (``type = "telegram"``): python-telegram-bot inside the service's loop.
+
+``normalize`` turns updates into the core's inbound events, ``render`` turns response elements
+into Telegram messages (both pure), ``budgets`` keeps sends within Telegram's limits, and
+``channel`` does the I/O: durable polling or webhook intake, delivery."""

@@ -1,0 +1,299 @@
+"""The Telegram channel end to end inside one process: the real Service (engine, store, HTTP
+server) with python-telegram-bot talking to a fake Bot API on 127.0.0.1, and the simulator as
+Parloa."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.config import parse_config
+from bridge.logsetup import configure_logging
+from bridge.service import Service, validate_channel
+from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
+from tests.fake_telegram import FakeTelegram
+
+TOKEN = "123456:ABC-test-token-0123456789abcdef"
+SECRET = "hook-secret_123"
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(tokens=[TOKEN]) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    simulator = await start_simulator("127.0.0.1", 0, SimulatorState())
+    try:
+        yield simulator
+    finally:
+        await simulator.close()
+
+
+def config_for(
+    database_url: str, tg: FakeTelegram, sim: RunningSimulator, **channel: Any
+) -> Any:
+    data = {
+        "database": {"url": database_url},
+        "http": {"host": "127.0.0.1", "port": 0, "public_url": "https://bridge.example.com"},
+        "engine": {
+            "retry_initial_seconds": 0.05,
+            "retry_max_seconds": 0.5,
+            "lease_seconds": 5,
+            "idle_timeout_seconds": 0,
+            "drain_timeout_seconds": 5,
+        },
+        "bots": {"demo": {"release_id": "rel", "api_token": "parloa-tok", "base_url": sim.url}},
+        "channels": [
+            {
+                "name": "tg",
+                "type": "telegram",
+                "bot": "demo",
+                "token": TOKEN,
+                "api_base_url": tg.api_root,
+                "poll_timeout_seconds": 1,
+                "leader_lease_seconds": 3,
+                "request_timeout_seconds": 5,
+                **channel,
+            }
+        ],
+    }
+    return parse_config(data, {}, validate_channel)
+
+
+@asynccontextmanager
+async def bridge(
+    database_url: str, tg: FakeTelegram, sim: RunningSimulator, **channel: Any
+) -> AsyncIterator[Service]:
+    service = Service(config_for(database_url, tg, sim, **channel))
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def set_query_only(service: Service, on: bool) -> None:
+    """Make SQLite refuse every write (a database that is up but unusable), or undo it.
+    On the driver connection itself: the bridge's BEGIN IMMEDIATE would fail first."""
+    async with service.db.connect() as conn:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.execute(f"PRAGMA query_only = {int(on)}")
+
+
+def texts(tg: FakeTelegram, chat_id: int) -> list[str]:
+    return [m.content or "" for m in tg.sent_messages(chat_id)]
+
+
+async def test_private_chat_welcome_chips_answer(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        tg.push_update(tg.private_text(42, "hello", first_name="Ada", language_code="de"))
+        await tg.wait_for_messages(2, chat_id=42)
+        welcome, answer = tg.sent_messages(42)[:2]
+        assert "demo bot" in (welcome.content or "")
+        buttons = welcome.buttons
+        assert [b["text"] for b in buttons] == ["Show me a card", "What can you do?", "bye"]
+        assert all(len(b["callback_data"].encode()) <= 64 for b in buttons)
+        assert answer.content == "You said: hello"
+        events = [(r.event_type, r.text) for r in sim.state.requests]
+        assert events == [("launch", None), ("message", "hello")]
+        context = {c["key"]: c["value"] for c in sim.state.requests[1].context or []}
+        assert context["platform"] == "telegram"
+        assert context["languageCode"] == "de"
+        assert context["userName"].startswith("Ada")
+        assert sim.state.requests[1].requester_id == "tg:42"
+        assert tg.chat_actions(42)  # typing while Parloa thought
+
+
+async def test_chip_press_sends_value_once_and_removes_keyboard(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        tg.push_update(tg.private_text(42, "hi"))
+        await tg.wait_for_messages(2, chat_id=42)
+        welcome = tg.sent_messages(42)[0]
+        buttons = list(welcome.buttons)  # before the press removes them
+        card_button = buttons[0]
+        message_id = welcome.message["message_id"]
+        tg.push_update(tg.callback_query(42, 42, message_id, card_button["callback_data"]))
+        await tg.wait_for_messages(3, chat_id=42)
+        card = tg.sent_messages(42)[2]
+        assert card.photo and "card.png" in str(card.photo)
+        assert "card" in (card.caption or "").lower()
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        await tg.wait_for(lambda: tg.calls_to("editMessageReplyMarkup"))
+        # a second press of the same keyboard: answered, nothing sent to Parloa
+        tg.push_update(tg.callback_query(42, 42, message_id, buttons[2]["callback_data"]))
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 2)
+        assert [r.text for r in sim.state.requests if r.event_type == "message"] == [
+            "hi",
+            "Show me a card",
+        ]
+        # an unknown keyboard token is answered too
+        tg.push_update(tg.callback_query(42, 42, message_id, "b:unknown:0"))
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 3)
+
+
+async def test_commands_groups_topics_and_unsupported(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        tg.push_update(tg.command(7, "/start"))
+        await tg.wait_for_messages(1, chat_id=7)
+        tg.push_update(tg.command(7, "/stop"))
+        await tg.wait_for_messages(2, chat_id=7)
+        assert "ended" in texts(tg, 7)[1]
+        assert [r.event_type for r in sim.state.requests] == ["launch", "quit"]
+
+        group = -1001
+        tg.push_update(tg.group_text(group, 1, "not for the bot", chat_type="supergroup"))
+        tg.push_update(tg.group_text(group, 1, "hi bot", chat_type="supergroup", mention=True))
+        tg.push_update(tg.group_text(group, 2, "me too", chat_type="supergroup", mention=True))
+        tg.push_update(
+            tg.group_text(group, 1, "topic", chat_type="supergroup", mention=True, thread_id=9)
+        )
+        await tg.wait_for_messages(6, chat_id=group, within=10)
+        requesters = {r.requester_id for r in sim.state.requests if r.event_type == "launch"}
+        assert {"tg:1", "tg:2"} <= requesters
+        sessions = {r.session_id for r in sim.state.requests if r.requester_id == "tg:1"}
+        assert len(sessions) == 2  # the forum topic is a conversation of its own
+        said = [r.text for r in sim.state.requests if r.event_type == "message"]
+        assert "not for the bot" not in said and "hi bot" in said
+        replies = tg.sent_messages(group)
+        assert any(m.reply_to_message_id for m in replies)  # answers thread to the asker
+        assert any(m.message_thread_id == 9 for m in replies)
+
+        before = len(sim.state.requests)
+        tg.push_update(tg.sticker(8))
+        await tg.wait_for_messages(1, chat_id=8)
+        assert "only read text" in texts(tg, 8)[0]
+        assert len(sim.state.requests) == before
+        tg.push_update(tg.photo(8, caption="what is this"))
+        await tg.wait_for_messages(3, chat_id=8)
+        assert "You said: what is this" in texts(tg, 8)
+        tg.push_update(tg.edited_message(8, "edited"))
+        tg.push_update(tg.private_text(8, "after edit"))
+        await tg.wait_for(lambda: "You said: after edit" in texts(tg, 8))
+        assert "edited" not in [r.text for r in sim.state.requests]
+
+
+async def test_long_answers_are_split_and_429_is_honoured_in_order(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        tg.push_update(tg.private_text(5, "first"))
+        await tg.wait_for_messages(2, chat_id=5)
+        long_text = ("Lorem ipsum dolor sit amet. " * 150).strip()  # echo > 4096
+        tg.push_update(tg.private_text(5, long_text))
+        await tg.wait_for_messages(4, chat_id=5)
+        parts = texts(tg, 5)[2:4]
+        assert all(len(p) <= 4096 for p in parts)
+        assert "".join(parts).replace(" ", "") == f"You said: {long_text}".replace(" ", "")
+
+        tg.fail_next("sendMessage", status=429, retry_after=1, chat_id=5)
+        started = time.monotonic()
+        tg.push_update(tg.private_text(5, "m1"))
+        tg.push_update(tg.private_text(5, "m2"))
+        await tg.wait_for(lambda: texts(tg, 5)[-2:] == ["You said: m1", "You said: m2"], within=10)
+        assert time.monotonic() - started >= 1.0  # retry_after honoured
+        assert texts(tg, 5).count("You said: m1") == 1
+
+
+async def test_blocked_user_ends_the_conversation(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim) as service:
+        tg.block(9)
+        tg.push_update(tg.private_text(9, "hi"))
+        await sim.state.wait_for(lambda s: len(s.requests) >= 2)
+        conv = None
+        for _ in range(200):
+            conv = await service.store.find_conversation("tg", "9")
+            if conv is not None and conv.state == "ended":
+                break
+            await tg.wait_for(lambda: True, within=0.05)
+        assert conv is not None and conv.end_reason == "recipient_gone"
+
+
+async def test_token_never_logged(tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator) -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", "text", [], stream=stream)  # no configured secrets: shapes only
+    try:
+        async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+            tg.push_update(tg.private_text(3, "hi"))
+            await tg.wait_for_messages(2, chat_id=3)
+            tg.fail_next("sendMessage", status=500, description="Internal Server Error")
+            tg.push_update(tg.private_text(3, "again"))
+            await tg.wait_for(lambda: "You said: again" in texts(tg, 3), within=10)
+    finally:
+        import logging
+
+        logging.getLogger().handlers.clear()
+    output = stream.getvalue()
+    assert "getUpdates" in output or "sendMessage" in output  # the HTTP library did log URLs
+    assert TOKEN not in output and TOKEN.split(":")[1] not in output
+
+
+async def test_webhook_mode_secret_and_database_outage(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    async with bridge(
+        f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim, mode="webhook", webhook_secret=SECRET
+    ) as service:
+        hook = tg.webhook()
+        assert hook is not None and hook.url == "https://bridge.example.com/telegram/tg"
+        assert hook.secret_token == SECRET
+        assert service.http is not None
+        url = f"http://127.0.0.1:{service.http.port}/telegram/tg"
+        update = {"update_id": 900, **tg.private_text(11, "via webhook")}
+        async with aiohttp.ClientSession() as http:
+            for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                async with http.post(url, json=update, headers=headers) as resp:
+                    assert resp.status == 401
+            assert sim.state.requests == type(sim.state.requests)()  # nothing processed
+            # the database refuses writes: 503 with Retry-After, Telegram will send it again
+            await set_query_only(service, True)
+            ok = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+            async with http.post(url, json=update, headers=ok) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"]
+            await set_query_only(service, False)
+            async with http.post(url, json=update, headers=ok) as resp:
+                assert resp.status == 200
+            async with http.post(url, json=update, headers=ok) as resp:  # redelivery
+                assert resp.status == 200
+        await tg.wait_for_messages(2, chat_id=11)
+        assert [r.text for r in sim.state.requests if r.event_type == "message"] == [
+            "via webhook"
+        ]
+
+
+async def test_300_chats_at_once_with_slow_parloa(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    sim.state.faults = Faults(latency=1.0)
+    async with bridge(
+        f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim, rate_limit_per_second=1000
+    ):
+        started = time.monotonic()
+        for user in range(1000, 1300):
+            tg.push_update(tg.private_text(user, f"hello {user}"))
+        await tg.wait_for(
+            lambda: sum(1 for m in tg.sent_messages() if (m.content or "").startswith("You said"))
+            == 300,
+            within=60,
+        )
+        elapsed = time.monotonic() - started
+        # launch + message = 2 s of Parloa latency; serial handling would take 600 s.
+        print(f"300 chats answered in {elapsed:.1f}s")
+        assert elapsed < 20, f"300 chats took {elapsed:.1f}s"
