@@ -12,6 +12,7 @@ from typing import cast
 from bridge.channel import ChannelType
 
 CHANNEL_TYPES: dict[str, str] = {
+    "slack": "adapters.slack.channel:SLACK",
     "telegram": "adapters.telegram.channel:TELEGRAM",
     "webhook": "adapters.webhook.channel:WEBHOOK",
 }

@@ -137,6 +137,11 @@ class Intake(Protocol):
         """Deduplicate and commit. Raises IntakeUnavailable when nothing could be stored."""
         ...
 
+    async def conversation_exists(self, conversation_key: str) -> bool:
+        """Whether this channel has had a conversation under that key (e.g. a Slack thread
+        the bot was mentioned in). Raises IntakeUnavailable when it cannot tell."""
+        ...
+
 
 class Adapter(abc.ABC):
     """One configured channel. Subclasses own their platform library."""
@@ -179,6 +184,9 @@ class AdapterServices:
 
     public_url: str | None
     unsupported_text: str
+    #: the bridge's SQLAlchemy AsyncEngine, only for platform libraries that keep tables of
+    #: their own in our database (slack-sdk's installation store); created by migrations
+    sql_engine: Any = None
 
 
 class ChannelType(Protocol):

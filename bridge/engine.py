@@ -136,6 +136,13 @@ class _ChannelIntake:
     async def accept(self, event: Inbound) -> AcceptResult:
         return await self._engine.accept(self._channel, event)
 
+    async def conversation_exists(self, conversation_key: str) -> bool:
+        try:
+            found = await self._engine.store.find_conversation(self._channel, conversation_key)
+        except Exception as exc:
+            raise IntakeUnavailable(f"cannot look up the conversation: {exc}") from exc
+        return found is not None
+
 
 class _ChannelStateView:
     def __init__(self, store: Store, channel: str) -> None:

@@ -93,7 +93,9 @@ class Service:
             self.clients[name] = client
             bots[name] = Bot(name, client, dict(bot.context))
         services = AdapterServices(
-            public_url=cfg.http.public_url, unsupported_text=cfg.messages.unsupported
+            public_url=cfg.http.public_url,
+            unsupported_text=cfg.messages.unsupported,
+            sql_engine=self.db,
         )
         for channel in cfg.channels:
             entry = channel_type(channel.type)

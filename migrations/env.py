@@ -16,12 +16,22 @@ from bridge.store.schema import metadata
 config = context.config
 
 
+# Tables whose shape slack-sdk owns (created by migration 0002 with its builders).
+FOREIGN_TABLES = frozenset({"slack_installations", "slack_bots", "slack_oauth_states"})
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, _: object) -> bool:
+    table = getattr(obj, "table", obj)
+    return getattr(table, "name", name) not in FOREIGN_TABLES
+
+
 def run_with(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

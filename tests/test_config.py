@@ -105,6 +105,9 @@ def test_file_errors_are_one_line(tmp_path: Path) -> None:
 def test_example_and_demo_configs_are_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {name: "x" * 24 for name in ("PARLOA_SUPPORT_TOKEN", "WEBHOOK_SECRET")}
+    env["TELEGRAM_BOT_TOKEN"] = "123456:" + "A" * 30
+    env["SLACK_BOT_TOKEN"] = "xoxb-1-2-abc"
+    env["SLACK_SIGNING_SECRET"] = "s" * 32
     for name in ("demo.toml", "bridge.example.toml"):
         path = root / "config" / name
         if path.exists():
@@ -150,6 +153,8 @@ def test_logging_redacts_messages_args_and_tracebacks(fmt: str) -> None:
 def test_example_config_documents_every_key() -> None:
     import re
 
+    from adapters.slack.options import SlackOptions
+    from adapters.telegram.options import TelegramOptions
     from adapters.webhook.channel import WebhookOptions
     from bridge.config import (
         BotConfig,
@@ -173,6 +178,8 @@ def test_example_config_documents_every_key() -> None:
         SimulatorConfig,
         BotConfig,
         WebhookOptions,
+        TelegramOptions,
+        SlackOptions,
     ]
     missing = [
         f"{model.__name__}.{name}"

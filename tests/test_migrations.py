@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +25,11 @@ from bridge.store.database import (
 )
 from bridge.store.schema import metadata
 
-TABLES = {"alembic_version", "channel_state", "conversations", "inbox", "outbox", "leases"}
+TABLES = {"alembic_version", "channel_state", "conversations", "inbox", "outbox", "leases"} | {
+    "slack_installations",
+    "slack_bots",
+    "slack_oauth_states",
+}
 
 
 @pytest.fixture
@@ -73,9 +77,23 @@ async def test_check_schema_on_empty_database_says_migrate(empty_engine: AsyncEn
     assert "empty" in message
 
 
+def _expected_metadata() -> MetaData:
+    """Our tables plus the ones slack-sdk's stores own (built with its builders)."""
+    from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+    from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
+
+    expected = MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
+        table.to_metadata(expected)
+    SQLAlchemyInstallationStore.build_installations_table(expected, "slack_installations")
+    SQLAlchemyInstallationStore.build_bots_table(expected, "slack_bots")
+    SQLAlchemyOAuthStateStore.build_oauth_states_table(expected, "slack_oauth_states")
+    return expected
+
+
 def _diff(conn: Connection) -> list[Any]:
     context = MigrationContext.configure(conn, opts={"compare_type": True})
-    return list(compare_metadata(context, metadata))
+    return list(compare_metadata(context, _expected_metadata()))
 
 
 async def test_migrated_schema_matches_metadata(engine: AsyncEngine) -> None:

@@ -1,0 +1,450 @@
+"""Response elements to Slack messages (Block Kit), as a pure, deterministic function.
+
+- texts become ``section`` blocks of ``mrkdwn`` (``&``, ``<``, ``>`` escaped, so a bot's
+  ``*bold*`` and ``_italic_`` still show), each at most :data:`MAX_SECTION_TEXT` long, cut at
+  paragraph, line, sentence or word boundaries (:func:`split_text`), never inside an entity;
+- chips become buttons (``action_id`` ``chip_<n>``, unique in their message) in ``actions``
+  blocks; a chip set stays in one message, after a prompt when it would begin one;
+- cards become a section (``*title*``, ``_subtitle_``, content) and an ``image`` block;
+- a payload's ``slack`` content with valid-looking ``blocks`` is sent as a message of its own;
+- all blocks go into as few messages as possible (≤ :data:`MAX_BLOCKS` each), each with a
+  notification ``text`` of its blocks' text.
+
+Lengths are counted in UTF-16 code units, which is never less than the characters Slack counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import unicodedata
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.textchat.models import (
+    CardElement,
+    PayloadElement,
+    ResponseElement,
+    TextElement,
+)
+
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FALLBACK_TEXT = 3000
+MAX_ACTIONS = 25
+"""Elements in one actions block."""
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
+MAX_CHIPS = 100
+"""Chips shown per delivery; more are dropped."""
+MAX_ALT_TEXT = 2000
+MAX_IMAGE_URL = 3000
+MAX_CARD_HEADING = 1000
+"""A card's title and subtitle each (escaped), so that both fit a section with room to spare."""
+MAX_PRESSED_TITLE = 200
+NATIVE_FALLBACK = "New message"
+"""The notification text of a payload's own blocks that come without a ``text``."""
+DEFAULT_CHIPS_PROMPT = "Please choose:"
+CHIP_ACTION_PREFIX = "chip_"
+
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_SENTENCE_ENDS = (". ", "! ", "? ", "… ")
+_JOINERS = frozenset({"\u200d", "\u20e3"})
+
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """One ``chat.postMessage``: ``text`` is the notification fallback (mrkdwn), ``blocks``
+    what is shown."""
+
+    text: str
+    blocks: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    chips_prompt: str = DEFAULT_CHIPS_PROMPT
+    """The section shown above chips that would otherwise begin a message."""
+
+
+# --- escaping and lengths -------------------------------------------------------------------
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Slack's escaping of message text: ``&``, ``<`` and ``>`` as entities; nothing else."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def units(text: str) -> int:
+    """UTF-16 code units (an emoji like 🎉 counts 2)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _plain_weight(char: str) -> int:
+    return 2 if ord(char) > 0xFFFF else 1
+
+
+def _escaped_weight(char: str) -> int:
+    """The UTF-16 length of ``char`` once escaped."""
+    entity = _ENTITIES.get(char)
+    return len(entity) if entity is not None else _plain_weight(char)
+
+
+def _prefix(text: str, weight: Callable[[str], int]) -> list[int]:
+    prefix = [0] * (len(text) + 1)
+    total = 0
+    for i, char in enumerate(text):
+        total += weight(char)
+        prefix[i + 1] = total
+    return prefix
+
+
+def _clip(text: str, limit: int, weight: Callable[[str], int] = _plain_weight) -> str:
+    """``text`` if it weighs at most ``limit``, else its beginning and "…" within ``limit``."""
+    prefix = _prefix(text, weight)
+    if prefix[-1] <= limit:
+        return text
+    end = bisect_left(prefix, limit) if limit > 0 else 0  # first i with prefix[i] >= limit
+    if prefix[end] > limit - 1:
+        end -= 1
+    while end > 0 and _splits_cluster(text, end):
+        end -= 1
+    return text[: max(end, 0)].rstrip() + "…"
+
+
+def _cut_mrkdwn(text: str, limit: int) -> str:
+    """Already escaped mrkdwn cut to ``limit`` units with "…", never inside an entity."""
+    if units(text) <= limit:
+        return text
+    prefix = _prefix(text, _plain_weight)
+    end = bisect_left(prefix, limit)
+    if prefix[end] > limit - 1:
+        end -= 1
+    head = text[:end]
+    amp = head.rfind("&", max(0, len(head) - 4))
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]  # a cut entity ("&am") would show as text
+    while head and _splits_cluster(text, len(head)):
+        head = head[:-1]
+    return head.rstrip() + "…"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+# --- splitting ------------------------------------------------------------------------------
+
+
+def _joins_previous(char: str) -> bool:
+    code = ord(char)
+    return (
+        char in _JOINERS
+        or 0xFE00 <= code <= 0xFE0F  # variation selectors
+        or 0xE0100 <= code <= 0xE01EF
+        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
+        or 0xE0020 <= code <= 0xE007F  # tag sequences
+        or unicodedata.combining(char) != 0
+    )
+
+
+def _is_regional(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF
+
+
+def _splits_cluster(text: str, cut: int) -> bool:
+    """Whether a cut before ``text[cut]`` separates what the reader sees as one character."""
+    if cut <= 0 or cut >= len(text):
+        return False
+    if _joins_previous(text[cut]) or text[cut - 1] == "\u200d":
+        return True
+    if _is_regional(text[cut]):
+        run = 0
+        while cut - run - 1 >= 0 and _is_regional(text[cut - run - 1]):
+            run += 1
+        return run % 2 == 1
+    return False
+
+
+def split_text(text: str, limit: int = MAX_SECTION_TEXT) -> list[str]:
+    """``text`` in chunks that are at most ``limit`` UTF-16 units long *once escaped*
+    (:func:`escape_mrkdwn`): escaping each chunk never cuts an entity nor overflows.
+
+    A chunk ends at the last paragraph break within the limit, else line break, else sentence
+    end, else whitespace, else anywhere (not inside a visible character when avoidable); a
+    boundary leaving a chunk shorter than half the limit yields to a later one of the next
+    kinds. Whitespace at a cut and at the ends is dropped; nothing else is. A blank text gives
+    no chunks."""
+    if limit < 5:
+        raise ValueError("limit must be at least 5 (the length of '&amp;')")
+    text = text.strip()
+    if not text:
+        return []
+    prefix = _prefix(text, _escaped_weight)
+    if prefix[-1] <= limit:
+        return [text]
+    chunks: list[str] = []
+    n = len(text)
+    pos = 0
+    while pos < n:
+        # The longest window text[pos:end] within the limit (bisect on the prefix sums).
+        end = bisect_left(prefix, prefix[pos] + limit + 1, lo=pos) - 1
+        if end >= n:
+            chunks.append(text[pos:])  # not blank: the text ends with a non-space
+            break
+        half = bisect_left(prefix, prefix[pos] + limit // 2, lo=pos)
+        cut = _boundary(text, pos, end, half)
+        chunk = text[pos:cut].rstrip()
+        if chunk:
+            chunks.append(chunk)
+        pos = cut
+        while pos < n and text[pos].isspace():
+            pos += 1
+    return chunks
+
+
+def _boundary(text: str, pos: int, end: int, half: int) -> int:
+    """Where to cut the window ``text[pos:end]`` (``end < len(text)``); a separator may reach
+    past ``end``: it is dropped anyway. The chunk before the cut is never blank."""
+
+    def usable(cut: int) -> int | None:
+        return cut if cut > pos and text[pos:cut].strip() else None
+
+    sentence = max(text.rfind(ending, pos, end + 1) for ending in _SENTENCE_ENDS)
+    space = next((c for c in range(end, pos, -1) if text[c].isspace()), -1)
+    candidates = [
+        usable(text.rfind("\n\n", pos, end + 2)),
+        usable(text.rfind("\n", pos, end + 1)),
+        usable(sentence + 1) if sentence != -1 else None,
+        usable(space),
+    ]
+    for cut in candidates:
+        if cut is not None and cut >= half:
+            return cut
+    for cut in candidates:
+        if cut is not None:
+            return cut
+    for cut in range(end, max(pos, end - 32), -1):
+        if not _splits_cluster(text, cut):
+            return cut
+    return end
+
+
+# --- blocks ---------------------------------------------------------------------------------
+
+
+def _section(mrkdwn: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}
+
+
+@dataclass(slots=True)
+class _Item:
+    block: Block
+    fallback: str  # escaped mrkdwn for the notification text; "" adds nothing
+
+
+@dataclass(slots=True)
+class _Builder:
+    options: RenderOptions
+    messages: list[SlackMessage] = field(default_factory=list)
+    current: list[_Item] = field(default_factory=list)
+    chips_in_message: int = 0
+    chips_total: int = 0
+
+    def add(self, items: Sequence[_Item], together: bool = False) -> None:
+        """Append blocks; ``together``: in one message when they fit one."""
+        if together and len(self.current) + len(items) > MAX_BLOCKS >= len(items):
+            self.flush()
+        for item in items:
+            if len(self.current) == MAX_BLOCKS:
+                self.flush()
+            self.current.append(item)
+
+    def add_message(self, message: SlackMessage) -> None:
+        self.flush()
+        self.messages.append(message)
+
+    def flush(self) -> None:
+        if not self.current:
+            return
+        pieces = [item.fallback for item in self.current if item.fallback]
+        text = _cut_mrkdwn("\n\n".join(pieces), MAX_FALLBACK_TEXT) if pieces else ""
+        if not text:
+            text = escape_mrkdwn(_prompt(self.options))
+        self.messages.append(SlackMessage(text, tuple(item.block for item in self.current)))
+        self.current = []
+        self.chips_in_message = 0
+
+
+def _prompt(options: RenderOptions) -> str:
+    prompt = options.chips_prompt.strip()
+    return _clip(prompt, MAX_SECTION_TEXT, _escaped_weight) if prompt else DEFAULT_CHIPS_PROMPT
+
+
+def render(elements: Sequence[ResponseElement], options: RenderOptions) -> list[SlackMessage]:
+    """The messages to send for ``elements``, in order. Deterministic; no message is empty."""
+    builder = _Builder(options)
+    for element in elements:
+        if isinstance(element, TextElement):
+            builder.add(_text_items(element.content))
+        elif isinstance(element, CardElement):
+            builder.add(_card_items(element), together=True)
+        elif isinstance(element, PayloadElement):
+            native = _native_message(element)
+            if native is not None:
+                builder.add_message(native)
+            _add_chips(builder, element)
+        # Unknown elements show nothing (the core logs and counts them).
+    builder.flush()
+    return builder.messages
+
+
+def _text_items(text: str) -> list[_Item]:
+    items = []
+    for chunk in split_text(text, MAX_SECTION_TEXT):
+        escaped = escape_mrkdwn(chunk)
+        items.append(_Item(_section(escaped), escaped))
+    return items
+
+
+# --- cards ----------------------------------------------------------------------------------
+
+
+def _card_items(card: CardElement) -> list[_Item]:
+    """A section (``*title*``, ``_subtitle_``, content, one a line; split like text when
+    longer than a section) and the card's image (http/https only) after it."""
+    title = _one_line(card.title)
+    subtitle = _one_line(card.subtitle)
+    content = (card.content or "").strip()
+    heading = []
+    if title:
+        heading.append(f"*{escape_mrkdwn(_clip(title, MAX_CARD_HEADING, _escaped_weight))}*")
+    if subtitle:
+        heading.append(f"_{escape_mrkdwn(_clip(subtitle, MAX_CARD_HEADING, _escaped_weight))}_")
+    head = "\n".join(heading)
+    texts = [head] if head else []
+    if head and content:
+        # The heading and as much content as fits share the first section.
+        first = split_text(content, MAX_SECTION_TEXT - units(head) - 1)[0]
+        texts = [f"{head}\n{escape_mrkdwn(first)}"]
+        content = content[len(first) :].strip()
+    texts.extend(escape_mrkdwn(chunk) for chunk in split_text(content, MAX_SECTION_TEXT))
+    items = [_Item(_section(text), text) for text in texts]
+    image = card.image
+    url = (image.url or "").strip() if image is not None else ""
+    if image is not None and _image_url_ok(url):
+        alt = (image.accessibility_text or "").strip() or title or "image"
+        alt = _clip(alt, MAX_ALT_TEXT)
+        block: Block = {"type": "image", "image_url": url, "alt_text": alt}
+        items.append(_Item(block, "" if items else escape_mrkdwn(alt)))
+    return items
+
+
+def _image_url_ok(url: str) -> bool:
+    return (
+        url.lower().startswith(("http://", "https://"))
+        and len(url) > len("https://")
+        and units(url) <= MAX_IMAGE_URL
+        and not any(c.isspace() for c in url)
+    )
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+def _native_message(payload: PayloadElement) -> SlackMessage | None:
+    """A payload's ``slack`` content ``{"blocks": [...], "text"?: "..."}`` as a message of
+    its own: 1 to 50 objects with a string ``type`` each (not validated deeper: Slack refuses
+    what is wrong). Anything else is ignored."""
+    native = payload.for_platform("slack")
+    if not isinstance(native, dict):
+        return None
+    blocks = native.get("blocks")
+    if not isinstance(blocks, list) or not 1 <= len(blocks) <= MAX_BLOCKS:
+        return None
+    if not all(
+        isinstance(b, dict) and isinstance(b.get("type"), str) and b["type"] for b in blocks
+    ):
+        return None
+    text = native.get("text")
+    fallback = (
+        _cut_mrkdwn(text.strip(), MAX_FALLBACK_TEXT)
+        if isinstance(text, str) and text.strip()
+        else NATIVE_FALLBACK
+    )
+    return SlackMessage(fallback, tuple(copy.deepcopy(b) for b in blocks))
+
+
+def _add_chips(builder: _Builder, payload: PayloadElement) -> None:
+    """The payload's chips as buttons, ≤ 25 per actions block, all in one message; a prompt
+    first when they would begin a message. At most :data:`MAX_CHIPS` per delivery."""
+    buttons: list[tuple[str, str]] = []
+    for chip in payload.chips():
+        if builder.chips_total + len(buttons) >= MAX_CHIPS:
+            break
+        title = _one_line(chip.title) or _one_line(chip.value)
+        if not title or not chip.value:
+            continue
+        # Parloa chips are short; a value over Slack's limit is cut, and the press sends the cut
+        # value (a button whose value is too long would make Slack refuse the whole message).
+        value = _clip_exact(chip.value, MAX_BUTTON_VALUE)
+        buttons.append((_clip(title, MAX_BUTTON_TEXT), value))
+    if not buttons:
+        return
+    rows = [buttons[i : i + MAX_ACTIONS] for i in range(0, len(buttons), MAX_ACTIONS)]
+    if len(builder.current) + len(rows) > MAX_BLOCKS:
+        builder.flush()
+    items: list[_Item] = []
+    if not builder.current:
+        prompt = escape_mrkdwn(_prompt(builder.options))
+        items.append(_Item(_section(prompt), prompt))
+    index = builder.chips_in_message
+    for row in rows:
+        elements = []
+        for title, value in row:
+            elements.append(
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": title, "emoji": True},
+                    "value": value,
+                    "action_id": f"{CHIP_ACTION_PREFIX}{index}",
+                }
+            )
+            index += 1
+        items.append(_Item({"type": "actions", "elements": elements}, ""))
+    builder.add(items, together=True)
+    builder.chips_in_message = index
+    builder.chips_total += len(buttons)
+
+
+def _clip_exact(text: str, limit: int) -> str:
+    """The first ``limit`` UTF-16 units of ``text`` (no ellipsis: a value, not a display)."""
+    prefix = _prefix(text, _plain_weight)
+    if prefix[-1] <= limit:
+        return text
+    end = bisect_left(prefix, limit + 1) - 1
+    return text[:end]
+
+
+# --- after a press --------------------------------------------------------------------------
+
+
+def pressed_blocks(blocks: Sequence[Mapping[str, Any]], chosen_title: str) -> list[dict[str, Any]]:
+    """The blocks of a message after one of its chips was pressed: its ``actions`` blocks
+    replaced by one ``context`` block "✓ <chosen>" (where the first was), so nothing can be
+    pressed twice; everything else kept (copied)."""
+    title = _clip(_one_line(chosen_title), MAX_PRESSED_TITLE, _escaped_weight)
+    mark = f"✓ {escape_mrkdwn(title)}" if title else "✓"
+    out: list[dict[str, Any]] = []
+    replaced = False
+    for block in blocks:
+        if isinstance(block, Mapping) and block.get("type") == "actions":
+            if not replaced:
+                out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mark}]})
+                replaced = True
+            continue
+        out.append(copy.deepcopy(dict(block)))
+    return out
