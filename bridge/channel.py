@@ -19,7 +19,7 @@ import abc
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from bridge.textchat.models import ResponseElement
 
 ContextScalar = str | int | float | bool
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 class InboundKind(enum.StrEnum):
@@ -195,3 +196,22 @@ class ChannelType(Protocol):
     options_model: type[BaseModel]
 
     def create(self, name: str, options: Any, services: AdapterServices) -> Adapter: ...
+
+
+class AdapterType(Generic[OptionsT]):
+    """A registry entry built from an options model and the adapter's constructor;
+    ``create`` accepts validated options or the raw mapping from the configuration."""
+
+    def __init__(
+        self,
+        options_model: type[OptionsT],
+        factory: Callable[[str, OptionsT, AdapterServices], Adapter],
+    ) -> None:
+        self.options_model: type[BaseModel] = options_model
+        self._model = options_model
+        self._factory = factory
+
+    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter:
+        if not isinstance(options, self._model):
+            options = self._model.model_validate(options)
+        return self._factory(name, options, services)

@@ -46,6 +46,7 @@ from bridge.channel import (
     AcceptResult,
     Adapter,
     AdapterServices,
+    AdapterType,
     Delivery,
     DeliveryRejected,
     DeliveryRetryable,
@@ -153,6 +154,9 @@ class SlackAdapter(Adapter):
         if not opts.oauth:
             app.event("app_uninstalled")(self._on_uninstalled)
             app.event("tokens_revoked")(self._on_uninstalled)
+        # Every other event type is acknowledged (200) and dropped: Bolt would answer 404,
+        # which Slack retries and counts towards disabling the subscription.
+        app.event(re.compile(r".*"))(self._on_other_event)
         app.error(self._on_error)
         return app
 
@@ -293,6 +297,10 @@ class SlackAdapter(Adapter):
             await intake.accept(await self._with_profile(result, team_id, context))
         await ack()
 
+    async def _on_other_event(self, body: dict[str, Any]) -> None:
+        kind = (body.get("event") or {}).get("type")
+        log.debug("slack channel %s: event %r ignored", self.name, kind)
+
     async def _on_uninstalled(self, body: dict[str, Any]) -> None:
         log.error(
             "slack channel %s: the app was uninstalled or its tokens revoked in team %s",
@@ -411,13 +419,4 @@ class SlackAdapter(Adapter):
         return DeliveryRejected(error or f"HTTP {response.status_code}")
 
 
-class SlackChannelType:
-    options_model: type[Any] = SlackOptions
-
-    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter:
-        if not isinstance(options, SlackOptions):
-            options = SlackOptions.model_validate(options)
-        return SlackAdapter(name, options, services)
-
-
-SLACK = SlackChannelType()
+SLACK = AdapterType(SlackOptions, SlackAdapter)

@@ -16,7 +16,6 @@ Lengths are counted in UTF-16 code units, which is never less than the character
 from __future__ import annotations
 
 import copy
-import unicodedata
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,13 @@ from bridge.textchat.models import (
     PayloadElement,
     ResponseElement,
     TextElement,
+)
+from bridge.textsplit import (
+    prefix_sums,
+    split_weighted,
+    splits_cluster,
+    utf16_len,
+    utf16_weight,
 )
 
 MAX_BLOCKS = 50
@@ -49,8 +55,6 @@ DEFAULT_CHIPS_PROMPT = "Please choose:"
 CHIP_ACTION_PREFIX = "chip_"
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_SENTENCE_ENDS = (". ", "! ", "? ", "… ")
-_JOINERS = frozenset({"\u200d", "\u20e3"})
 
 Block = dict[str, Any]
 
@@ -78,13 +82,8 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def units(text: str) -> int:
-    """UTF-16 code units (an emoji like 🎉 counts 2)."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _plain_weight(char: str) -> int:
-    return 2 if ord(char) > 0xFFFF else 1
+units = utf16_len
+_plain_weight = utf16_weight
 
 
 def _escaped_weight(char: str) -> int:
@@ -93,24 +92,15 @@ def _escaped_weight(char: str) -> int:
     return len(entity) if entity is not None else _plain_weight(char)
 
 
-def _prefix(text: str, weight: Callable[[str], int]) -> list[int]:
-    prefix = [0] * (len(text) + 1)
-    total = 0
-    for i, char in enumerate(text):
-        total += weight(char)
-        prefix[i + 1] = total
-    return prefix
-
-
 def _clip(text: str, limit: int, weight: Callable[[str], int] = _plain_weight) -> str:
     """``text`` if it weighs at most ``limit``, else its beginning and "…" within ``limit``."""
-    prefix = _prefix(text, weight)
+    prefix = prefix_sums(text, weight)
     if prefix[-1] <= limit:
         return text
     end = bisect_left(prefix, limit) if limit > 0 else 0  # first i with prefix[i] >= limit
     if prefix[end] > limit - 1:
         end -= 1
-    while end > 0 and _splits_cluster(text, end):
+    while end > 0 and splits_cluster(text, end):
         end -= 1
     return text[: max(end, 0)].rstrip() + "…"
 
@@ -119,7 +109,7 @@ def _cut_mrkdwn(text: str, limit: int) -> str:
     """Already escaped mrkdwn cut to ``limit`` units with "…", never inside an entity."""
     if units(text) <= limit:
         return text
-    prefix = _prefix(text, _plain_weight)
+    prefix = prefix_sums(text, _plain_weight)
     end = bisect_left(prefix, limit)
     if prefix[end] > limit - 1:
         end -= 1
@@ -127,7 +117,7 @@ def _cut_mrkdwn(text: str, limit: int) -> str:
     amp = head.rfind("&", max(0, len(head) - 4))
     if amp != -1 and ";" not in head[amp:]:
         head = head[:amp]  # a cut entity ("&am") would show as text
-    while head and _splits_cluster(text, len(head)):
+    while head and splits_cluster(text, len(head)):
         head = head[:-1]
     return head.rstrip() + "…"
 
@@ -139,98 +129,14 @@ def _one_line(text: str | None) -> str:
 # --- splitting ------------------------------------------------------------------------------
 
 
-def _joins_previous(char: str) -> bool:
-    code = ord(char)
-    return (
-        char in _JOINERS
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors
-        or 0xE0100 <= code <= 0xE01EF
-        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
-        or 0xE0020 <= code <= 0xE007F  # tag sequences
-        or unicodedata.combining(char) != 0
-    )
-
-
-def _is_regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF
-
-
-def _splits_cluster(text: str, cut: int) -> bool:
-    """Whether a cut before ``text[cut]`` separates what the reader sees as one character."""
-    if cut <= 0 or cut >= len(text):
-        return False
-    if _joins_previous(text[cut]) or text[cut - 1] == "\u200d":
-        return True
-    if _is_regional(text[cut]):
-        run = 0
-        while cut - run - 1 >= 0 and _is_regional(text[cut - run - 1]):
-            run += 1
-        return run % 2 == 1
-    return False
-
-
 def split_text(text: str, limit: int = MAX_SECTION_TEXT) -> list[str]:
     """``text`` in chunks that are at most ``limit`` UTF-16 units long *once escaped*
-    (:func:`escape_mrkdwn`): escaping each chunk never cuts an entity nor overflows.
-
-    A chunk ends at the last paragraph break within the limit, else line break, else sentence
-    end, else whitespace, else anywhere (not inside a visible character when avoidable); a
-    boundary leaving a chunk shorter than half the limit yields to a later one of the next
-    kinds. Whitespace at a cut and at the ends is dropped; nothing else is. A blank text gives
-    no chunks."""
+    (:func:`escape_mrkdwn`): escaping each chunk never cuts an entity nor overflows. Cut at
+    the most natural boundary (:mod:`bridge.textsplit`); whitespace at the ends is dropped. A
+    blank text gives no chunks."""
     if limit < 5:
         raise ValueError("limit must be at least 5 (the length of '&amp;')")
-    text = text.strip()
-    if not text:
-        return []
-    prefix = _prefix(text, _escaped_weight)
-    if prefix[-1] <= limit:
-        return [text]
-    chunks: list[str] = []
-    n = len(text)
-    pos = 0
-    while pos < n:
-        # The longest window text[pos:end] within the limit (bisect on the prefix sums).
-        end = bisect_left(prefix, prefix[pos] + limit + 1, lo=pos) - 1
-        if end >= n:
-            chunks.append(text[pos:])  # not blank: the text ends with a non-space
-            break
-        half = bisect_left(prefix, prefix[pos] + limit // 2, lo=pos)
-        cut = _boundary(text, pos, end, half)
-        chunk = text[pos:cut].rstrip()
-        if chunk:
-            chunks.append(chunk)
-        pos = cut
-        while pos < n and text[pos].isspace():
-            pos += 1
-    return chunks
-
-
-def _boundary(text: str, pos: int, end: int, half: int) -> int:
-    """Where to cut the window ``text[pos:end]`` (``end < len(text)``); a separator may reach
-    past ``end``: it is dropped anyway. The chunk before the cut is never blank."""
-
-    def usable(cut: int) -> int | None:
-        return cut if cut > pos and text[pos:cut].strip() else None
-
-    sentence = max(text.rfind(ending, pos, end + 1) for ending in _SENTENCE_ENDS)
-    space = next((c for c in range(end, pos, -1) if text[c].isspace()), -1)
-    candidates = [
-        usable(text.rfind("\n\n", pos, end + 2)),
-        usable(text.rfind("\n", pos, end + 1)),
-        usable(sentence + 1) if sentence != -1 else None,
-        usable(space),
-    ]
-    for cut in candidates:
-        if cut is not None and cut >= half:
-            return cut
-    for cut in candidates:
-        if cut is not None:
-            return cut
-    for cut in range(end, max(pos, end - 32), -1):
-        if not _splits_cluster(text, cut):
-            return cut
-    return end
+    return split_weighted(text.strip(), limit, _escaped_weight)
 
 
 # --- blocks ---------------------------------------------------------------------------------
@@ -422,7 +328,7 @@ def _add_chips(builder: _Builder, payload: PayloadElement) -> None:
 
 def _clip_exact(text: str, limit: int) -> str:
     """The first ``limit`` UTF-16 units of ``text`` (no ellipsis: a value, not a display)."""
-    prefix = _prefix(text, _plain_weight)
+    prefix = prefix_sums(text, _plain_weight)
     if prefix[-1] <= limit:
         return text
     end = bisect_left(prefix, limit + 1) - 1

@@ -62,6 +62,7 @@ from bridge.channel import (
     AcceptResult,
     Adapter,
     AdapterServices,
+    AdapterType,
     ChannelState,
     Delivery,
     DeliveryRejected,
@@ -531,13 +532,4 @@ class TelegramAdapter(Adapter):
         return InlineKeyboardMarkup(keyboard)
 
 
-class TelegramChannelType:
-    options_model: type[Any] = TelegramOptions
-
-    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter:
-        if not isinstance(options, TelegramOptions):
-            options = TelegramOptions.model_validate(options)
-        return TelegramAdapter(name, options, services)
-
-
-TELEGRAM = TelegramChannelType()
+TELEGRAM = AdapterType(TelegramOptions, TelegramAdapter)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -26,6 +24,7 @@ from bridge.textchat.models import (
     ResponseElement,
     TextElement,
 )
+from bridge.textsplit import split_weighted, utf16_len, utf16_weight
 
 MAX_TEXT = 4096
 """A message's text, in UTF-16 code units."""
@@ -46,131 +45,12 @@ _NATIVE_PARSE_MODES = frozenset({"HTML", "MarkdownV2"})
 # --- lengths and splitting ------------------------------------------------------------------
 
 
-def utf16_len(text: str) -> int:
-    """The length Telegram counts: UTF-16 code units (an emoji like 🎉 counts 2)."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-_SENTENCE_ENDS = (". ", "! ", "? ", "… ")
-# A cut right before one of these would split what the reader sees as one character.
-_JOINERS = frozenset({"\u200d", "\u20e3"})
-
-
-def _units_prefix(text: str) -> list[int]:
-    """``prefix[i]`` is the UTF-16 length of ``text[:i]``."""
-    prefix = [0] * (len(text) + 1)
-    total = 0
-    for i, char in enumerate(text):
-        total += 2 if ord(char) > 0xFFFF else 1
-        prefix[i + 1] = total
-    return prefix
-
-
-def _joins_previous(char: str) -> bool:
-    code = ord(char)
-    return (
-        char in _JOINERS
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors
-        or 0xE0100 <= code <= 0xE01EF
-        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
-        or 0xE0020 <= code <= 0xE007F  # tag sequences (flags of regions)
-        or unicodedata.combining(char) != 0
-    )
-
-
-def _is_regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF
-
-
-def _splits_cluster(text: str, cut: int) -> bool:
-    """Whether a cut before ``text[cut]`` separates what the reader sees as one character:
-    a combining mark, a variation selector, a skin tone or a ZWJ sequence, or a flag."""
-    if _joins_previous(text[cut]) or text[cut - 1] == "\u200d":
-        return True
-    if _is_regional(text[cut]):
-        run = 0
-        while cut - run - 1 >= 0 and _is_regional(text[cut - run - 1]):
-            run += 1
-        return run % 2 == 1
-    return False
-
-
-def _hard_cut(text: str, start: int, end: int) -> int:
-    """A cut in ``(start, end]`` that does not split a visible character when a better place is
-    within a few characters; never inside a code point (so never inside a surrogate pair)."""
-    for cut in range(end, max(start, end - 32), -1):
-        if not _splits_cluster(text, cut):
-            return cut
-    return end
-
-
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Chunks of at most ``limit`` UTF-16 units each. A chunk ends at the last paragraph break
-    within the limit, else the last line break, else sentence end (". ", "! ", "? ", "… "),
-    else whitespace, else anywhere but inside a code point (and, when possible, not inside a
-    character with combining marks or an emoji sequence). A boundary that would leave a chunk
-    shorter than half the limit yields to a later one of the next kinds ("Title\nlong
-    text..." is not cut after "Title" when a sentence ends further on). Whitespace at a cut is
-    dropped; nothing else is. No chunk is empty or blank; a blank text gives no chunks."""
+    """Chunks of at most ``limit`` UTF-16 units each, cut at the most natural boundary
+    (:mod:`bridge.textsplit`). No chunk is empty or blank; a blank text gives no chunks."""
     if limit < 2:
         raise ValueError("limit must be at least 2 UTF-16 units (one astral character)")
-    if not text.strip():
-        return []
-    prefix = _units_prefix(text)
-    if prefix[-1] <= limit:
-        return [text]
-    chunks: list[str] = []
-    n = len(text)
-    pos = 0
-    while pos < n:
-        # The longest window text[pos:end] within the limit.
-        lo, hi = pos, n
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if prefix[mid] - prefix[pos] <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        end = lo
-        if end == n:
-            chunk = text[pos:]
-            if chunk.strip():
-                chunks.append(chunk)
-            break
-        # A cut before ``half`` would leave a chunk shorter than half the limit.
-        half = bisect_left(prefix, prefix[pos] + limit // 2)
-        cut = _boundary(text, pos, end, half)
-        chunk = text[pos:cut].rstrip()
-        if chunk:
-            chunks.append(chunk)
-        pos = cut
-        while pos < n and text[pos].isspace():
-            pos += 1
-    return chunks
-
-
-def _boundary(text: str, pos: int, end: int, half: int) -> int:
-    """Where to cut the window ``text[pos:end]`` (``end < len(text)``). A separator may reach
-    past ``end``: it is dropped anyway. The chunk before the cut is never blank."""
-
-    def usable(cut: int) -> int | None:
-        return cut if cut > pos and text[pos:cut].strip() else None
-
-    sentence = max(text.rfind(ending, pos, end + 1) for ending in _SENTENCE_ENDS)
-    space = next((c for c in range(end, pos, -1) if text[c].isspace()), -1)
-    candidates = [
-        usable(text.rfind("\n\n", pos, end + 2)),
-        usable(text.rfind("\n", pos, end + 1)),
-        usable(sentence + 1) if sentence != -1 else None,
-        usable(space),
-    ]
-    for cut in candidates:
-        if cut is not None and cut >= half:
-            return cut
-    for cut in candidates:
-        if cut is not None:
-            return cut
-    return _hard_cut(text, pos, end)
+    return split_weighted(text, limit, utf16_weight)
 
 
 # --- Markdown to Telegram HTML --------------------------------------------------------------

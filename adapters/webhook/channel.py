@@ -47,6 +47,7 @@ from bridge.channel import (
     AcceptResult,
     Adapter,
     AdapterServices,
+    AdapterType,
     Delivery,
     DeliveryRejected,
     DeliveryRetryable,
@@ -333,15 +334,4 @@ class WebhookAdapter(Adapter):
             log.debug("webhook channel %s: typing notice answered %s", self.name, status)
 
 
-class WebhookChannelType:
-    """The registry entry of ``type = "webhook"``."""
-
-    options_model: type[BaseModel] = WebhookOptions
-
-    def create(self, name: str, options: Any, services: AdapterServices) -> Adapter:
-        if not isinstance(options, WebhookOptions):
-            options = WebhookOptions.model_validate(options)
-        return WebhookAdapter(name, options, services)
-
-
-WEBHOOK = WebhookChannelType()
+WEBHOOK = AdapterType(WebhookOptions, WebhookAdapter)
