@@ -98,7 +98,7 @@ class SlackAdapter(Adapter):
         self._background: set[asyncio.Task[Any]] = set()
         self._identity: BotIdentity | None = None  # single-workspace mode
         self.installation_store: AsyncSQLAlchemyInstallationStore | None = None
-        self.app = self._build_app(token)
+        self.app = self._build_app()
 
     def __repr__(self) -> str:
         return f"SlackAdapter(name={self.name!r}, mode={self.options.mode!r})"
@@ -109,7 +109,7 @@ class SlackAdapter(Adapter):
     def base_path(self) -> str:
         return f"/slack/{self.name}"
 
-    def _build_app(self, token: str | None) -> AsyncApp:
+    def _build_app(self) -> AsyncApp:
         opts = self.options
         signing = opts.signing_secret.get_secret_value() if opts.signing_secret else "unused"
         common: dict[str, Any] = {
@@ -146,7 +146,7 @@ class SlackAdapter(Adapter):
             )
             app.enable_token_revocation_listeners()
         else:
-            app = AsyncApp(**common, token=token)
+            app = AsyncApp(**common)  # the client carries the bot token
         app.event("message")(self._on_event)
         app.event("app_mention")(self._on_event)
         app.action(_CHIP)(self._on_action)
