@@ -261,70 +261,81 @@ class TelegramAdapter(Adapter):
         offset: int | None = None
         while True:
             try:
-                leader = await intake.state.acquire_lease("poller", owner, lease_ttl)
-            except Exception as exc:
-                log.warning("telegram channel %s: cannot take the poller lease: %s", self.name, exc)
-                leader = False
-            if not leader:
-                if self._role == "leader":
-                    log.warning("telegram channel %s: lost the poller lease", self.name)
+                try:
+                    leader = await intake.state.acquire_lease("poller", owner, lease_ttl)
+                except Exception as exc:
+                    log.warning(
+                        "telegram channel %s: cannot take the poller lease: %s", self.name, exc
+                    )
+                    leader = False
+                if not leader:
+                    if self._role == "leader":
+                        log.warning("telegram channel %s: lost the poller lease", self.name)
+                    self._role = "standby"
+                    offset = None
+                    await asyncio.sleep(min(5.0, lease_ttl / 4))
+                    continue
+                if self._role != "leader":
+                    log.info("telegram channel %s: this replica polls", self.name)
+                    with contextlib.suppress(TelegramError):
+                        # getUpdates does not work while a webhook is set
+                        await self.bot.delete_webhook(
+                            drop_pending_updates=self.options.drop_pending_updates
+                        )
+                    stored = await intake.state.get("offset")
+                    offset = int(stored) if stored else None
+                    self._role = "leader"
+                try:
+                    updates = await self.bot.get_raw_updates(
+                        offset,
+                        self.options.poll_timeout_seconds,
+                        self.options.poll_timeout_seconds + self.options.request_timeout_seconds,
+                    )
+                except Conflict as exc:
+                    log.warning(
+                        "telegram channel %s: %s (another poller or a webhook is active)",
+                        self.name,
+                        exc.message,
+                    )
+                    await self._sleep_backoff(backoff)
+                    backoff = min(60.0, backoff * 2)
+                    continue
+                except InvalidToken:
+                    log.error("telegram channel %s: Telegram refused the bot token", self.name)
+                    await self._sleep_backoff(backoff)
+                    backoff = min(60.0, backoff * 2)
+                    continue
+                except RetryAfter as exc:
+                    await asyncio.sleep(_retry_seconds(exc))
+                    continue
+                except (NetworkError, TelegramError) as exc:
+                    log.warning("telegram channel %s: getUpdates failed: %s", self.name, exc)
+                    await self._sleep_backoff(backoff)
+                    backoff = min(60.0, backoff * 2)
+                    continue
+                backoff = 1.0
+                try:
+                    for data in updates:
+                        update_id = data.get("update_id") if isinstance(data, dict) else None
+                        await self._handle_update(intake, data)
+                        if isinstance(update_id, int):
+                            offset = update_id + 1
+                except IntakeUnavailable as exc:
+                    # Not confirmed: Telegram keeps the update and we ask again after a pause.
+                    log.warning("telegram channel %s: cannot store updates: %s", self.name, exc)
+                    await self._sleep_backoff(backoff)
+                    backoff = min(60.0, backoff * 2)
+                if updates and offset is not None:
+                    with contextlib.suppress(Exception):
+                        await intake.state.put("offset", str(offset))
+            except Exception:
+                # Whatever went wrong (a database blip, a bug), polling must go on: a dead
+                # poller would silently stop this bot while /readyz still said "leader".
+                log.exception("telegram channel %s: polling failed; retrying", self.name)
                 self._role = "standby"
                 offset = None
-                await asyncio.sleep(min(5.0, lease_ttl / 4))
-                continue
-            if self._role != "leader":
-                self._role = "leader"
-                log.info("telegram channel %s: this replica polls", self.name)
-                with contextlib.suppress(TelegramError):
-                    # getUpdates does not work while a webhook is set
-                    await self.bot.delete_webhook(
-                        drop_pending_updates=self.options.drop_pending_updates
-                    )
-                stored = await intake.state.get("offset")
-                offset = int(stored) if stored else None
-            try:
-                updates = await self.bot.get_raw_updates(
-                    offset,
-                    self.options.poll_timeout_seconds,
-                    self.options.poll_timeout_seconds + self.options.request_timeout_seconds,
-                )
-            except Conflict as exc:
-                log.warning(
-                    "telegram channel %s: %s (another poller or a webhook is active)",
-                    self.name,
-                    exc.message,
-                )
                 await self._sleep_backoff(backoff)
                 backoff = min(60.0, backoff * 2)
-                continue
-            except InvalidToken:
-                log.error("telegram channel %s: Telegram refused the bot token", self.name)
-                await self._sleep_backoff(backoff)
-                backoff = min(60.0, backoff * 2)
-                continue
-            except RetryAfter as exc:
-                await asyncio.sleep(_retry_seconds(exc))
-                continue
-            except (NetworkError, TelegramError) as exc:
-                log.warning("telegram channel %s: getUpdates failed: %s", self.name, exc)
-                await self._sleep_backoff(backoff)
-                backoff = min(60.0, backoff * 2)
-                continue
-            backoff = 1.0
-            try:
-                for data in updates:
-                    update_id = data.get("update_id") if isinstance(data, dict) else None
-                    await self._handle_update(intake, data)
-                    if isinstance(update_id, int):
-                        offset = update_id + 1
-            except IntakeUnavailable as exc:
-                # Not confirmed: Telegram keeps the update and we ask again after a pause.
-                log.warning("telegram channel %s: cannot store updates: %s", self.name, exc)
-                await self._sleep_backoff(backoff)
-                backoff = min(60.0, backoff * 2)
-            if updates and offset is not None:
-                with contextlib.suppress(Exception):
-                    await intake.state.put("offset", str(offset))
 
     @staticmethod
     async def _sleep_backoff(seconds: float) -> None:

@@ -39,6 +39,7 @@ class TelegramOptions(BaseModel):
     #: long-poll duration of one getUpdates call
     poll_timeout_seconds: Annotated[int, Field(ge=1, le=50)] = 25
     #: a standby replica takes over polling this long after the leader stopped renewing
+    #: (at least poll_timeout_seconds + 5, so the lease outlives one long poll)
     leader_lease_seconds: Annotated[float, Field(ge=2)] = 60
     #: connect/read timeout of one API call (not the long poll)
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 30
