@@ -15,6 +15,7 @@ CHANNEL_TYPES: dict[str, str] = {
     "slack": "adapters.slack.channel:SLACK",
     "telegram": "adapters.telegram.channel:TELEGRAM",
     "webhook": "adapters.webhook.channel:WEBHOOK",
+    "webchat": "adapters.webchat.channel:WEBCHAT",
 }
 
 

@@ -243,6 +243,7 @@ class Engine:
         self._slots = asyncio.Semaphore(config.max_concurrent_conversations)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._stop_signal = asyncio.Event()
 
     def intake(self, channel: str) -> _ChannelIntake:
         return _ChannelIntake(self, channel)
@@ -283,6 +284,7 @@ class Engine:
 
     async def start(self) -> None:
         self._stopping = False
+        self._stop_signal.clear()
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
             asyncio.create_task(self._housekeeping(), name="engine-housekeeping"),
@@ -292,9 +294,14 @@ class Engine:
         """Stop taking work, let running workers finish (up to the timeout), release leases."""
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stop_signal.set()
+        # The loops leave at their next check; cancelling them inside a query could leave a
+        # SQLite connection holding its write lock until busy_timeout.
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=10)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         running = list(self._workers.values())
         if running:
@@ -338,7 +345,8 @@ class Engine:
                 await self.run_housekeeping()
             except Exception as exc:
                 log.warning("housekeeping failed: %s", exc)
-            await asyncio.sleep(self._housekeeping_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_signal.wait(), self._housekeeping_interval)
 
     async def run_housekeeping(self) -> None:
         """Idle timeouts, retention, gauges. Safe to run from several processes."""

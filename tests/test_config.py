@@ -155,6 +155,7 @@ def test_example_config_documents_every_key() -> None:
 
     from adapters.slack.options import SlackOptions
     from adapters.telegram.options import TelegramOptions
+    from adapters.webchat.channel import WebchatOptions
     from adapters.webhook.channel import WebhookOptions
     from bridge.config import (
         BotConfig,
@@ -180,6 +181,7 @@ def test_example_config_documents_every_key() -> None:
         WebhookOptions,
         TelegramOptions,
         SlackOptions,
+        WebchatOptions,
     ]
     missing = [
         f"{model.__name__}.{name}"
