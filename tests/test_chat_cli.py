@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bridge.textchat.simulator import RunningSimulator, SimulatorState, start_simulator
 
 from bridge.terminal_chat import TerminalChat, render_for_terminal
 from bridge.textchat.client import TextchatClient
 from bridge.textchat.models import parse_element
+from bridge.textchat.simulator import RunningSimulator, SimulatorState, start_simulator
 
 TOKEN = "chat-token-XYZ-987"
 
