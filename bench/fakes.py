@@ -70,8 +70,9 @@ class BenchTelegram(FakeTelegram):
             self.lost[method] = self.lost.get(method, 0) + 1
             raise
 
-    def _record_sent(self, bot: Any, call: Call, message: dict[str, Any], *,
-                     raw_text: str | None, photo: Any) -> None:
+    def _record_sent(
+        self, bot: Any, call: Call, message: dict[str, Any], *, raw_text: str | None, photo: Any
+    ) -> None:
         super()._record_sent(bot, call, message, raw_text=raw_text, photo=photo)
         self.board.on_sent(int(message["chat"]["id"]), raw_text, call.at)
 
@@ -137,8 +138,9 @@ class Fakes:
         return timing
 
     async def _serve(self, app: web.Application, backlog: int = 4096) -> str:
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=backlog)
         await site.start()
@@ -151,8 +153,9 @@ class Fakes:
         sim_app.middlewares.append(self._timing_middleware())
         self.sim_url = await self._serve(sim_app)
         await self.slack.__aenter__()
-        self.slack.add_workspace(SLACK_TEAM, bot_token=SLACK_BOT_TOKEN, bot_user_id="U0BOT",
-                                 bot_id="B0BOT")
+        self.slack.add_workspace(
+            SLACK_TEAM, bot_token=SLACK_BOT_TOKEN, bot_user_id="U0BOT", bot_id="B0BOT"
+        )
         for i in range(200):
             user = f"U{i:07d}"
             self.slack.add_user(SLACK_TEAM, user, real_name=f"Bench User {i}")
@@ -221,23 +224,33 @@ class Fakes:
         self.tg.lost.clear()
 
     def _board_counts(self) -> dict[str, Any]:
-        return {"welcomes": self.board.welcomes, "other_sends": self.board.other_sends,
-                "duplicate_answers": self.board.duplicate_answers,
-                "requests_lost": dict(self.tg.lost)}
+        return {
+            "welcomes": self.board.welcomes,
+            "other_sends": self.board.other_sends,
+            "duplicate_answers": self.board.duplicate_answers,
+            "requests_lost": dict(self.tg.lost),
+        }
 
     async def _first_contact(self, request: web.Request) -> web.Response:
         b = await request.json()
         self._fresh_counts()
         result = await workloads.first_contact(
-            self.tg, self.board, b["token"], b["chats"], b["tag"], float(b["deadline"]))
+            self.tg, self.board, b["token"], b["chats"], b["tag"], float(b["deadline"])
+        )
         return web.json_response({**result, **self._board_counts()})
 
     async def _closed_loop(self, request: web.Request) -> web.Response:
         b = await request.json()
         self._fresh_counts()
         result = await workloads.closed_loop(
-            self.tg, self.board, b["token"], b["chats"], b["tag"], int(b["messages_per_chat"]),
-            float(b["deadline"]))
+            self.tg,
+            self.board,
+            b["token"],
+            b["chats"],
+            b["tag"],
+            int(b["messages_per_chat"]),
+            float(b["deadline"]),
+        )
         self.parloa_times.clear()
         return web.json_response({**result, **self._board_counts()})
 
@@ -245,16 +258,31 @@ class Fakes:
         b = await request.json()
         self._fresh_counts()
         result = await workloads.open_loop(
-            self.tg, self.board, self.parloa_times, b["token"], b["chats"], b["tag"],
-            float(b["rate"]), float(b["duration"]), float(b["drain"]))
+            self.tg,
+            self.board,
+            self.parloa_times,
+            b["token"],
+            b["chats"],
+            b["tag"],
+            float(b["rate"]),
+            float(b["duration"]),
+            float(b["drain"]),
+        )
         return web.json_response({**result, **self._board_counts()})
 
     async def _slack_acks(self, request: web.Request) -> web.Response:
         b = await request.json()
         users = self.slack_users[: int(b.get("users", 50))]
         result = await workloads.slack_acks(
-            b["url"], SLACK_SIGNING_SECRET, SLACK_TEAM, users, b["tag"], float(b["rate"]),
-            float(b["duration"]), on_posted=lambda: len(self.slack.messages))
+            b["url"],
+            SLACK_SIGNING_SECRET,
+            SLACK_TEAM,
+            users,
+            b["tag"],
+            float(b["rate"]),
+            float(b["duration"]),
+            on_posted=lambda: len(self.slack.messages),
+        )
         return web.json_response(result)
 
 

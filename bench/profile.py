@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.profile store [--backend sqlite] [--messages 300]
     .venv/bin/python -m bench.profile statements [--backend sqlite]
     .venv/bin/python -m bench.profile sqlpath [--calls 500]
+    .venv/bin/python -m bench.profile burst [--attempts 4] [--chats 1000] [--spy]
     .venv/bin/python -m bench.profile sends [--messages 300]
 
 ``spy``: the bridge process against the fakes (as in :mod:`bench.run`), warm chats, Parloa
@@ -23,6 +24,11 @@ warm message, counted from its log.
 ``sqlpath``: one lease-claiming transaction (``BEGIN; UPDATE ... RETURNING; COMMIT``) on SQLite
 through SQLAlchemy's asyncio engine (as the store runs it), through aiosqlite directly, and
 through the synchronous sqlite3 module; plus building the statement alone.
+
+``burst``: the 1000-chat first-contact burst (Parloa latency 0) repeated on fresh bridges, each
+after a 100-chat warm-up; per attempt the answered count, CPU, the bridge's delivery outcomes
+(``/metrics``) and, with ``--spy``, the top self-time functions. Bursts do not always behave
+alike: this shows how often, and where the time goes when they go wrong.
 
 ``sends``: one Telegram ``sendMessage`` to the fake Bot API (in another process) made the way
 the bridge makes it (python-telegram-bot on httpx), with ``sniffio`` importable (a stub), and
@@ -64,16 +70,23 @@ from bench.systems import (  # noqa: E402
 # statements inside a greenlet whose stack does not show the caller, so SQL is one centre; the
 # share by Store method (where the stack shows it) is printed separately.
 CENTRES: list[tuple[str, str]] = [
-    ("SQL: SQLAlchemy Core + asyncio adaptation + driver", r"sqlalchemy|aiosqlite|asyncpg|greenlet"
-     r"|Store\."),
+    (
+        "SQL: SQLAlchemy Core + asyncio adaptation + driver",
+        r"sqlalchemy|aiosqlite|asyncpg|greenlet"
+        r"|Store\.",
+    ),
     ("Telegram: sendChatAction (typing indicator)", r"Bot\.send_chat_action\b"),
     ("Telegram: sendMessage", r"Bot\.send_message\b|Bot\.send_photo\b"),
     ("Telegram: getUpdates", r"get_raw_updates|Bot\.get_updates\b"),
-    ("Telegram: update parsing (Update.de_json, normalise)",
-     r"Update\.de_json|to_inbound|TelegramObject"),
+    (
+        "Telegram: update parsing (Update.de_json, normalise)",
+        r"Update\.de_json|to_inbound|TelegramObject",
+    ),
     ("Telegram: other PTB/httpx", r"telegram/|httpx/|httpcore/"),
-    ("Parloa call (TextchatClient, aiohttp client, pydantic)",
-     r"TextchatClient|textchat/client|textchat/models"),
+    (
+        "Parloa call (TextchatClient, aiohttp client, pydantic)",
+        r"TextchatClient|textchat/client|textchat/models",
+    ),
     ("engine (other)", r"bridge/engine"),
     ("metrics (prometheus_client)", r"prometheus_client"),
     ("logging", r"logging/"),
@@ -115,8 +128,13 @@ def aggregate(raw: Iterable[str]) -> dict[str, Any]:
                 break
         else:
             centres["other"] += count
-    return {"total": total, "self": self_time, "inclusive": inclusive, "centres": centres,
-            "store": store}
+    return {
+        "total": total,
+        "self": self_time,
+        "inclusive": inclusive,
+        "centres": centres,
+        "store": store,
+    }
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -150,8 +168,11 @@ async def spy(args: argparse.Namespace) -> None:
     try:
         await fakes.set_latency(0.0)
         chats = list(range(20_000_000, 20_000_000 + args.chats))
-        await fakes.call("POST", "/first_contact", {"token": bridge.token, "chats": chats,
-                                                    "tag": "p-u", "deadline": 120})
+        await fakes.call(
+            "POST",
+            "/first_contact",
+            {"token": bridge.token, "chats": chats, "tag": "p-u", "deadline": 120},
+        )
         runs = [("raw", workdir / "profile.txt", ["--gil", "--nolineno"])]
         if args.svg:
             runs.append(("flamegraph", Path(args.svg), ["--gil"]))
@@ -161,37 +182,63 @@ async def spy(args: argparse.Namespace) -> None:
             fakes_before = cpu_seconds(fakes.pid)
             pg_before = postgres_cpu()
             sampler = await asyncio.create_subprocess_exec(
-                _py_spy(), "record", "--pid", str(bridge.pid), "--rate", str(args.rate),
-                "--format", fmt, "--output", str(output), *extra,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                _py_spy(),
+                "record",
+                "--pid",
+                str(bridge.pid),
+                "--rate",
+                str(args.rate),
+                "--format",
+                fmt,
+                "--output",
+                str(output),
+                *extra,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
             await asyncio.sleep(1.0)  # py-spy attaches
             started = time.monotonic()
-            result = await fakes.call("POST", "/closed_loop", {
-                "token": bridge.token, "chats": chats, "tag": f"p-w{index}",
-                "messages_per_chat": args.messages, "deadline": 120})
+            result = await fakes.call(
+                "POST",
+                "/closed_loop",
+                {
+                    "token": bridge.token,
+                    "chats": chats,
+                    "tag": f"p-w{index}",
+                    "messages_per_chat": args.messages,
+                    "deadline": 120,
+                },
+            )
             wall = time.monotonic() - started
             cpu = cpu_seconds(bridge.pid) - cpu_before
             others = {"fakes process": cpu_seconds(fakes.pid) - fakes_before}
             if args.backend == "postgres":
                 others["PostgreSQL server"] = postgres_cpu_since(pg_before)
-            threads = {k: v - threads_before.get(k, 0.0)
-                       for k, v in thread_cpu(bridge.pid).items()}
+            threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(bridge.pid).items()}
             sampler.send_signal(signal.SIGINT)  # py-spy writes its output
             async with asyncio.timeout(60):
                 await sampler.wait()
             if fmt != "raw":
                 print(f"flamegraph: {output}")
                 continue
-            print(f"workload: {result['answered']} warm messages in {wall:.1f} s = "
-                  f"{result['answered'] / wall:.1f} msg/s; bridge CPU {cpu:.1f} s "
-                  f"({cpu / wall:.0%} of one core, {1000 * cpu / result['answered']:.1f} ms "
-                  "per message)")
-            print("other CPU: " + ", ".join(f"{k} {v:.1f} s ({v / wall:.0%})"
-                                            for k, v in others.items()))
-            print("bridge CPU by thread (s): " + ", ".join(
-                f"{k} {v:.1f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
-                if v > 0.05))
+            print(
+                f"workload: {result['answered']} warm messages in {wall:.1f} s = "
+                f"{result['answered'] / wall:.1f} msg/s; bridge CPU {cpu:.1f} s "
+                f"({cpu / wall:.0%} of one core, {1000 * cpu / result['answered']:.1f} ms "
+                "per message)"
+            )
+            print(
+                "other CPU: "
+                + ", ".join(f"{k} {v:.1f} s ({v / wall:.0%})" for k, v in others.items())
+            )
+            print(
+                "bridge CPU by thread (s): "
+                + ", ".join(
+                    f"{k} {v:.1f}"
+                    for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+                    if v > 0.05
+                )
+            )
             report_profile(aggregate(output.read_text().splitlines()), wall, args.rate)
             print(f"raw profile: {output}")
     finally:
@@ -216,8 +263,11 @@ def report_profile(agg: dict[str, Any], wall: float, rate: int) -> None:
     print("\ntop functions, inclusive (project code and the libraries it calls):")
     shown = 0
     for frame, count in agg["inclusive"].most_common():
-        if re.search(r"runpy|bridge/cli|bridge/__main__|asyncio/(runners|base_events|events)"
-                     r"|Runner\.run|^<module>", frame):
+        if re.search(
+            r"runpy|bridge/cli|bridge/__main__|asyncio/(runners|base_events|events)"
+            r"|Runner\.run|^<module>",
+            frame,
+        ):
             continue
         print(f"  {100 * count / total:5.1f}%  {frame}")
         shown += 1
@@ -243,8 +293,12 @@ async def store_bench(args: argparse.Namespace) -> None:
         await migrate(engine)
         store = Store(engine)
         owner = "bench-owner"
-        address = {"chat_id": 1, "chat_type": "private", "thread_id": None,
-                   "reply_to_message_id": None}
+        address = {
+            "chat_id": 1,
+            "chat_type": "private",
+            "thread_id": None,
+            "reply_to_message_id": None,
+        }
         context = {"platform": "telegram", "chatType": "private", "userName": "Bench"}
         elements = [{"type": "text", "content": "You said: hello", "id": "x"}]
         timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
@@ -258,35 +312,63 @@ async def store_bench(args: argparse.Namespace) -> None:
         conversations = 50
         for i in range(args.messages):
             key = str(1000 + i % conversations)
-            _, cid = await timed("accept", store.accept(
-                channel="tg", event_id=f"tg:{i}", conversation_key=key,
-                requester_id=f"tg:{key}", kind="text", text=f"m{i}", address=address,
-                context=context))
+            _, cid = await timed(
+                "accept",
+                store.accept(
+                    channel="tg",
+                    event_id=f"tg:{i}",
+                    conversation_key=key,
+                    requester_id=f"tg:{key}",
+                    kind="text",
+                    text=f"m{i}",
+                    address=address,
+                    context=context,
+                ),
+            )
             await timed("due_conversations", store.due_conversations(2000))
             work = await timed("claim", store.claim(cid, owner, 30))
             assert work is not None and work.inbox is not None
-            step = Step(conversation={"last_activity_at": time.time(), "address": address},
-                        inbox_id=work.inbox.id,
-                        inbox={"status": DONE, "finished_at": time.time(), "attempts": 1,
-                               "last_error": None},
-                        outbox=[NewOutbox(elements, address, work.inbox.id)])
+            step = Step(
+                conversation={"last_activity_at": time.time(), "address": address},
+                inbox_id=work.inbox.id,
+                inbox={
+                    "status": DONE,
+                    "finished_at": time.time(),
+                    "attempts": 1,
+                    "last_error": None,
+                },
+                outbox=[NewOutbox(elements, address, work.inbox.id)],
+            )
             created = await timed("commit", store.commit(cid, owner, step, "tg"))
-            await timed("update_outbox", store.update_outbox(
-                cid, owner, created[0].id, status=SENT, finished_at=time.time(),
-                parts_done=1, platform_message_id="1"))
+            await timed(
+                "update_outbox",
+                store.update_outbox(
+                    cid,
+                    owner,
+                    created[0].id,
+                    status=SENT,
+                    finished_at=time.time(),
+                    parts_done=1,
+                    platform_message_id="1",
+                ),
+            )
             await timed("finish", store.finish(cid, owner, 30))
-        print(f"store calls on {args.backend}, {args.messages} messages, "
-              f"{conversations} conversations (CPU of this process incl. driver threads):")
+        print(
+            f"store calls on {args.backend}, {args.messages} messages, "
+            f"{conversations} conversations (CPU of this process incl. driver threads):"
+        )
         total_cpu = total_wall = 0.0
         for name, values in timings.items():
-            values = values[len(values) // 10:]  # skip the warm-up tenth
+            values = values[len(values) // 10 :]  # skip the warm-up tenth
             cpu = sum(v[0] for v in values) / len(values)
             wall = sum(v[1] for v in values) / len(values)
             total_cpu += cpu
             total_wall += wall
             print(f"  {name:18s} CPU {cpu * 1000:6.2f} ms  wall {wall * 1000:6.2f} ms")
-        print(f"  {'per message':18s} CPU {total_cpu * 1000:6.2f} ms  "
-              f"wall {total_wall * 1000:6.2f} ms")
+        print(
+            f"  {'per message':18s} CPU {total_cpu * 1000:6.2f} ms  "
+            f"wall {total_wall * 1000:6.2f} ms"
+        )
     finally:
         await engine.dispose()
         await db.drop()
@@ -299,38 +381,58 @@ async def statements(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="parloa-statements-"))
     fakes = Fakes(workdir)
     await fakes.start()
-    bridge = Bridge("bridge-echo", args.backend, fakes, workdir, args.postgres_url,
-                    database_options={"echo": True})
+    bridge = Bridge(
+        "bridge-echo",
+        args.backend,
+        fakes,
+        workdir,
+        args.postgres_url,
+        database_options={"echo": True},
+    )
     await bridge.start()
     try:
         await fakes.set_latency(0.0)
         chats = list(range(21_000_000, 21_000_000 + args.chats))
-        await fakes.call("POST", "/first_contact", {"token": bridge.token, "chats": chats,
-                                                    "tag": "s-u", "deadline": 60})
+        await fakes.call(
+            "POST",
+            "/first_contact",
+            {"token": bridge.token, "chats": chats, "tag": "s-u", "deadline": 60},
+        )
         await asyncio.sleep(0.5)
         assert bridge.process is not None
         log = bridge.process.log
         before = len(log.read_text().splitlines())
-        result = await fakes.call("POST", "/closed_loop", {
-            "token": bridge.token, "chats": chats, "tag": "s-w",
-            "messages_per_chat": args.messages, "deadline": 60})
+        result = await fakes.call(
+            "POST",
+            "/closed_loop",
+            {
+                "token": bridge.token,
+                "chats": chats,
+                "tag": "s-w",
+                "messages_per_chat": args.messages,
+                "deadline": 60,
+            },
+        )
         await asyncio.sleep(0.5)
         lines = log.read_text().splitlines()[before:]
         kinds: collections.Counter[str] = collections.Counter()
         for line in lines:
             # SQLAlchemy's own echo handler ("INFO sqlalchemy.engine.Engine <SQL>")
             match = re.search(r" INFO sqlalchemy\.engine\.Engine (\w+)", line)
-            if match and match[1] in ("SELECT", "INSERT", "UPDATE", "DELETE", "COMMIT",
-                                      "ROLLBACK"):
+            if match and match[1] in ("SELECT", "INSERT", "UPDATE", "DELETE", "COMMIT", "ROLLBACK"):
                 kinds[match[1]] += 1
             elif match and match[1] == "BEGIN" and "(implicit)" in line:
                 kinds["BEGIN"] += 1
         answered = result["answered"]
-        print(f"{args.backend}: {answered} warm messages; per message: " + ", ".join(
-            f"{k} {v / answered:.1f}" for k, v in sorted(kinds.items())))
+        print(
+            f"{args.backend}: {answered} warm messages; per message: "
+            + ", ".join(f"{k} {v / answered:.1f}" for k, v in sorted(kinds.items()))
+        )
         statements_total = sum(kinds[k] for k in ("SELECT", "INSERT", "UPDATE", "DELETE"))
-        print(f"  statements {statements_total / answered:.1f}, transactions "
-              f"{kinds['BEGIN'] / answered:.1f} (COMMIT or ROLLBACK each)")
+        print(
+            f"  statements {statements_total / answered:.1f}, transactions "
+            f"{kinds['BEGIN'] / answered:.1f} (COMMIT or ROLLBACK each)"
+        )
     finally:
         await bridge.stop(fast=True)
         await fakes.close()
@@ -360,28 +462,41 @@ async def sqlpath(args: argparse.Namespace) -> None:
         now = time.time()
         return (
             update(conversations)
-            .where(conversations.c.id == 1, or_(conversations.c.lease_owner.is_(None),
-                                                 conversations.c.lease_owner == "o",
-                                                 conversations.c.lease_until < now))
+            .where(
+                conversations.c.id == 1,
+                or_(
+                    conversations.c.lease_owner.is_(None),
+                    conversations.c.lease_owner == "o",
+                    conversations.c.lease_until < now,
+                ),
+            )
             .values(lease_owner="o", lease_until=now + 30)
             .returning(*conversations.c)
         )
 
-    sql = ("UPDATE conversations SET lease_owner=?, lease_until=? WHERE id=? AND "
-           "(lease_owner IS NULL OR lease_owner=? OR lease_until<?) RETURNING *")
+    sql = (
+        "UPDATE conversations SET lease_owner=?, lease_until=? WHERE id=? AND "
+        "(lease_owner IS NULL OR lease_owner=? OR lease_until<?) RETURNING *"
+    )
     try:
         await migrate(engine)
         async with engine.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO conversations (channel, conversation_key, requester_id, state, "
-                "created_at, updated_at, last_activity_at) "
-                "VALUES ('tg', '1', 'r', 'new', 0, 0, 0)"))
+            await conn.execute(
+                text(
+                    "INSERT INTO conversations (channel, conversation_key, requester_id, state, "
+                    "created_at, updated_at, last_activity_at) "
+                    "VALUES ('tg', '1', 'r', 'new', 0, 0, 0)"
+                )
+            )
         print(f"one claim-like transaction on SQLite (WAL), {n} times:")
         c0, w0 = time.process_time(), time.perf_counter()
         for _ in range(n):
             build()
-        report_line("building the UPDATE statement with SQLAlchemy Core (no execution)",
-                    time.process_time() - c0, time.perf_counter() - w0)
+        report_line(
+            "building the UPDATE statement with SQLAlchemy Core (no execution)",
+            time.process_time() - c0,
+            time.perf_counter() - w0,
+        )
         for _ in range(50):  # warm: SQLAlchemy compiles and caches the statement once
             async with engine.begin() as conn:
                 (await conn.execute(build())).first()
@@ -389,8 +504,11 @@ async def sqlpath(args: argparse.Namespace) -> None:
         for _ in range(n):
             async with engine.begin() as conn:
                 (await conn.execute(build())).first()
-        report_line("SQLAlchemy asyncio engine + aiosqlite (as the store does)",
-                    time.process_time() - c0, time.perf_counter() - w0)
+        report_line(
+            "SQLAlchemy asyncio engine + aiosqlite (as the store does)",
+            time.process_time() - c0,
+            time.perf_counter() - w0,
+        )
         await engine.dispose()
         db = await aiosqlite.connect(str(path), isolation_level=None)
         c0, w0 = time.process_time(), time.perf_counter()
@@ -401,8 +519,11 @@ async def sqlpath(args: argparse.Namespace) -> None:
             await cursor.fetchall()
             await cursor.close()
             await db.execute("COMMIT")
-        report_line("aiosqlite directly (one thread hop per call)",
-                    time.process_time() - c0, time.perf_counter() - w0)
+        report_line(
+            "aiosqlite directly (one thread hop per call)",
+            time.process_time() - c0,
+            time.perf_counter() - w0,
+        )
         await db.close()
         sync = sqlite3.connect(str(path), isolation_level=None)
         sync.execute("PRAGMA synchronous=NORMAL")
@@ -412,11 +533,112 @@ async def sqlpath(args: argparse.Namespace) -> None:
             sync.execute("BEGIN IMMEDIATE")
             sync.execute(sql, ("o", now + 30, 1, "o", now)).fetchall()
             sync.execute("COMMIT")
-        report_line("sqlite3 synchronously (no thread, no event loop)",
-                    time.process_time() - c0, time.perf_counter() - w0)
+        report_line(
+            "sqlite3 synchronously (no thread, no event loop)",
+            time.process_time() - c0,
+            time.perf_counter() - w0,
+        )
         sync.close()
     finally:
         await engine.dispose()
+
+
+# --- bursts ---------------------------------------------------------------------------------------
+
+
+async def _metric_lines(url: str, prefixes: tuple[str, ...]) -> list[str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(trust_env=False) as http, http.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return [line for line in text.splitlines() if line.startswith(prefixes)]
+
+
+async def burst(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="parloa-burst-"))
+    fakes = Fakes(workdir)
+    await fakes.start()
+    try:
+        for attempt in range(args.attempts):
+            bridge = Bridge(f"burst{attempt}", args.backend, fakes, workdir, args.postgres_url)
+            await bridge.start()
+            try:
+                await fakes.set_latency(0.0)
+                base = 22_000_000 + attempt * 100_000
+                warm = list(range(base, base + 100))
+                await fakes.call(
+                    "POST",
+                    "/first_contact",
+                    {"token": bridge.token, "chats": warm, "tag": f"b{attempt}u", "deadline": 60},
+                )
+                await fakes.call(
+                    "POST",
+                    "/closed_loop",
+                    {
+                        "token": bridge.token,
+                        "chats": warm,
+                        "tag": f"b{attempt}w",
+                        "messages_per_chat": 5,
+                        "deadline": 60,
+                    },
+                )
+                sampler = None
+                output = workdir / f"burst{attempt}.txt"
+                if args.spy:
+                    sampler = await asyncio.create_subprocess_exec(
+                        _py_spy(),
+                        "record",
+                        "--pid",
+                        str(bridge.pid),
+                        "--rate",
+                        "50",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(output),
+                        "--gil",
+                        "--nolineno",
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )
+                    await asyncio.sleep(1.0)
+                before = cpu_seconds(bridge.pid)
+                chats = list(range(base + 1000, base + 1000 + args.chats))
+                result = await fakes.call(
+                    "POST",
+                    "/first_contact",
+                    {
+                        "token": bridge.token,
+                        "chats": chats,
+                        "tag": f"b{attempt}b",
+                        "deadline": args.deadline,
+                    },
+                )
+                cpu = cpu_seconds(bridge.pid) - before
+                print(
+                    f"attempt {attempt + 1}: {result['answered']}/{args.chats} answered in "
+                    f"{result['elapsed']:.1f} s, bridge CPU {cpu:.1f} s "
+                    f"({1000 * cpu / max(1, result['answered']):.0f} ms per answer); "
+                    f"requests cut off mid-body at the fake: {result.get('requests_lost')}"
+                )
+                for line in await _metric_lines(bridge.url, ("parloa_bridge_deliveries_total",)):
+                    print(f"    {line}")
+                if sampler is not None:
+                    sampler.send_signal(signal.SIGINT)
+                    await sampler.wait()
+                    agg = aggregate(output.read_text().splitlines())
+                    total = max(1, agg["total"])
+                    print(
+                        "    top self time: "
+                        + "; ".join(
+                            f"{100 * count / total:.0f}% {frame}"
+                            for frame, count in agg["self"].most_common(5)
+                        )
+                    )
+            finally:
+                await bridge.stop(fast=True)
+    finally:
+        await fakes.close()
 
 
 # --- sends microbenchmark ------------------------------------------------------------------------
@@ -446,24 +668,31 @@ async def sends_bench(args: argparse.Namespace) -> None:
 
         bot = Bot(token, base_url=f"{root}/bot", request=HTTPXRequest(connection_pool_size=128))
         await bot.initialize()
-        await measure("python-telegram-bot send_message (as the bridge; sniffio missing)",
-                      lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"))
+        await measure(
+            "python-telegram-bot send_message (as the bridge; sniffio missing)",
+            lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"),
+        )
         had = "sniffio" in sys.modules
         if not had:
             stub = types.ModuleType("sniffio")
             stub.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
             sys.modules["sniffio"] = stub
-        await measure("python-telegram-bot send_message, sniffio importable (stub)",
-                      lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"))
+        await measure(
+            "python-telegram-bot send_message, sniffio importable (stub)",
+            lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"),
+        )
         if not had:
             del sys.modules["sniffio"]
         await bot.shutdown()
         async with aiohttp.ClientSession() as http:
+
             async def post(i: int) -> None:
-                async with http.post(f"{root}/bot{token}/sendMessage",
-                                     json={"chat_id": 30_000_000 + i % 50,
-                                           "text": f"hello {i}"}) as resp:
+                async with http.post(
+                    f"{root}/bot{token}/sendMessage",
+                    json={"chat_id": 30_000_000 + i % 50, "text": f"hello {i}"},
+                ) as resp:
                     await resp.read()
+
             await measure("aiohttp POST sendMessage (the bare forwarder)", post)
         print(f"CPU per Telegram sendMessage call, {args.messages} calls:")
         for name, value in results.items():
@@ -493,11 +722,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     st.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     q = sub.add_parser("sqlpath")
     q.add_argument("--calls", type=int, default=500)
+    b = sub.add_parser("burst")
+    b.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
+    b.add_argument("--attempts", type=int, default=4)
+    b.add_argument("--chats", type=int, default=1000)
+    b.add_argument("--deadline", type=float, default=60.0)
+    b.add_argument("--spy", action="store_true", help="sample each burst with py-spy")
+    b.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     t = sub.add_parser("sends")
     t.add_argument("--messages", type=int, default=300)
     args = parser.parse_args(argv)
-    handler = {"spy": spy, "store": store_bench, "statements": statements, "sqlpath": sqlpath,
-               "sends": sends_bench}[args.command]
+    handler = {
+        "spy": spy,
+        "store": store_bench,
+        "statements": statements,
+        "sqlpath": sqlpath,
+        "burst": burst,
+        "sends": sends_bench,
+    }[args.command]
     asyncio.run(handler(args))
 
 

@@ -106,16 +106,15 @@ def _all_answered_rows(results: Mapping[str, Any], systems: Sequence[str]) -> li
         ("first", "first contact", "latency"),
         ("warm", "warm", "burst_latency"),
     ):
-        row = Row(
-            f"{chats} chats at once, Parloa {latency:g} s, {name}: slowest answer", "s"
-        )
+        row = Row(f"{chats} chats at once, Parloa {latency:g} s, {name}: slowest answer", "s")
         for system in systems:
             cell = results["throughput"].get(system, {}).get(key, {}).get(phase)
             if not cell:
                 continue
             slowest = (cell.get(field) or {}).get("max")
-            complete = cell.get("complete") if phase == "first" else cell.get(
-                "burst_elapsed") is not None
+            complete = (
+                cell.get("complete") if phase == "first" else cell.get("burst_elapsed") is not None
+            )
             text = _num(slowest, 2) if complete else f">{_num(cell.get('elapsed'), 0)}{CAPPED}"
             row.set(system, text, slowest if complete else None)
         rows.append(row)
@@ -172,8 +171,9 @@ def _rss_rows(results: Mapping[str, Any], systems: Sequence[str]) -> list[Row]:
             if system in REFERENCES:
                 cell = results["rss"].get(system, {}).get("none")
                 if cell and size == sizes[0]:
-                    row.set(system, _num(cell["VmHWM"] / 1024) + " (no store)",
-                            cell["VmHWM"] / 1024)
+                    row.set(
+                        system, _num(cell["VmHWM"] / 1024) + " (no store)", cell["VmHWM"] / 1024
+                    )
                 continue
             if cell:
                 row.set(system, _num(cell["VmHWM"] / 1024), cell["VmHWM"] / 1024)
@@ -227,22 +227,33 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     for system in bridges:
         label = LABELS[system]
         cells = results["throughput"].get(system, {}).get(key, {})
-        for phase, field, name in (("first", "latency", "first contact"),
-                                   ("warm", "burst_latency", "warm")):
+        for phase, field, name in (
+            ("first", "latency", "first contact"),
+            ("warm", "burst_latency", "warm"),
+        ):
             cell = cells.get(phase)
             if not cell:
                 continue
             slowest = (cell.get(field) or {}).get("max")
-            finished = cell.get("complete") if phase == "first" else (
-                cell.get("burst_elapsed") is not None)
+            finished = (
+                cell.get("complete")
+                if phase == "first"
+                else (cell.get("burst_elapsed") is not None)
+            )
             ok = finished and slowest is not None and slowest <= 3.0
             shown = f"{slowest:.2f} s" if finished and slowest is not None else "not all answered"
-            out.append((
-                f"{big} chats, Parloa {slow:g} s, all answered within 3 s ({name}) — {label}",
-                "met" if ok else "missed",
-                f"slowest answer {shown}" + ("" if ok or not finished or slowest is None
-                                             else f" ({slowest / 3.0:.1f}× the target)"),
-            ))
+            out.append(
+                (
+                    f"{big} chats, Parloa {slow:g} s, all answered within 3 s ({name}) — {label}",
+                    "met" if ok else "missed",
+                    f"slowest answer {shown}"
+                    + (
+                        ""
+                        if ok or not finished or slowest is None
+                        else f" ({slowest / 3.0:.1f}× the target)"
+                    ),
+                )
+            )
         zero = min(plan["latencies"])
         for chats in plan["chats"]:
             k = f"{zero}:{chats}"
@@ -252,12 +263,15 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 if not mine or not bare or not bare.get("throughput"):
                     continue
                 share = (mine.get("throughput") or 0) / bare["throughput"]
-                out.append((
-                    f"Parloa 0 s, {chats} chats, {phase}: ≥ 60% of the bare forwarder — {label}",
-                    "met" if share >= 0.6 else "missed",
-                    f"{share:.0%} ({_num(mine.get('throughput'))} vs "
-                    f"{_num(bare['throughput'])} msg/s)",
-                ))
+                out.append(
+                    (
+                        f"Parloa 0 s, {chats} chats, {phase}: ≥ 60% of the bare forwarder"
+                        f" — {label}",
+                        "met" if share >= 0.6 else "missed",
+                        f"{share:.0%} ({_num(mine.get('throughput'))} vs "
+                        f"{_num(bare['throughput'])} msg/s)",
+                    )
+                )
         for rate_key, spec in plan["rates"].items():
             if not spec.get("target"):
                 continue
@@ -267,31 +281,37 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             p99 = cell["added"]["p99"]
             complete = cell["answered"] == cell["messages"]
             ok = complete and p99 is not None and p99 <= 0.020
-            out.append((
-                f"bridge-added latency p99 ≤ 20 ms at {spec['rate']:g} msg/s — {label}",
-                "met" if ok else "missed",
-                (f"p99 {_ms(p99)} ms" if p99 is not None else "no samples")
-                + ("" if complete else f", {cell['answered']}/{cell['messages']} answered"),
-            ))
+            out.append(
+                (
+                    f"bridge-added latency p99 ≤ 20 ms at {spec['rate']:g} msg/s — {label}",
+                    "met" if ok else "missed",
+                    (f"p99 {_ms(p99)} ms" if p99 is not None else "no samples")
+                    + ("" if complete else f", {cell['answered']}/{cell['messages']} answered"),
+                )
+            )
         cell = results["slack"].get(system)
         if cell:
             p99 = cell["ack_all"]["p99"]
-            out.append((
-                f"Slack acknowledgement p99 ≤ 100 ms while Parloa takes "
-                f"{plan['slack']['latency']:g} s — {label}",
-                "met" if p99 is not None and p99 <= 0.1 else "missed",
-                f"p99 {_ms(p99)} ms",
-            ))
+            out.append(
+                (
+                    f"Slack acknowledgement p99 ≤ 100 ms while Parloa takes "
+                    f"{plan['slack']['latency']:g} s — {label}",
+                    "met" if p99 is not None and p99 <= 0.1 else "missed",
+                    f"p99 {_ms(p99)} ms",
+                )
+            )
         rss = results["rss"].get(system, {})
         sizes = plan["rss_sizes"]
         if len(sizes) >= 2 and str(sizes[0]) in rss and str(sizes[-1]) in rss:
             low, high = rss[str(sizes[0])]["VmHWM"], rss[str(sizes[-1])]["VmHWM"]
             change = high / low - 1
-            out.append((
-                f"RSS flat (±20%) from {sizes[0]:,} to {sizes[-1]:,} conversations — {label}",
-                "met" if abs(change) <= 0.2 else "missed",
-                f"{low / 1024:.0f} → {high / 1024:.0f} MiB ({change:+.0%})",
-            ))
+            out.append(
+                (
+                    f"RSS flat (±20%) from {sizes[0]:,} to {sizes[-1]:,} conversations — {label}",
+                    "met" if abs(change) <= 0.2 else "missed",
+                    f"{low / 1024:.0f} → {high / 1024:.0f} MiB ({change:+.0%})",
+                )
+            )
     return out
 
 
@@ -318,8 +338,10 @@ def _busiest_fakes(results: Mapping[str, Any]) -> list[str]:
         if shares:
             share, key = max(shares)
             latency, chats = key.split(":")
-            out.append(f"{LABELS.get(system, system)} {share:.0%} (Parloa {float(latency):g} s, "
-                       f"{chats} chats)")
+            out.append(
+                f"{LABELS.get(system, system)} {share:.0%} (Parloa {float(latency):g} s, "
+                f"{chats} chats)"
+            )
     return out
 
 
@@ -335,9 +357,12 @@ def notes(results: Mapping[str, Any]) -> str:
     busiest = _busiest_fakes(results)
     if busiest:
         lines.append("")
-        lines.append("Busiest the fakes process got (share of one core) while serving: "
-                     + "; ".join(busiest) + ". Near 100% the fakes, not the system, set the "
-                     "pace.")
+        lines.append(
+            "Busiest the fakes process got (share of one core) while serving: "
+            + "; ".join(busiest)
+            + ". Near 100% the fakes, not the system, set the "
+            "pace."
+        )
     return "\n".join(lines)
 
 
@@ -378,8 +403,13 @@ def write_markdown(path: Path, results: Mapping[str, Any]) -> None:
     if path.exists():
         text = path.read_text(encoding="utf-8")
         if BEGIN in text and END in text:
-            text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: generated,
-                          text, count=1, flags=re.S)
+            text = re.sub(
+                re.escape(BEGIN) + r".*?" + re.escape(END),
+                lambda _m: generated,
+                text,
+                count=1,
+                flags=re.S,
+            )
             path.write_text(text, encoding="utf-8")
             return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,16 +85,34 @@ class Plan:
             quick=False,
             chats=[1, 100, 1000],
             latencies=[0.0, 1.0],
-            warm_messages={"0.0:1": 100, "0.0:100": 5, "0.0:1000": 1,
-                           "1.0:1": 5, "1.0:100": 3, "1.0:1000": 2},
+            warm_messages={
+                "0.0:1": 100,
+                "0.0:100": 5,
+                "0.0:1000": 1,
+                "1.0:1": 5,
+                "1.0:100": 3,
+                "1.0:1000": 2,
+            },
             deadline=30.0,
             first_deadline=40.0,
             warmup_deadline=60.0,
             rates={
-                "target": {"rate": 100.0, "duration": 10.0, "chats": 200, "latency": 0.1,
-                           "drain": 15.0, "target": True},
-                "low": {"rate": 20.0, "duration": 10.0, "chats": 200, "latency": 0.1,
-                        "drain": 10.0, "target": False},
+                "target": {
+                    "rate": 100.0,
+                    "duration": 10.0,
+                    "chats": 200,
+                    "latency": 0.1,
+                    "drain": 15.0,
+                    "target": True,
+                },
+                "low": {
+                    "rate": 20.0,
+                    "duration": 10.0,
+                    "chats": 200,
+                    "latency": 0.1,
+                    "drain": 10.0,
+                    "target": False,
+                },
             },
             slack={"rate": 20.0, "duration": 10.0, "latency": 5.0, "users": 50},
             rss_sizes=[1000, 100_000],
@@ -112,8 +130,14 @@ class Plan:
             first_deadline=5.0,
             warmup_deadline=10.0,
             rates={
-                "target": {"rate": 20.0, "duration": 2.0, "chats": 20, "latency": 0.1,
-                           "drain": 3.0, "target": True},
+                "target": {
+                    "rate": 20.0,
+                    "duration": 2.0,
+                    "chats": 20,
+                    "latency": 0.1,
+                    "drain": 3.0,
+                    "target": True,
+                },
             },
             slack={"rate": 10.0, "duration": 1.0, "latency": 1.0, "users": 5},
             rss_sizes=[200, 2000],
@@ -164,16 +188,22 @@ class Runner:
         result["cpu"] = cpu
         result["cpu_share"] = {k: v / wall for k, v in cpu.items() if wall > 0}
         if result.get("requests_lost"):
-            self.log(f"  ({system.name}: requests the fake Bot API lost mid-body during "
-                     f"{path}: {result['requests_lost']})")
+            self.log(
+                f"  ({system.name}: requests the fake Bot API lost mid-body during "
+                f"{path}: {result['requests_lost']})"
+            )
         answered = result.get("answered") or 0
         result["cpu_per_message"] = cpu["system"] / answered if answered else None
         return result
 
-    async def _first_contact(self, system: Any, chats: list[int], tag: str,
-                             deadline: float) -> dict[str, Any]:
-        return await self._measured(system, "/first_contact", {
-            "token": system.token, "chats": chats, "tag": tag, "deadline": deadline})
+    async def _first_contact(
+        self, system: Any, chats: list[int], tag: str, deadline: float
+    ) -> dict[str, Any]:
+        return await self._measured(
+            system,
+            "/first_contact",
+            {"token": system.token, "chats": chats, "tag": tag, "deadline": deadline},
+        )
 
     async def _warm_up(self, system: Any, n: int, tag: str) -> list[int] | None:
         """Fresh chats that have had their first contact (at Parloa latency 0)."""
@@ -181,8 +211,10 @@ class Runner:
         chats = self.chats.take(n)
         result = await self._first_contact(system, chats, tag, self.plan.warmup_deadline)
         if not result["complete"]:
-            self.log(f"  {system.name}: warm-up of {n} chats did not finish "
-                     f"({result['answered']}/{n}); restarting")
+            self.log(
+                f"  {system.name}: warm-up of {n} chats did not finish "
+                f"({result['answered']}/{n}); restarting"
+            )
             await system.restart()
             return None
         return chats
@@ -199,12 +231,15 @@ class Runner:
                 await self.fakes.set_latency(latency)
                 chats = self.chats.take(n)
                 tag = f"{system.name}-t{key}"
-                first = await self._first_contact(system, chats, f"{tag}-f",
-                                                  self.plan.first_deadline)
+                first = await self._first_contact(
+                    system, chats, f"{tag}-f", self.plan.first_deadline
+                )
                 cell["first"] = first
-                self.log(f"  {system.name} latency {latency:g} s, {n} chats, first contact: "
-                         f"{first['answered']}/{n} in {first['elapsed']:.2f} s "
-                         f"= {first['throughput']:.1f} msg/s")
+                self.log(
+                    f"  {system.name} latency {latency:g} s, {n} chats, first contact: "
+                    f"{first['answered']}/{n} in {first['elapsed']:.2f} s "
+                    f"= {first['throughput']:.1f} msg/s"
+                )
                 if not first["complete"]:
                     cell["restarts"] += 1
                     await system.restart()
@@ -215,14 +250,24 @@ class Runner:
                     chats = warm_chats
                     await self.fakes.set_latency(latency)
                 per_chat = self.plan.warm_messages[key]
-                warm = await self._measured(system, "/closed_loop", {
-                    "token": system.token, "chats": chats, "tag": f"{tag}-w",
-                    "messages_per_chat": per_chat, "deadline": self.plan.deadline})
+                warm = await self._measured(
+                    system,
+                    "/closed_loop",
+                    {
+                        "token": system.token,
+                        "chats": chats,
+                        "tag": f"{tag}-w",
+                        "messages_per_chat": per_chat,
+                        "deadline": self.plan.deadline,
+                    },
+                )
                 cell["warm"] = warm
-                self.log(f"  {system.name} latency {latency:g} s, {n} chats, warm: "
-                         f"{warm['answered']}/{warm['messages']} in {warm['elapsed']:.2f} s "
-                         f"= {warm['throughput']:.1f} msg/s "
-                         f"(CPU {warm['cpu_share'].get('system', 0):.0%})")
+                self.log(
+                    f"  {system.name} latency {latency:g} s, {n} chats, warm: "
+                    f"{warm['answered']}/{warm['messages']} in {warm['elapsed']:.2f} s "
+                    f"= {warm['throughput']:.1f} msg/s "
+                    f"(CPU {warm['cpu_share'].get('system', 0):.0%})"
+                )
                 if not warm["complete"]:
                     cell["restarts"] += 1
                     await system.restart()
@@ -234,32 +279,54 @@ class Runner:
             if chats is None:
                 continue
             await self.fakes.set_latency(float(spec["latency"]))
-            result = await self._measured(system, "/open_loop", {
-                "token": system.token, "chats": chats, "tag": f"{system.name}-l{key}",
-                "rate": spec["rate"], "duration": spec["duration"], "drain": spec["drain"]})
+            result = await self._measured(
+                system,
+                "/open_loop",
+                {
+                    "token": system.token,
+                    "chats": chats,
+                    "tag": f"{system.name}-l{key}",
+                    "rate": spec["rate"],
+                    "duration": spec["duration"],
+                    "drain": spec["drain"],
+                },
+            )
             out[key] = result
             added = result["added"]
-            self.log(f"  {system.name} at {spec['rate']:g} msg/s: "
-                     f"{result['answered']}/{result['messages']} answered, added p50/p99 "
-                     f"{report._ms(added['p50'])}/{report._ms(added['p99'])} ms")
+            self.log(
+                f"  {system.name} at {spec['rate']:g} msg/s: "
+                f"{result['answered']}/{result['messages']} answered, added p50/p99 "
+                f"{report._ms(added['p50'])}/{report._ms(added['p99'])} ms"
+            )
             if result["answered"] < result["messages"]:
                 await system.restart()
 
     async def slack(self, backend: str) -> None:
         name = f"bridge-{backend}"
-        bridge = Bridge(f"{name}-slack", backend, self.fakes, self.workdir, self.postgres_url,
-                        channel="slack")
+        bridge = Bridge(
+            f"{name}-slack", backend, self.fakes, self.workdir, self.postgres_url, channel="slack"
+        )
         await bridge.start()
         try:
             await self.fakes.set_latency(float(self.plan.slack["latency"]))
             spec = self.plan.slack
-            result = await self._measured(bridge, "/slack_acks", {
-                "url": f"{bridge.url}/slack/slack/events", "tag": f"{name}-s",
-                "rate": spec["rate"], "duration": spec["duration"], "users": spec["users"]})
+            result = await self._measured(
+                bridge,
+                "/slack_acks",
+                {
+                    "url": f"{bridge.url}/slack/slack/events",
+                    "tag": f"{name}-s",
+                    "rate": spec["rate"],
+                    "duration": spec["duration"],
+                    "users": spec["users"],
+                },
+            )
             self.results["slack"][name] = result
             ack = result["ack_all"]
-            self.log(f"  {name}: Slack ack p50/p99 {report._ms(ack['p50'])}/"
-                     f"{report._ms(ack['p99'])} ms, statuses {result['statuses']}")
+            self.log(
+                f"  {name}: Slack ack p50/p99 {report._ms(ack['p50'])}/"
+                f"{report._ms(ack['p99'])} ms, statuses {result['statuses']}"
+            )
         finally:
             await bridge.stop(fast=True)
             await self.fakes.set_latency(0.0)
@@ -268,33 +335,58 @@ class Runner:
         spec = self.plan.rss_workload
         await self.fakes.set_latency(0.0)
         chats = returning + self.chats.take(spec["new"])
-        first = await self._first_contact(system, chats, f"{system.name}-m-f",
-                                          self.plan.warmup_deadline)
-        warm = await self._measured(system, "/closed_loop", {
-            "token": system.token, "chats": chats, "tag": f"{system.name}-m-w",
-            "messages_per_chat": spec["warm"], "deadline": self.plan.warmup_deadline})
+        first = await self._first_contact(
+            system, chats, f"{system.name}-m-f", self.plan.warmup_deadline
+        )
+        warm = await self._measured(
+            system,
+            "/closed_loop",
+            {
+                "token": system.token,
+                "chats": chats,
+                "tag": f"{system.name}-m-w",
+                "messages_per_chat": spec["warm"],
+                "deadline": self.plan.warmup_deadline,
+            },
+        )
         memory = memory_kib(system.pid)
-        return {**memory, "answered": first["answered"] + warm["answered"],
-                "messages": first["messages"] + warm["messages"]}
+        return {
+            **memory,
+            "answered": first["answered"] + warm["answered"],
+            "messages": first["messages"] + warm["messages"],
+        }
 
     async def rss_bridge(self, backend: str) -> None:
         name = f"bridge-{backend}"
         out = self.results["rss"].setdefault(name, {})
         for size in self.plan.rss_sizes:
-            bridge = Bridge(f"{name}-rss{size}", backend, self.fakes, self.workdir,
-                            self.postgres_url, seed=size, seed_first_chat=SEEDED_FIRST_CHAT)
+            bridge = Bridge(
+                f"{name}-rss{size}",
+                backend,
+                self.fakes,
+                self.workdir,
+                self.postgres_url,
+                seed=size,
+                seed_first_chat=SEEDED_FIRST_CHAT,
+            )
             await bridge.start()
             try:
                 idle = memory_kib(bridge.pid)
-                returning = list(range(SEEDED_FIRST_CHAT, SEEDED_FIRST_CHAT
-                                       + min(size, self.plan.rss_workload["returning"])))
+                returning = list(
+                    range(
+                        SEEDED_FIRST_CHAT,
+                        SEEDED_FIRST_CHAT + min(size, self.plan.rss_workload["returning"]),
+                    )
+                )
                 result = await self._rss_workload(bridge, returning)
                 result["idle_VmRSS"] = idle.get("VmRSS")
                 result["seed_seconds"] = bridge.seed_seconds
                 out[str(size)] = result
-                self.log(f"  {name} with {size:,} stored conversations (seeded in "
-                         f"{bridge.seed_seconds:.1f} s): VmHWM {result['VmHWM'] / 1024:.0f} MiB "
-                         f"({result['answered']}/{result['messages']} answered)")
+                self.log(
+                    f"  {name} with {size:,} stored conversations (seeded in "
+                    f"{bridge.seed_seconds:.1f} s): VmHWM {result['VmHWM'] / 1024:.0f} MiB "
+                    f"({result['answered']}/{result['messages']} answered)"
+                )
             finally:
                 await bridge.stop(fast=True)
 
@@ -306,8 +398,9 @@ class Runner:
 
     # --- the whole run ---
 
-    async def run(self, backends: Sequence[str], systems: Sequence[str],
-                  workloads: Sequence[str]) -> None:
+    async def run(
+        self, backends: Sequence[str], systems: Sequence[str], workloads: Sequence[str]
+    ) -> None:
         self.results.update({"throughput": {}, "latency": {}, "slack": {}, "rss": {}})
         bridges = [f"bridge-{b}" for b in backends] if "bridge" in systems else []
         self.results["systems"] = bridges + [s for s in ("ptb", "bare") if s in systems]
@@ -373,12 +466,30 @@ async def machine(backends: Sequence[str], postgres_url: str) -> dict[str, str]:
     from importlib.metadata import version
 
     cpuinfo = _read("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), "unknown")
-    mhz = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                if line.startswith("cpu MHz")), "?")
-    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
-                    if line.startswith("MemTotal")), 0)
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    mhz = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith("cpu MHz")
+        ),
+        "?",
+    )
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
     info = {
         "nproc": str(len(os.sched_getaffinity(0))),
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -386,9 +497,18 @@ async def machine(backends: Sequence[str], postgres_url: str) -> dict[str, str]:
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
         "SQLite": sqlite3.sqlite_version,
-        "packages": ", ".join(f"{p} {version(p)}" for p in (
-            "aiohttp", "python-telegram-bot", "httpx", "SQLAlchemy", "aiosqlite", "asyncpg",
-            "slack_bolt")),
+        "packages": ", ".join(
+            f"{p} {version(p)}"
+            for p in (
+                "aiohttp",
+                "python-telegram-bot",
+                "httpx",
+                "SQLAlchemy",
+                "aiosqlite",
+                "asyncpg",
+                "slack_bolt",
+            )
+        ),
     }
     if "postgres" in backends:
         with contextlib.suppress(Exception):
@@ -400,30 +520,48 @@ async def machine(backends: Sequence[str], postgres_url: str) -> dict[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
-    parser.add_argument("--backends", help="comma-separated: sqlite,postgres "
-                        "(default: both; --quick: sqlite)")
-    parser.add_argument("--systems", default="bridge,ptb,bare",
-                        help="comma-separated subset of bridge,ptb,bare")
-    parser.add_argument("--workloads", default="throughput,latency,slack,rss",
-                        help="comma-separated subset of throughput,latency,slack,rss")
-    parser.add_argument("--postgres-url", default=os.environ.get(POSTGRES_ENV)
-                        or DEFAULT_POSTGRES_URL, help=f"server for fresh databases "
-                        f"(${POSTGRES_ENV}; default {DEFAULT_POSTGRES_URL})")
-    parser.add_argument("--out", type=Path, help="write the results into this markdown file "
-                        "(between its bench markers)")
+    parser.add_argument(
+        "--backends", help="comma-separated: sqlite,postgres (default: both; --quick: sqlite)"
+    )
+    parser.add_argument(
+        "--systems", default="bridge,ptb,bare", help="comma-separated subset of bridge,ptb,bare"
+    )
+    parser.add_argument(
+        "--workloads",
+        default="throughput,latency,slack,rss",
+        help="comma-separated subset of throughput,latency,slack,rss",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES_URL,
+        help=f"server for fresh databases (${POSTGRES_ENV}; default {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the results into this markdown file (between its bench markers)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw results here as JSON")
-    parser.add_argument("--workdir", type=Path, help="configs, logs, SQLite files "
-                        "(default: a new temporary directory)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="configs, logs, SQLite files (default: a new temporary directory)",
+    )
     return parser.parse_args(argv)
 
 
 async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     plan = Plan.quick_plan() if args.quick else Plan.full()
-    backends = [b.strip() for b in (args.backends or ("sqlite" if args.quick
-                                                      else "sqlite,postgres")).split(",")]
+    backends = [
+        b.strip()
+        for b in (args.backends or ("sqlite" if args.quick else "sqlite,postgres")).split(",")
+    ]
     for backend in backends:
         if backend not in ("sqlite", "postgres"):
             raise SystemExit(f"bench.run: unknown backend {backend!r}")
@@ -436,13 +574,15 @@ async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]
     await fakes.start()
     runner = Runner(plan, fakes, workdir, args.postgres_url)
     runner.log(f"working directory {workdir}")
-    runner.results.update({
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": shlex.join([".venv/bin/python", "-m", "bench.run", *argv]),
-        "plan": asdict(plan),
-        "machine": await machine(backends, args.postgres_url),
-        "workdir": str(workdir),
-    })
+    runner.results.update(
+        {
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": shlex.join([".venv/bin/python", "-m", "bench.run", *argv]),
+            "plan": asdict(plan),
+            "machine": await machine(backends, args.postgres_url),
+            "workdir": str(workdir),
+        }
+    )
     try:
         await runner.run(backends, systems, workloads)
     finally:

@@ -36,6 +36,7 @@ from tests.process_harness import child_env, free_port  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TELEGRAM_CHANNEL = "tg"
 SLACK_CHANNEL = "slack"
+SEEDED_TEXT = "a message stored before the benchmark"
 
 
 # --- /proc ---------------------------------------------------------------------------------------
@@ -191,9 +192,7 @@ class Fakes:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         assert self._http is not None
-        async with self._http.request(
-            method, f"{self.info['control']}{path}", json=body
-        ) as resp:
+        async with self._http.request(method, f"{self.info['control']}{path}", json=body) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"fakes {path}: HTTP {resp.status}: {await resp.text()}")
             return await resp.json()
@@ -290,8 +289,12 @@ class Database:
             for start in range(0, conversations, batch):
                 chats = range(first_chat + start, first_chat + min(conversations, start + batch))
                 address = {
-                    chat: {"chat_id": chat, "chat_type": "private", "thread_id": None,
-                           "reply_to_message_id": None}
+                    chat: {
+                        "chat_id": chat,
+                        "chat_type": "private",
+                        "thread_id": None,
+                        "reply_to_message_id": None,
+                    }
                     for chat in chats
                 }
                 async with engine.begin() as conn:
@@ -322,10 +325,13 @@ class Database:
                                 "event_id": f"seed:{chat}",
                                 "conversation_id": ids[chat],
                                 "kind": "text",
-                                "text": "a message stored before the benchmark",
+                                "text": SEEDED_TEXT,
                                 "address": address[chat],
-                                "context": {"platform": "telegram", "chatType": "private",
-                                            "userName": "Seeded User"},
+                                "context": {
+                                    "platform": "telegram",
+                                    "chatType": "private",
+                                    "userName": "Seeded User",
+                                },
                                 "status": "done",
                                 "attempts": 1,
                                 "next_attempt_at": now,
@@ -344,8 +350,12 @@ class Database:
                                 "inbox_id": by_conv[ids[chat]],
                                 "channel": TELEGRAM_CHANNEL,
                                 "address": address[chat],
-                                "elements": [{"type": "text", "content":
-                                              "You said: a message stored before the benchmark"}],
+                                "elements": [
+                                    {
+                                        "type": "text",
+                                        "content": f"You said: {SEEDED_TEXT}",
+                                    }
+                                ],
                                 "parts_done": 1,
                                 "status": "sent",
                                 "attempts": 0,
@@ -482,8 +492,11 @@ class Bridge:
         config = self.workdir / f"{label}.toml"
         config.write_text(
             bridge_config(
-                self.fakes.info, database_url=self.database.url, port=self.port,
-                channel=self.channel, database=self.database_options,
+                self.fakes.info,
+                database_url=self.database.url,
+                port=self.port,
+                channel=self.channel,
+                database=self.database_options,
             ),
             encoding="utf-8",
         )
@@ -564,12 +577,20 @@ class Reference:
         self.process = Process(
             f"{self.kind}-{self.starts}",
             [
-                sys.executable, "-m", "bench.references", self.kind,
-                "--api-root", info["telegram_api_root"],
-                "--token", self.token,
-                "--parloa-url", info["parloa_url"],
-                "--parloa-token", info["parloa_token"],
-                "--release", info["release_id"],
+                sys.executable,
+                "-m",
+                "bench.references",
+                self.kind,
+                "--api-root",
+                info["telegram_api_root"],
+                "--token",
+                self.token,
+                "--parloa-url",
+                info["parloa_url"],
+                "--parloa-token",
+                info["parloa_token"],
+                "--release",
+                info["release_id"],
             ],
             self.workdir / f"{self.kind}-{self.starts}.log",
         )

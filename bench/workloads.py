@@ -88,8 +88,14 @@ class AnswerBoard:
                 msg.future.cancel()
 
 
-def _push(tg: FakeTelegram, board: AnswerBoard, token: str, chat: int, text: str,
-          update: dict[str, Any] | None = None) -> Msg:
+def _push(
+    tg: FakeTelegram,
+    board: AnswerBoard,
+    token: str,
+    chat: int,
+    text: str,
+    update: dict[str, Any] | None = None,
+) -> Msg:
     update = update if update is not None else tg.private_text(chat, text)
     msg = board.expect(text, chat)
     tg.push_update(update, token)
@@ -145,8 +151,10 @@ async def first_contact(
     texts = [(chat, f"{tag}-{chat}-0") for chat in chats]
     updates = [tg.private_text(chat, text) for chat, text in texts]
     started = clock()
-    msgs = [_push(tg, board, token, chat, text, update)
-            for (chat, text), update in zip(texts, updates, strict=True)]
+    msgs = [
+        _push(tg, board, token, chat, text, update)
+        for (chat, text), update in zip(texts, updates, strict=True)
+    ]
     await _wait(msgs, started + deadline)
     result = _round(msgs, started, deadline)
     board.forget(msgs)

@@ -34,8 +34,16 @@ def _table(stdout: str) -> tuple[list[str], list[list[str]]]:
 def test_quick_benchmark_prints_a_number_in_every_row(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--workdir", str(tmp_path / "work"),
-         "--json", str(results)],
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(results),
+        ],
         cwd=ROOT,
         env=child_env(),
         capture_output=True,
