@@ -669,7 +669,7 @@ async def sends_bench(args: argparse.Namespace) -> None:
         bot = Bot(token, base_url=f"{root}/bot", request=HTTPXRequest(connection_pool_size=128))
         await bot.initialize()
         await measure(
-            "python-telegram-bot send_message (as the bridge; sniffio missing)",
+            "python-telegram-bot send_message on HTTPXRequest (sniffio missing)",
             lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"),
         )
         had = "sniffio" in sys.modules
@@ -683,6 +683,17 @@ async def sends_bench(args: argparse.Namespace) -> None:
         )
         if not had:
             del sys.modules["sniffio"]
+        await bot.shutdown()
+        from adapters.telegram.aiohttp_request import AiohttpRequest
+
+        bot = Bot(
+            token, base_url=f"{root}/bot", request=AiohttpRequest(connection_pool_size=128)
+        )
+        await bot.initialize()
+        await measure(
+            "python-telegram-bot send_message on AiohttpRequest (as the bridge now)",
+            lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"),
+        )
         await bot.shutdown()
         async with aiohttp.ClientSession() as http:
 

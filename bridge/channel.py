@@ -138,6 +138,14 @@ class Intake(Protocol):
         """Deduplicate and commit. Raises IntakeUnavailable when nothing could be stored."""
         ...
 
+    async def accept_many(
+        self, events: Sequence[Inbound], state: Mapping[str, str] | None = None
+    ) -> list[AcceptResult]:
+        """accept() for a batch (one result per event, in order) in one transaction, which
+        also writes ``state`` (e.g. a poller's offset). All or nothing: raises
+        IntakeUnavailable when it could not be stored."""
+        ...
+
     async def conversation_exists(self, conversation_key: str) -> bool:
         """Whether this channel has had a conversation under that key (e.g. a Slack thread
         the bot was mentioned in). Raises IntakeUnavailable when it cannot tell."""

@@ -43,7 +43,9 @@ from bridge.store.repository import (
     Conversation,
     InboxItem,
     LeaseLost,
+    NewEvent,
     NewOutbox,
+    OutboxAck,
     OutboxItem,
     Step,
     Store,
@@ -71,6 +73,9 @@ log = logging.getLogger("bridge.engine")
 
 IDLE = "idle"  # an inbox kind the engine raises itself when a conversation went quiet
 TYPING_REFRESH = 4.0  # Telegram's typing indicator lasts about 5 s
+# An answer quicker than this needs no indicator: it would flash for an instant and cost a
+# platform API call (and a share of the chat's send budget) per message.
+TYPING_DELAY = 0.5
 
 
 def backoff(attempt: int, initial: float, cap: float) -> float:
@@ -136,6 +141,11 @@ class _ChannelIntake:
     async def accept(self, event: Inbound) -> AcceptResult:
         return await self._engine.accept(self._channel, event)
 
+    async def accept_many(
+        self, events: Sequence[Inbound], state: Mapping[str, str] | None = None
+    ) -> list[AcceptResult]:
+        return await self._engine.accept_many(self._channel, events, state)
+
     async def conversation_exists(self, conversation_key: str) -> bool:
         try:
             found = await self._engine.store.find_conversation(self._channel, conversation_key)
@@ -172,9 +182,13 @@ class _Run:
     """One pass over a claimed conversation: commits steps and delivers what they created,
     in order. Once a reply must wait (a retry is scheduled), every later one waits too."""
 
-    def __init__(self, engine: Engine, conv: Conversation) -> None:
+    def __init__(self, engine: Engine, conv: Conversation, acks: list[OutboxAck]) -> None:
         self.engine = engine
         self.conv = conv
+        # Deliveries that went out, recorded with this worker's next write (a commit or
+        # finish): one transaction fewer per reply. A crash before that write re-sends them,
+        # the same crash window as between a send and its own write.
+        self.acks = acks
         self.blocked = False
         # Until when the typing indicator shown last is still visible: back-to-back Parloa
         # calls (launch, then the message) share one indicator instead of sending two.
@@ -186,15 +200,16 @@ class _Run:
             if self.blocked:
                 return
             if item.next_attempt_at > time.time() or not await self.engine._deliver(
-                self.conv.id, item, self.conv.conversation_key
+                self.conv.id, item, self.conv.conversation_key, self.acks
             ):
                 self.blocked = True
 
     async def commit(self, step: Step, *, background: bool = False) -> None:
         await self.settle()
         created = await self.engine.store.commit(
-            self.conv.id, self.engine.instance_id, step, self.conv.channel
+            self.conv.id, self.engine.instance_id, step, self.conv.channel, self.acks
         )
+        self.acks.clear()
         changes = {k: v for k, v in step.conversation.items() if k in _CONVERSATION_FIELDS}
         self.conv = dataclasses.replace(self.conv, **changes)
         if background:
@@ -225,6 +240,7 @@ class Engine:
         instance_id: str | None = None,
         poll_interval: float = 1.0,
         housekeeping_interval: float = 30.0,
+        typing_delay: float = TYPING_DELAY,
     ) -> None:
         self.store = store
         self.bots = bots
@@ -237,6 +253,7 @@ class Engine:
         self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
         self._poll_interval = poll_interval
         self._housekeeping_interval = housekeeping_interval
+        self._typing_delay = typing_delay
         self._wake = asyncio.Event()
         self._notified: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -275,6 +292,38 @@ class Engine:
         self.metrics.inbound.labels(channel, "accepted").inc()
         self.notify(cid)
         return AcceptResult.ACCEPTED
+
+    async def accept_many(
+        self, channel: str, events: Sequence[Inbound], state: Mapping[str, str] | None
+    ) -> list[AcceptResult]:
+        batch = [
+            NewEvent(
+                event_id=event.event_id,
+                conversation_key=event.conversation_key,
+                requester_id=self.requester_id(channel, event.user_id),
+                kind=event.kind.value,
+                text=event.text,
+                address=event.address,
+                context=event.context,
+            )
+            for event in events
+        ]
+        try:
+            outcomes = await self.store.accept_many(channel, batch, state)
+        except StoreUnavailable as exc:
+            self.metrics.inbound.labels(channel, "unavailable").inc(len(batch))
+            raise IntakeUnavailable(str(exc)) from exc
+        results = []
+        for accepted, cid in outcomes:
+            if accepted:
+                self.metrics.inbound.labels(channel, "accepted").inc()
+                self.notify(cid)
+                results.append(AcceptResult.ACCEPTED)
+            else:
+                self.metrics.inbound.labels(channel, "duplicate").inc()
+                self.metrics.duplicates.labels(channel).inc()
+                results.append(AcceptResult.DUPLICATE)
+        return results
 
     def notify(self, conversation_id: int) -> None:
         self._notified.add(conversation_id)
@@ -370,6 +419,7 @@ class Engine:
     # --- one conversation ---------------------------------------------------------------
 
     async def _work(self, cid: int) -> None:
+        acks: list[OutboxAck] = []
         try:
             async with self._slots:
                 work = await self.store.claim(cid, self.instance_id, self.config.lease_seconds)
@@ -377,10 +427,11 @@ class Engine:
                     return  # another process is on it
                 async with self._heartbeat(cid):
                     while work is not None and not self._stopping:
-                        await self._run(work)
+                        await self._run(work, acks)
                         work = await self.store.finish(
-                            cid, self.instance_id, self.config.lease_seconds
+                            cid, self.instance_id, self.config.lease_seconds, acks
                         )
+                        acks.clear()
         except LeaseLost:
             log.warning("conversation %s: lease lost to another process; stopping", cid)
         except asyncio.CancelledError:
@@ -388,7 +439,7 @@ class Engine:
         except Exception:
             log.exception("conversation %s: worker failed; it will be retried", cid)
             with contextlib.suppress(Exception):
-                await self.store.finish(cid, self.instance_id, 0)
+                await self.store.finish(cid, self.instance_id, 0, acks)
         finally:
             self._workers.pop(cid, None)
             if not self._stopping:
@@ -410,9 +461,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _run(self, work: Work) -> None:
+    async def _run(self, work: Work, acks: list[OutboxAck]) -> None:
         """Pending replies first, in order; then the oldest inbound event if it is due."""
-        run = _Run(self, work.conversation)
+        run = _Run(self, work.conversation, acks)
         try:
             await run.deliver(work.outbox)
             if len(work.outbox) >= OUTBOX_BATCH:
@@ -425,8 +476,11 @@ class Engine:
 
     # --- deliveries -------------------------------------------------------------------------
 
-    async def _deliver(self, cid: int, item: OutboxItem, conversation_key: str) -> bool:
-        """Deliver one reply; False when it must wait (a retry is scheduled)."""
+    async def _deliver(
+        self, cid: int, item: OutboxItem, conversation_key: str, acks: list[OutboxAck]
+    ) -> bool:
+        """Deliver one reply; False when it must wait (a retry is scheduled). A sent reply
+        is recorded in ``acks``, the rest at once."""
         adapter = self.adapters.get(item.channel)
         now = time.time()
         if adapter is None:
@@ -500,9 +554,7 @@ class Engine:
         except DeliveryError as exc:
             await self._delivery_failed(cid, item, str(exc), done)
             return True
-        await self.store.update_outbox(
-            cid, self.instance_id, item.id, status=SENT, finished_at=time.time(), **done
-        )
+        acks.append(OutboxAck(item.id, {"status": SENT, "finished_at": time.time(), **done}))
         self.metrics.deliveries.labels(item.channel, "sent").inc()
         return True
 
@@ -642,6 +694,7 @@ class Engine:
             return
 
         async def keep_typing() -> None:
+            await asyncio.sleep(self._typing_delay)
             while True:
                 still_shown = run.typing_until - time.monotonic()
                 if still_shown > 0:

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
 from bridge.config import EngineConfig
+from bridge.engine import TYPING_DELAY
 from bridge.store.repository import Store
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
 from tests.engine_harness import FAST, FakeAdapter, Harness, harness, inbound
@@ -286,14 +287,19 @@ async def test_recipient_gone_ends_the_conversation(
 async def test_typing_indicator_while_parloa_thinks(
     store: Store, simulator: RunningSimulator
 ) -> None:
-    simulator.state.faults = Faults(latency=0.1)
     async with harness(store, simulator) as h:
+        simulator.state.faults = Faults(latency=0.1)
         await h.send("a", "hi")
         await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)
-        # launch and message follow each other: one indicator (it lasts ~5 s) covers both
-        assert h.adapter.typing_calls == 1
+        # quicker than TYPING_DELAY: no indicator at all
+        assert h.adapter.typing_calls == 0
+        simulator.state.faults = Faults(latency=TYPING_DELAY + 0.2)
         await h.send("a", "again")
         await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 3)
+        assert h.adapter.typing_calls == 1
+        # launch and message follow each other: one indicator (it lasts ~5 s) covers both
+        await h.send("b", "hi")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("b")) == 2)
         assert h.adapter.typing_calls == 2
 
 

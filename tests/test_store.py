@@ -5,6 +5,7 @@ Time is a fake clock handed to the Store: nothing here sleeps to let a lease exp
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from bridge.store.repository import (
     PENDING,
     SENT,
     LeaseLost,
+    NewEvent,
     NewOutbox,
+    OutboxAck,
     Step,
     Store,
     StoreUnavailable,
@@ -970,6 +973,102 @@ async def test_enqueue_internal_racing_finish_leaves_the_conversation_due(
     assert (await store.head_inbox(cid)).event_id == "idle:s-1"  # type: ignore[union-attr]
     assert (await conv_row(engine, cid))["due_at"] == clock.now
     assert await store.due_conversations(10) == [cid]
+
+
+def new_event(event_id: str, key: str = "chat-1", text: str | None = "hello") -> NewEvent:
+    return NewEvent(
+        event_id=event_id,
+        conversation_key=key,
+        requester_id=f"user-{key}",
+        kind="message",
+        text=text,
+        address={"chat_id": key},
+        context=None,
+    )
+
+
+async def test_accept_many_stores_a_batch_with_its_state_in_one_go(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, old_cid = await accept(store, "e0", key="chat-1")
+    clock.advance(5)
+    batch = [
+        new_event("e1", "chat-1"),
+        new_event("e2", "chat-2", "first"),
+        new_event("e0", "chat-1"),  # stored before: a duplicate
+        new_event("e3", "chat-2", "second"),
+        new_event("e2", "chat-2", "again"),  # repeated inside the batch: a duplicate
+    ]
+    results = await store.accept_many("telegram", batch, {"offset": "17"})
+    cid2 = results[1][1]
+    assert results == [
+        (True, old_cid), (True, cid2), (False, old_cid), (True, cid2), (False, cid2)
+    ]
+    assert cid2 != old_cid
+    assert [r["text"] for r in await rows(engine, inbox, inbox.c.conversation_id == cid2)] == [
+        "first", "second"
+    ]
+    old_rows = await rows(engine, inbox, inbox.c.conversation_id == old_cid)
+    assert [r["event_id"] for r in old_rows] == ["e0", "e1"]
+    conv = await conv_row(engine, cid2)
+    assert (conv["requester_id"], conv["state"]) == ("user-chat-2", "new")
+    assert conv["due_at"] == clock.now
+    # the old conversation's due_at stays at its earlier value (brought forward, never back)
+    assert (await conv_row(engine, old_cid))["due_at"] == T0
+    assert await store.state_get("telegram", "offset") == "17"
+    assert sorted(await store.due_conversations(10)) == sorted([old_cid, cid2])
+
+
+async def test_accept_many_state_alone_and_nothing(store: Store, engine: AsyncEngine) -> None:
+    assert await store.accept_many("telegram", []) == []
+    assert await store.accept_many("telegram", [], {"offset": "3"}) == []
+    assert await store.accept_many("telegram", [], {"offset": "4"}) == []
+    assert await store.state_get("telegram", "offset") == "4"
+    assert await count(engine, inbox) == 0
+
+
+async def test_accept_many_is_all_or_nothing(store: Store, engine: AsyncEngine) -> None:
+    bad = dataclasses.replace(new_event("e2", "chat-2"), kind=None)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await store.accept_many("telegram", [new_event("e1"), bad], {"offset": "9"})
+    assert await count(engine, inbox) == 0
+    assert await count(engine, conversations) == 0
+    assert await store.state_get("telegram", "offset") is None
+
+
+async def test_accept_many_racing_finish_leaves_the_conversation_due(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    await set_inbox(store, cid, iid, status=DONE, finished_at=clock.now)
+    assert await store.claim(cid, A, TTL)
+    clock.advance(1)
+    await _race_with_finish(
+        store, engine, cid, lambda: store.accept_many("telegram", [new_event("e2")])
+    )
+    assert (await conv_row(engine, cid))["due_at"] == clock.now
+    assert await store.due_conversations(10) == [cid]
+
+
+async def test_acks_are_recorded_with_the_next_commit_or_finish(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    _, cid = await accept(store, "e1")
+    first, second, third = await add_outbox(store, cid, 3)
+    assert await store.claim(cid, A, TTL)
+    sent = {"status": SENT, "finished_at": clock.now, "parts_done": 1}
+    await store.commit(cid, A, Step(), "telegram", [OutboxAck(first, sent)])
+    assert [r["status"] for r in await rows(engine, outbox)] == [SENT, PENDING, PENDING]
+    work = await store.finish(cid, A, TTL, [OutboxAck(second, sent)])
+    assert [r["status"] for r in await rows(engine, outbox)] == [SENT, SENT, PENDING]
+    # work is due, so finish kept the lease; recorded replies do not come back as work
+    assert work is not None and [o.id for o in work.outbox] == [third]
+    # without the lease nothing is recorded
+    assert await store.finish(cid, B, TTL, [OutboxAck(third, sent)]) is None
+    with pytest.raises(LeaseLost):
+        await store.commit(cid, B, Step(), "telegram", [OutboxAck(third, sent)])
+    assert [r["status"] for r in await rows(engine, outbox)] == [SENT, SENT, PENDING]
 
 
 # --- an unreachable database -----------------------------------------------------------------

@@ -97,6 +97,7 @@ def texts(tg: FakeTelegram, chat_id: int) -> list[str]:
 async def test_private_chat_welcome_chips_answer(
     tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
 ) -> None:
+    sim.state.faults = Faults(latency=0.6)  # slow enough for a typing indicator
     async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
         tg.push_update(tg.private_text(42, "hello", first_name="Ada", language_code="de"))
         await tg.wait_for_messages(2, chat_id=42)

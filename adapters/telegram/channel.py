@@ -45,9 +45,9 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
-from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from adapters.telegram.aiohttp_request import AiohttpRequest
 from adapters.telegram.budgets import SendBudgets
 from adapters.telegram.normalize import (
     BotIdentity,
@@ -67,6 +67,7 @@ from bridge.channel import (
     Delivery,
     DeliveryRejected,
     DeliveryRetryable,
+    Inbound,
     Intake,
     IntakeUnavailable,
     RecipientGone,
@@ -126,17 +127,17 @@ class TelegramAdapter(Adapter):
             options.token.get_secret_value(),
             base_url=f"{root}/bot",
             base_file_url=f"{root}/file/bot",
-            request=HTTPXRequest(
+            request=AiohttpRequest(
                 connection_pool_size=options.connection_pool_size,
                 read_timeout=timeout,
-                write_timeout=timeout,
                 connect_timeout=timeout,
                 pool_timeout=timeout,
             ),
-            get_updates_request=HTTPXRequest(
+            get_updates_request=AiohttpRequest(
                 connection_pool_size=2,
                 read_timeout=timeout,
                 connect_timeout=timeout,
+                pool_timeout=timeout,
             ),
         )
         self._budgets = SendBudgets(
@@ -314,20 +315,15 @@ class TelegramAdapter(Adapter):
                     backoff = min(60.0, backoff * 2)
                     continue
                 backoff = 1.0
+                confirmed = offset
                 try:
-                    for data in updates:
-                        update_id = data.get("update_id") if isinstance(data, dict) else None
-                        await self._handle_update(intake, data)
-                        if isinstance(update_id, int):
-                            offset = update_id + 1
+                    offset = await self._store_updates(intake, updates, offset)
                 except IntakeUnavailable as exc:
-                    # Not confirmed: Telegram keeps the update and we ask again after a pause.
+                    # Not confirmed: Telegram keeps the updates and we ask again after a pause.
                     log.warning("telegram channel %s: cannot store updates: %s", self.name, exc)
+                    offset = confirmed
                     await self._sleep_backoff(backoff)
                     backoff = min(60.0, backoff * 2)
-                if updates and offset is not None:
-                    with contextlib.suppress(Exception):
-                        await intake.state.put("offset", str(offset))
             except Exception:
                 # Whatever went wrong (a database blip, a bug), polling must go on: a dead
                 # poller would silently stop this bot while /readyz still said "leader".
@@ -336,6 +332,29 @@ class TelegramAdapter(Adapter):
                 offset = None
                 await self._sleep_backoff(backoff)
                 backoff = min(60.0, backoff * 2)
+
+    async def _store_updates(
+        self, intake: Intake, updates: Sequence[Any], offset: int | None
+    ) -> int | None:
+        """Commit one getUpdates batch and the offset after it in one transaction; returns
+        the new offset. Chip presses (which read channel state) are accepted on their own."""
+        batch: list[Inbound] = []
+        for data in updates:
+            update_id = data.get("update_id") if isinstance(data, dict) else None
+            normal = self._classify(data)
+            if isinstance(normal, ButtonPress):
+                if batch:
+                    await intake.accept_many(batch)
+                    batch = []
+                await self._press(intake, normal)
+            elif normal is not None:
+                batch.append(normal)
+            if isinstance(update_id, int):
+                offset = update_id + 1
+        if batch or (updates and offset is not None):
+            state = {"offset": str(offset)} if offset is not None else None
+            await intake.accept_many(batch, state)
+        return offset
 
     @staticmethod
     async def _sleep_backoff(seconds: float) -> None:
@@ -371,14 +390,22 @@ class TelegramAdapter(Adapter):
 
     async def _handle_update(self, intake: Intake, data: Any) -> None:
         """Normalise and commit one update. Raises IntakeUnavailable when it was not stored."""
+        normal = self._classify(data)
+        if isinstance(normal, ButtonPress):
+            await self._press(intake, normal)
+        elif normal is not None:
+            await intake.accept(normal)
+
+    def _classify(self, data: Any) -> Inbound | ButtonPress | None:
+        """An update as an event to accept, a chip press, or None (skipped, logged)."""
         assert self._identity is not None
         try:
             update = Update.de_json(data, self.bot)
         except Exception as exc:  # a malformed update must not stall the others
             log.warning("telegram channel %s: unreadable update skipped: %s", self.name, exc)
-            return
+            return None
         if update is None:
-            return
+            return None
         normal = to_inbound(update, self._identity, self._normalize)
         if isinstance(normal, Ignored):
             if update.callback_query is not None:  # always answered: no endless spinner
@@ -391,11 +418,8 @@ class TelegramAdapter(Adapter):
                 update.update_id,
                 normal.reason,
             )
-            return
-        if isinstance(normal, ButtonPress):
-            await self._press(intake, normal)
-            return
-        await intake.accept(normal)
+            return None
+        return normal
 
     async def _press(self, intake: Intake, press: ButtonPress) -> None:
         value: str | None = None

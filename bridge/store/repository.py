@@ -18,11 +18,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
+from bridge.store.statements import OUTBOX_BATCH, PENDING, HotStatements, params
+
+__all__ = ["OUTBOX_BATCH", "PENDING"]
 
 Clock = Callable[[], float]
 
-OUTBOX_BATCH = 20  # pending replies read per claim; more are read as these are sent
-PENDING = "pending"
 DONE = "done"
 DEAD = "dead"
 SENT = "sent"
@@ -93,6 +94,28 @@ class Work:
     outbox: list[OutboxItem]
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxAck:
+    """A delivery's outcome, recorded with the worker's next write (see Store.commit and
+    Store.finish) rather than in a transaction of its own."""
+
+    outbox_id: int
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An inbound event to accept (see Store.accept_many)."""
+
+    event_id: str
+    conversation_key: str
+    requester_id: str
+    kind: str
+    text: str | None
+    address: Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
+
+
 @dataclass(slots=True)
 class NewOutbox:
     elements: list[Any]
@@ -129,7 +152,7 @@ def _least(conn: AsyncConnection, column: Any, value: float) -> Any:
     return (func.least if conn.dialect.name == "postgresql" else func.min)(column, value)
 
 
-def _conversation(row: Row[Any]) -> Conversation:
+def _conversation(row: Any) -> Conversation:
     m = row._mapping
     return Conversation(
         m["id"],
@@ -159,6 +182,7 @@ class Store:
     def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
         self.engine = engine
         self.clock = clock
+        self._q = HotStatements(engine.dialect.name)
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -178,52 +202,42 @@ class Store:
         now = self.clock()
         try:
             async with self.engine.begin() as conn:
+                q = self._q
                 await conn.execute(
-                    _insert(conn, conversations)
-                    .values(
-                        channel=channel,
-                        conversation_key=conversation_key,
-                        requester_id=requester_id,
-                        state="new",
-                        created_at=now,
-                        updated_at=now,
-                        last_activity_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["channel", "conversation_key"])
+                    q.new_conversation,
+                    {
+                        "channel": channel,
+                        "conversation_key": conversation_key,
+                        "requester_id": requester_id,
+                        "state": "new",
+                        "created_at": now,
+                        "updated_at": now,
+                        "last_activity_at": now,
+                    },
                 )
                 # Updating the row takes its lock first, so a worker finishing this
                 # conversation either sees this event or runs after us (see finish()).
                 cid = (
                     await conn.execute(
-                        update(conversations)
-                        .where(
-                            conversations.c.channel == channel,
-                            conversations.c.conversation_key == conversation_key,
-                        )
-                        .values(
-                            due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now),
-                            updated_at=now,
-                        )
-                        .returning(conversations.c.id)
+                        q.touch_by_key,
+                        {"p_channel": channel, "p_key": conversation_key, "p_now": now},
                     )
                 ).scalar_one()
                 inserted = await conn.execute(
-                    _insert(conn, inbox)
-                    .values(
-                        channel=channel,
-                        event_id=event_id,
-                        conversation_id=cid,
-                        kind=kind,
-                        text=text,
-                        address=dict(address) if address else None,
-                        context=dict(context) if context else None,
-                        status=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-                    .returning(inbox.c.id)
+                    q.new_inbox,
+                    {
+                        "channel": channel,
+                        "event_id": event_id,
+                        "conversation_id": cid,
+                        "kind": kind,
+                        "text": text,
+                        "address": dict(address) if address else None,
+                        "context": dict(context) if context else None,
+                        "status": PENDING,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    },
                 )
                 if inserted.first() is None:
                     await conn.rollback()
@@ -231,6 +245,114 @@ class Store:
                 return True, cid
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the event: {type(exc).__name__}") from exc
+
+    async def accept_many(
+        self,
+        channel: str,
+        events: Sequence[NewEvent],
+        state: Mapping[str, str] | None = None,
+    ) -> list[tuple[bool, int]]:
+        """accept() for a batch in one transaction, plus channel state written with it (a
+        poller's offset: confirmed only together with what it confirms). Returns
+        (accepted, conversation id) per event, in order; a repeated event id is a duplicate."""
+        if not events and not state:
+            return []
+        now = self.clock()
+        try:
+            async with self.engine.begin() as conn:
+                results: list[tuple[bool, int]] = []
+                if events:
+                    results = await self._accept_batch(conn, channel, events, now)
+                for key, value in (state or {}).items():
+                    await conn.execute(
+                        _insert(conn, channel_state)
+                        .values(channel=channel, key=key, value=value, updated_at=now)
+                        .on_conflict_do_update(
+                            index_elements=["channel", "key"],
+                            set_={"value": value, "updated_at": now},
+                        )
+                    )
+                return results
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
+
+    async def _accept_batch(
+        self, conn: AsyncConnection, channel: str, events: Sequence[NewEvent], now: float
+    ) -> list[tuple[bool, int]]:
+        keys = sorted({e.conversation_key for e in events})
+        requester = {e.conversation_key: e.requester_id for e in events}
+        await conn.execute(
+            _insert(conn, conversations).on_conflict_do_nothing(
+                index_elements=["channel", "conversation_key"]
+            ),
+            [
+                {
+                    "channel": channel,
+                    "conversation_key": key,
+                    "requester_id": requester[key],
+                    "state": "new",
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_activity_at": now,
+                }
+                for key in keys
+            ],
+        )
+        # Row locks first, in id order (two batches never wait on each other in a cycle), so
+        # a worker finishing one of these conversations sees its events (see accept()).
+        ids = {
+            key: cid
+            for cid, key in await conn.execute(
+                select(conversations.c.id, conversations.c.conversation_key)
+                .where(
+                    conversations.c.channel == channel,
+                    conversations.c.conversation_key.in_(keys),
+                )
+                .order_by(conversations.c.id)
+                .with_for_update()
+            )
+        }
+        await conn.execute(
+            update(conversations)
+            .where(conversations.c.id.in_(list(ids.values())))
+            .values(
+                due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now),
+                updated_at=now,
+            )
+        )
+        first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
+        for index, event in enumerate(events):
+            first.setdefault(event.event_id, index)
+        rows = [
+            {
+                "channel": channel,
+                "event_id": e.event_id,
+                "conversation_id": ids[e.conversation_key],
+                "kind": e.kind,
+                "text": e.text,
+                "address": dict(e.address) if e.address else None,
+                "context": dict(e.context) if e.context else None,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for index, e in enumerate(events)
+            if first[e.event_id] == index
+        ]
+        inserted = {
+            event_id
+            for (event_id,) in await conn.execute(
+                _insert(conn, inbox)
+                .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+                .returning(inbox.c.event_id),
+                rows,
+            )
+        }
+        return [
+            (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
+            for index, e in enumerate(events)
+        ]
 
     # --- leases on conversations -------------------------------------------------------------
 
@@ -260,39 +382,26 @@ class Store:
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
-                    update(conversations)
-                    .where(
-                        conversations.c.id == conversation_id,
-                        or_(
-                            conversations.c.lease_owner.is_(None),
-                            conversations.c.lease_owner == owner,
-                            conversations.c.lease_until < now,
-                        ),
-                    )
-                    .values(lease_owner=owner, lease_until=now + ttl)
-                    .returning(*conversations.c)
+                    self._q.claim,
+                    {
+                        "p_cid": conversation_id,
+                        "p_owner": owner,
+                        "p_now": now,
+                        "p_until": now + ttl,
+                    },
                 )
             ).first()
             if row is None:
                 return None
-            return await self._work(conn, _conversation(row))
+            return await self._work(conn, _conversation(row), bool(row.has_outbox))
 
-    async def _work(self, conn: AsyncConnection, conv: Conversation) -> Work:
-        in_row = (
-            await conn.execute(
-                select(inbox)
-                .where(inbox.c.conversation_id == conv.id, inbox.c.status == PENDING)
-                .order_by(inbox.c.id)
-                .limit(1)
-            )
-        ).first()
-        out_rows = await conn.execute(
-            select(outbox)
-            .where(outbox.c.conversation_id == conv.id, outbox.c.status == PENDING)
-            .order_by(outbox.c.id)
-            .limit(OUTBOX_BATCH)
-        )
-        return Work(conv, _inbox(in_row) if in_row else None, [_outbox(r) for r in out_rows])
+    async def _work(self, conn: AsyncConnection, conv: Conversation, has_outbox: bool) -> Work:
+        key = {"p_cid": conv.id}
+        in_row = (await conn.execute(self._q.inbox_head, key)).first()
+        replies: list[OutboxItem] = []
+        if has_outbox:
+            replies = [_outbox(r) for r in await conn.execute(self._q.outbox_heads, key)]
+        return Work(conv, _inbox(in_row) if in_row else None, replies)
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
         async with self.engine.begin() as conn:
@@ -303,37 +412,38 @@ class Store:
             )
             return bool(result.rowcount)
 
-    async def finish(self, conversation_id: int, owner: str, ttl: float) -> Work | None:
-        """If the conversation has work due now, keep the lease and return it; otherwise
-        release the lease and record when work is next due. None also when not held."""
+    async def finish(
+        self, conversation_id: int, owner: str, ttl: float, acks: Sequence[OutboxAck] = ()
+    ) -> Work | None:
+        """Record ``acks``; then, if the conversation has work due now, keep the lease and
+        return it; otherwise release the lease and record when work is next due. None also
+        when not held (and then the acks are not recorded)."""
         now = self.clock()
         async with self.engine.begin() as conn:
             # Lock the row first: an accept() updating it either committed before (and we see
             # its event) or waits for us (and sets due_at after we wrote ours).
-            row = (
-                await conn.execute(
-                    select(conversations)
-                    .where(
-                        conversations.c.id == conversation_id, conversations.c.lease_owner == owner
-                    )
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                return None
-            due = await self._next_due(conn, conversation_id)
+            q = self._q
+            key = {"p_cid": conversation_id, "p_owner": owner}
+            if q.dialect == "sqlite":
+                # One writer at a time: the lease check and the queue heads in one read, after
+                # the acks (recorded only if the lease is still held).
+                await self._record_acks(conn, acks, conversation_id, owner)
+                row = (await conn.execute(q.held_with_heads, key)).first()
+                if row is None:
+                    return None
+                heads = [float(v) for v in (row.inbox_next, row.outbox_next) if v is not None]
+                due = min(heads) if heads else None
+                has_outbox = row.outbox_next is not None
+            else:
+                row = (await conn.execute(q.lock_held, key)).first()
+                if row is None:
+                    return None
+                await self._record_acks(conn, acks)
+                due, has_outbox = await self._next_due(conn, conversation_id)
             if due is not None and due <= now:
-                await conn.execute(
-                    update(conversations)
-                    .where(conversations.c.id == conversation_id)
-                    .values(lease_until=now + ttl)
-                )
-                return await self._work(conn, _conversation(row))
-            await conn.execute(
-                update(conversations)
-                .where(conversations.c.id == conversation_id)
-                .values(lease_owner=None, lease_until=None, due_at=due)
-            )
+                await conn.execute(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
+                return await self._work(conn, _conversation(row), has_outbox)
+            await conn.execute(q.release, {"p_cid": conversation_id, "p_due": due})
             return None
 
     async def release_all(self, owner: str) -> int:
@@ -346,20 +456,35 @@ class Store:
             )
             return int(result.rowcount)
 
-    async def _next_due(self, conn: AsyncConnection, conversation_id: int) -> float | None:
-        # The head of each queue decides: later items wait behind it (order).
-        heads = []
-        for table in (inbox, outbox):
-            heads.append(
-                select(table.c.next_attempt_at)
-                .where(table.c.conversation_id == conversation_id, table.c.status == PENDING)
-                .order_by(table.c.id)
-                .limit(1)
-                .scalar_subquery()
-            )
-        row = (await conn.execute(select(*heads))).one()
-        values = [float(v) for v in row if v is not None]
-        return min(values) if values else None
+    async def _next_due(
+        self, conn: AsyncConnection, conversation_id: int
+    ) -> tuple[float | None, bool]:
+        """When the conversation next has work, and whether replies are pending."""
+        inbox_next, outbox_next = (
+            await conn.execute(self._q.next_due, {"p_cid": conversation_id})
+        ).one()
+        heads = [float(v) for v in (inbox_next, outbox_next) if v is not None]
+        return (min(heads) if heads else None), outbox_next is not None
+
+    async def _record_acks(
+        self,
+        conn: AsyncConnection,
+        acks: Sequence[OutboxAck],
+        conversation_id: int | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """Record delivery outcomes; with ``owner``, only while that owner holds the
+        conversation (otherwise the caller checked that in this transaction already)."""
+        for ack in acks:
+            values = dict(ack.values)
+            if owner is None:
+                stmt = self._q.update_outbox(values, guard="none")
+                await conn.execute(stmt, params(values, id=ack.outbox_id))
+            else:
+                stmt = self._q.update_outbox(values, guard="owner")
+                await conn.execute(
+                    stmt, params(values, id=ack.outbox_id, cid=conversation_id, owner=owner)
+                )
 
     # --- reading work -----------------------------------------------------------------------
 
@@ -411,46 +536,47 @@ class Store:
     # --- writing results (lease-guarded) ----------------------------------------------------
 
     async def commit(
-        self, conversation_id: int, owner: str, step: Step, channel: str
+        self,
+        conversation_id: int,
+        owner: str,
+        step: Step,
+        channel: str,
+        acks: Sequence[OutboxAck] = (),
     ) -> list[OutboxItem]:
-        """Apply a step atomically; returns the new outbox rows. Raises LeaseLost."""
+        """Apply a step and ``acks`` atomically; returns the new outbox rows. Raises
+        LeaseLost."""
         now = self.clock()
         async with self.engine.begin() as conn:
             # The lease check is part of the update, so it costs no extra round trip.
+            q = self._q
+            values = {"updated_at": now, **step.conversation}
             result = await conn.execute(
-                update(conversations)
-                .where(
-                    conversations.c.id == conversation_id,
-                    conversations.c.lease_owner == owner,
-                    conversations.c.lease_until >= now,
-                )
-                .values(updated_at=now, **step.conversation)
+                q.update_held_conversation(values),
+                params(values, cid=conversation_id, owner=owner, now=now),
             )
             if not result.rowcount:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
+            await self._record_acks(conn, acks)
             if step.inbox_id is not None and step.inbox:
-                await conn.execute(
-                    update(inbox).where(inbox.c.id == step.inbox_id).values(**step.inbox)
-                )
+                await conn.execute(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
             created: list[OutboxItem] = []
             for new in step.outbox:
                 address = dict(new.address) if new.address else None
                 new_id = (
                     await conn.execute(
-                        outbox.insert()
-                        .values(
-                            conversation_id=conversation_id,
-                            inbox_id=new.inbox_id,
-                            channel=channel,
-                            address=address,
-                            elements=new.elements,
-                            parts_done=0,
-                            status=PENDING,
-                            attempts=0,
-                            next_attempt_at=now,
-                            created_at=now,
-                        )
-                        .returning(outbox.c.id)
+                        q.new_outbox,
+                        {
+                            "conversation_id": conversation_id,
+                            "inbox_id": new.inbox_id,
+                            "channel": channel,
+                            "address": address,
+                            "elements": new.elements,
+                            "parts_done": 0,
+                            "status": PENDING,
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                            "created_at": now,
+                        },
                     )
                 ).scalar_one()
                 created.append(
@@ -474,17 +600,9 @@ class Store:
         self, conversation_id: int, owner: str, outbox_id: int, **values: Any
     ) -> None:
         async with self.engine.begin() as conn:
-            held = (
-                select(conversations.c.id)
-                .where(
-                    conversations.c.id == conversation_id,
-                    conversations.c.lease_owner == owner,
-                    conversations.c.lease_until >= self.clock(),
-                )
-                .exists()
-            )
             result = await conn.execute(
-                update(outbox).where(outbox.c.id == outbox_id, held).values(**values)
+                self._q.update_outbox(values, guard="lease"),
+                params(values, id=outbox_id, cid=conversation_id, owner=owner, now=self.clock()),
             )
             if not result.rowcount:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
