@@ -368,6 +368,7 @@ class Engine:
         return len(self._workers)
 
     async def _dispatch(self) -> None:
+        last_scan = 0.0
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
@@ -376,17 +377,30 @@ class Engine:
                 return
             candidates = list(self._notified)
             self._notified.clear()
-            free = self.config.max_concurrent_conversations - len(self._workers)
-            if free > len(candidates):
-                try:
-                    candidates += await self.store.due_conversations(free)
-                except Exception as exc:
-                    log.warning("cannot look for due work: %s", exc)
+            # Work this process was told about arrives through notify(); the database is
+            # scanned for the rest (retries coming due, other replicas' intake, conversations
+            # left over after a crash) once per poll interval, not on every wake-up: under
+            # load the dispatcher wakes for every accepted event and every finished worker.
+            now = time.monotonic()
+            if now - last_scan < self._poll_interval:
+                candidates = [c for c in candidates if c not in self._workers]
+            else:
+                last_scan = now
+                candidates = await self._scan(candidates)
             for cid in dict.fromkeys(candidates):
                 if cid not in self._workers:
                     self._workers[cid] = asyncio.create_task(
                         self._work(cid), name=f"conversation-{cid}"
                     )
+
+    async def _scan(self, candidates: list[int]) -> list[int]:
+        free = self.config.max_concurrent_conversations - len(self._workers)
+        if free > len(candidates):
+            try:
+                candidates += await self.store.due_conversations(free)
+            except Exception as exc:
+                log.warning("cannot look for due work: %s", exc)
+        return candidates
 
     async def _housekeeping(self) -> None:
         while not self._stopping:

@@ -21,6 +21,7 @@ import logging
 import random
 import re
 import secrets
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -78,6 +79,7 @@ log = logging.getLogger("adapters.telegram")
 ALLOWED_UPDATES = ["message", "callback_query"]
 KEYBOARD_KEY = "tmp:kb:"  # channel state of a sent keyboard; "tmp:" rows are purged by age
 RETRY_AFTER_SECONDS = 5
+LEASE_RENEW_SECONDS = 1.0
 _PHOTO_FAILURES = re.compile(
     r"wrong file identifier|failed to get http url content|wrong type of the web page|"
     r"image_process_failed|wrong remote file|photo_invalid",
@@ -260,15 +262,24 @@ class TelegramAdapter(Adapter):
         lease_ttl = max(self.options.leader_lease_seconds, self.options.poll_timeout_seconds + 5)
         backoff = 1.0
         offset: int | None = None
+        renewed = -LEASE_RENEW_SECONDS
         while True:
             try:
-                try:
-                    leader = await intake.state.acquire_lease("poller", owner, lease_ttl)
-                except Exception as exc:
-                    log.warning(
-                        "telegram channel %s: cannot take the poller lease: %s", self.name, exc
-                    )
-                    leader = False
+                # Renewed at most once a second: under load getUpdates returns at once and
+                # this loop turns many times a second. The lease outlives one long poll by
+                # 5 s (lease_ttl), so a renewal up to a second old still covers the next poll.
+                leader = self._role == "leader"
+                if not leader or time.monotonic() - renewed >= LEASE_RENEW_SECONDS:
+                    try:
+                        leader = await intake.state.acquire_lease("poller", owner, lease_ttl)
+                        renewed = time.monotonic()
+                    except Exception as exc:
+                        log.warning(
+                            "telegram channel %s: cannot take the poller lease: %s",
+                            self.name,
+                            exc,
+                        )
+                        leader = False
                 if not leader:
                     if self._role == "leader":
                         log.warning("telegram channel %s: lost the poller lease", self.name)

@@ -265,12 +265,8 @@ class Store:
                     results = await self._accept_batch(conn, channel, events, now)
                 for key, value in (state or {}).items():
                     await conn.execute(
-                        _insert(conn, channel_state)
-                        .values(channel=channel, key=key, value=value, updated_at=now)
-                        .on_conflict_do_update(
-                            index_elements=["channel", "key"],
-                            set_={"value": value, "updated_at": now},
-                        )
+                        self._q.put_state,
+                        {"channel": channel, "key": key, "value": value, "updated_at": now},
                     )
                 return results
         except (OperationalError, DBAPIError, OSError) as exc:
@@ -281,10 +277,9 @@ class Store:
     ) -> list[tuple[bool, int]]:
         keys = sorted({e.conversation_key for e in events})
         requester = {e.conversation_key: e.requester_id for e in events}
+        q = self._q
         await conn.execute(
-            _insert(conn, conversations).on_conflict_do_nothing(
-                index_elements=["channel", "conversation_key"]
-            ),
+            q.new_conversation,
             [
                 {
                     "channel": channel,
@@ -303,23 +298,10 @@ class Store:
         ids = {
             key: cid
             for cid, key in await conn.execute(
-                select(conversations.c.id, conversations.c.conversation_key)
-                .where(
-                    conversations.c.channel == channel,
-                    conversations.c.conversation_key.in_(keys),
-                )
-                .order_by(conversations.c.id)
-                .with_for_update()
+                q.lock_by_keys, {"p_channel": channel, "p_keys": keys}
             )
         }
-        await conn.execute(
-            update(conversations)
-            .where(conversations.c.id.in_(list(ids.values())))
-            .values(
-                due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now),
-                updated_at=now,
-            )
-        )
+        await conn.execute(q.touch_by_ids, {"p_ids": list(ids.values()), "p_now": now})
         first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
         for index, event in enumerate(events):
             first.setdefault(event.event_id, index)
@@ -340,15 +322,7 @@ class Store:
             for index, e in enumerate(events)
             if first[e.event_id] == index
         ]
-        inserted = {
-            event_id
-            for (event_id,) in await conn.execute(
-                _insert(conn, inbox)
-                .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-                .returning(inbox.c.event_id),
-                rows,
-            )
-        }
+        inserted = {event_id for (event_id,) in await conn.execute(q.new_inbox_events, rows)}
         return [
             (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
             for index, e in enumerate(events)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bridge.store.schema import conversations, inbox, outbox
+from bridge.store.schema import channel_state, conversations, inbox, outbox
 
 PENDING = "pending"
 Guard = Literal["none", "lease", "owner"]
@@ -44,6 +44,28 @@ class HotStatements:
             .where(c.channel == _p("channel"), c.conversation_key == _p("key"))
             .values(due_at=func.coalesce(least(c.due_at, now), now), updated_at=now)
             .returning(c.id)
+        )
+        keys: Any = bindparam("p_keys", expanding=True)
+        self.lock_by_keys = (
+            select(c.id, c.conversation_key)
+            .where(c.channel == _p("channel"), c.conversation_key.in_(keys))
+            .order_by(c.id)
+            .with_for_update()
+        )
+        self.touch_by_ids = (
+            update(conversations)
+            .where(c.id.in_(bindparam("p_ids", expanding=True)))
+            .values(due_at=func.coalesce(least(c.due_at, now), now), updated_at=now)
+        )
+        self.new_inbox_events = (
+            insert(inbox)
+            .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+            .returning(i.event_id)
+        )
+        upsert = insert(channel_state)
+        self.put_state = upsert.on_conflict_do_update(
+            index_elements=["channel", "key"],
+            set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
         )
         self.new_inbox = (
             insert(inbox)
