@@ -297,7 +297,7 @@ async def test_an_answer_delivered_while_offline_arrives_on_reconnect(
             await chat.say("first")
             await chat.until(lambda c: c.said("You said: first"))
             seen = chat.seqs()[-1]
-            sim.state.faults = Faults(latency=0.3)
+            sim.state.faults = Faults(latency=0.9)  # past the typing delay (0.5 s)
             id = await chat.say("while away")
             await chat.until(lambda c: c.acked(id))
             await chat.until(lambda c: bool(c.of("typing")))  # Parloa is thinking
