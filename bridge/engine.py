@@ -271,27 +271,8 @@ class Engine:
         return f"{channel}:{user_id}"
 
     async def accept(self, channel: str, event: Inbound) -> AcceptResult:
-        try:
-            accepted, cid = await self.store.accept(
-                channel=channel,
-                event_id=event.event_id,
-                conversation_key=event.conversation_key,
-                requester_id=self.requester_id(channel, event.user_id),
-                kind=event.kind.value,
-                text=event.text,
-                address=event.address,
-                context=event.context,
-            )
-        except StoreUnavailable as exc:
-            self.metrics.inbound.labels(channel, "unavailable").inc()
-            raise IntakeUnavailable(str(exc)) from exc
-        if not accepted:
-            self.metrics.inbound.labels(channel, "duplicate").inc()
-            self.metrics.duplicates.labels(channel).inc()
-            return AcceptResult.DUPLICATE
-        self.metrics.inbound.labels(channel, "accepted").inc()
-        self.notify(cid)
-        return AcceptResult.ACCEPTED
+        (result,) = await self.accept_many(channel, [event], None)
+        return result
 
     async def accept_many(
         self, channel: str, events: Sequence[Inbound], state: Mapping[str, str] | None

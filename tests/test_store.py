@@ -934,15 +934,22 @@ async def _race_with_finish(store: Store, engine: AsyncEngine, cid: int, work: A
     await task
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["accept", "accept_many"])
 async def test_accept_racing_finish_leaves_the_conversation_due(
-    store: Store, engine: AsyncEngine, clock: FakeClock
+    store: Store, engine: AsyncEngine, clock: FakeClock, batch: bool
 ) -> None:
     _, cid = await accept(store, "e1")
     (iid,) = await inbox_ids(engine, cid)
     await set_inbox(store, cid, iid, status=DONE, finished_at=clock.now)
     assert await store.claim(cid, A, TTL)
     clock.advance(1)
-    await _race_with_finish(store, engine, cid, lambda: accept(store, "e2"))
+
+    async def second() -> Any:
+        if batch:
+            return await store.accept_many("telegram", [new_event("e2")])
+        return await accept(store, "e2")
+
+    await _race_with_finish(store, engine, cid, second)
     assert (await conv_row(engine, cid))["due_at"] == clock.now
     assert await store.due_conversations(10) == [cid]
 
@@ -1034,21 +1041,6 @@ async def test_accept_many_is_all_or_nothing(store: Store, engine: AsyncEngine) 
     assert await count(engine, inbox) == 0
     assert await count(engine, conversations) == 0
     assert await store.state_get("telegram", "offset") is None
-
-
-async def test_accept_many_racing_finish_leaves_the_conversation_due(
-    store: Store, engine: AsyncEngine, clock: FakeClock
-) -> None:
-    _, cid = await accept(store, "e1")
-    (iid,) = await inbox_ids(engine, cid)
-    await set_inbox(store, cid, iid, status=DONE, finished_at=clock.now)
-    assert await store.claim(cid, A, TTL)
-    clock.advance(1)
-    await _race_with_finish(
-        store, engine, cid, lambda: store.accept_many("telegram", [new_event("e2")])
-    )
-    assert (await conv_row(engine, cid))["due_at"] == clock.now
-    assert await store.due_conversations(10) == [cid]
 
 
 async def test_acks_are_recorded_with_the_next_commit_or_finish(

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
-from bridge.store.statements import OUTBOX_BATCH, PENDING, HotStatements, params
+from bridge.store.statements import OUTBOX_BATCH, PENDING, Guard, HotStatements, params
 
 __all__ = ["OUTBOX_BATCH", "PENDING"]
 
@@ -199,52 +199,11 @@ class Store:
         context: Mapping[str, Any] | None,
     ) -> tuple[bool, int]:
         """Deduplicate and persist one inbound event. Returns (accepted, conversation id)."""
-        now = self.clock()
-        try:
-            async with self.engine.begin() as conn:
-                q = self._q
-                await conn.execute(
-                    q.new_conversation,
-                    {
-                        "channel": channel,
-                        "conversation_key": conversation_key,
-                        "requester_id": requester_id,
-                        "state": "new",
-                        "created_at": now,
-                        "updated_at": now,
-                        "last_activity_at": now,
-                    },
-                )
-                # Updating the row takes its lock first, so a worker finishing this
-                # conversation either sees this event or runs after us (see finish()).
-                cid = (
-                    await conn.execute(
-                        q.touch_by_key,
-                        {"p_channel": channel, "p_key": conversation_key, "p_now": now},
-                    )
-                ).scalar_one()
-                inserted = await conn.execute(
-                    q.new_inbox,
-                    {
-                        "channel": channel,
-                        "event_id": event_id,
-                        "conversation_id": cid,
-                        "kind": kind,
-                        "text": text,
-                        "address": dict(address) if address else None,
-                        "context": dict(context) if context else None,
-                        "status": PENDING,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    },
-                )
-                if inserted.first() is None:
-                    await conn.rollback()
-                    return False, cid
-                return True, cid
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise StoreUnavailable(f"cannot store the event: {type(exc).__name__}") from exc
+        (result,) = await self.accept_many(
+            channel,
+            [NewEvent(event_id, conversation_key, requester_id, kind, text, address, context)],
+        )
+        return result
 
     async def accept_many(
         self,
@@ -449,16 +408,13 @@ class Store:
     ) -> None:
         """Record delivery outcomes; with ``owner``, only while that owner holds the
         conversation (otherwise the caller checked that in this transaction already)."""
+        guard: Guard = "none" if owner is None else "owner"
         for ack in acks:
             values = dict(ack.values)
-            if owner is None:
-                stmt = self._q.update_outbox(values, guard="none")
-                await conn.execute(stmt, params(values, id=ack.outbox_id))
-            else:
-                stmt = self._q.update_outbox(values, guard="owner")
-                await conn.execute(
-                    stmt, params(values, id=ack.outbox_id, cid=conversation_id, owner=owner)
-                )
+            await conn.execute(
+                self._q.update_outbox(values, guard=guard),
+                params(values, id=ack.outbox_id, cid=conversation_id, owner=owner),
+            )
 
     # --- reading work -----------------------------------------------------------------------
 

@@ -39,12 +39,6 @@ class HotStatements:
         self.new_conversation = insert(conversations).on_conflict_do_nothing(
             index_elements=["channel", "conversation_key"]
         )
-        self.touch_by_key = (
-            update(conversations)
-            .where(c.channel == _p("channel"), c.conversation_key == _p("key"))
-            .values(due_at=func.coalesce(least(c.due_at, now), now), updated_at=now)
-            .returning(c.id)
-        )
         keys: Any = bindparam("p_keys", expanding=True)
         self.lock_by_keys = (
             select(c.id, c.conversation_key)
@@ -66,11 +60,6 @@ class HotStatements:
         self.put_state = upsert.on_conflict_do_update(
             index_elements=["channel", "key"],
             set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
-        )
-        self.new_inbox = (
-            insert(inbox)
-            .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-            .returning(i.id)
         )
         self.claim = (
             update(conversations)
