@@ -289,9 +289,9 @@ async def store_bench(args: argparse.Namespace) -> None:
     db = Database(args.backend, workdir, args.postgres_url)
     await db.create()
     engine = create_engine(db.url)
+    store = Store(engine)
     try:
         await migrate(engine)
-        store = Store(engine)
         owner = "bench-owner"
         address = {
             "chat_id": 1,
@@ -370,6 +370,7 @@ async def store_bench(args: argparse.Namespace) -> None:
             f"wall {total_wall * 1000:6.2f} ms"
         )
     finally:
+        await store.close()
         await engine.dispose()
         await db.drop()
 

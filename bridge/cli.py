@@ -238,6 +238,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 print(f"{count} dead letter(s) queued again; a running bridge picks them up")
             return EXIT_OK
         finally:
+            await store.close()
             await engine.dispose()
 
     return asyncio.run(main())

@@ -203,6 +203,7 @@ class Service:
             await client.close()
         if self.simulator is not None:
             await self.simulator.close()
+        await self.store.close()
         await self.db.dispose()
         log.info("parloa-bridge stopped")
 

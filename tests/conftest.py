@@ -70,5 +70,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine) -> Store:
-    return Store(engine)
+async def store(engine: AsyncEngine) -> AsyncIterator[Store]:
+    st = Store(engine)
+    try:
+        yield st
+    finally:
+        await st.close()

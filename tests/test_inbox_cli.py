@@ -38,6 +38,7 @@ async def make_dead_letter(url: str) -> int:
         "web",
     )
     await store.finish(cid, "me", 30)
+    await store.close()
     await engine.dispose()
     return work.inbox.id
 

@@ -47,6 +47,7 @@ from tests.fake_slack import (
     slack_file,
     url_verification,
 )
+from tests.sqlite_faults import set_query_only
 
 # No internet, and slack-sdk honours HTTPS_PROXY but ignores NO_PROXY: never use a proxy.
 for _var in [v for v in os.environ if v.lower().endswith("_proxy")]:
@@ -192,14 +193,6 @@ async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {within}s")
         await asyncio.sleep(0.02)
-
-
-async def set_query_only(service: Service, on: bool) -> None:
-    """Make SQLite refuse every write (a database that is up but unusable), or undo it."""
-    async with service.db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.execute(f"PRAGMA query_only = {int(on)}")
 
 
 # --- 1. direct messages -----------------------------------------------------------------------

@@ -55,8 +55,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine, clock: FakeClock) -> Store:
-    return Store(engine, clock=clock)
+async def store(engine: AsyncEngine, clock: FakeClock) -> AsyncIterator[Store]:
+    st = Store(engine, clock=clock)
+    try:
+        yield st
+    finally:
+        await st.close()
 
 
 async def accept(
@@ -1075,9 +1079,11 @@ async def unreachable_store(request: pytest.FixtureRequest, tmp_path: Path) -> A
     else:
         url = "postgresql+asyncpg://postgres@127.0.0.1:1/bridge"  # nothing listens on port 1
     eng = create_engine(url)
+    st = Store(eng, clock=FakeClock())
     try:
-        yield Store(eng, clock=FakeClock())
+        yield st
     finally:
+        await st.close()
         await eng.dispose()
 
 

@@ -19,6 +19,7 @@ from bridge.logsetup import configure_logging
 from bridge.service import Service, validate_channel
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
 from tests.fake_telegram import FakeTelegram
+from tests.sqlite_faults import set_query_only
 
 TOKEN = "123456:ABC-test-token-0123456789abcdef"
 SECRET = "hook-secret_123"
@@ -39,9 +40,7 @@ async def sim() -> AsyncIterator[RunningSimulator]:
         await simulator.close()
 
 
-def config_for(
-    database_url: str, tg: FakeTelegram, sim: RunningSimulator, **channel: Any
-) -> Any:
+def config_for(database_url: str, tg: FakeTelegram, sim: RunningSimulator, **channel: Any) -> Any:
     data = {
         "database": {"url": database_url},
         "http": {"host": "127.0.0.1", "port": 0, "public_url": "https://bridge.example.com"},
@@ -80,14 +79,6 @@ async def bridge(
         yield service
     finally:
         await service.stop()
-
-
-async def set_query_only(service: Service, on: bool) -> None:
-    """Make SQLite refuse every write (a database that is up but unusable), or undo it.
-    On the driver connection itself: the bridge's BEGIN IMMEDIATE would fail first."""
-    async with service.db.connect() as conn:
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(f"PRAGMA query_only = {int(on)}")
 
 
 def texts(tg: FakeTelegram, chat_id: int) -> list[str]:
@@ -274,24 +265,22 @@ async def test_webhook_mode_secret_and_database_outage(
             async with http.post(url, json=update, headers=ok) as resp:  # redelivery
                 assert resp.status == 200
         await tg.wait_for_messages(2, chat_id=11)
-        assert [r.text for r in sim.state.requests if r.event_type == "message"] == [
-            "via webhook"
-        ]
+        assert [r.text for r in sim.state.requests if r.event_type == "message"] == ["via webhook"]
 
 
 async def test_300_chats_at_once_with_slow_parloa(
     tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
 ) -> None:
     sim.state.faults = Faults(latency=1.0)
-    async with bridge(
-        f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim, rate_limit_per_second=1000
-    ):
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim, rate_limit_per_second=1000):
         started = time.monotonic()
         for user in range(1000, 1300):
             tg.push_update(tg.private_text(user, f"hello {user}"))
         await tg.wait_for(
-            lambda: sum(1 for m in tg.sent_messages() if (m.content or "").startswith("You said"))
-            == 300,
+            lambda: (
+                sum(1 for m in tg.sent_messages() if (m.content or "").startswith("You said"))
+                == 300
+            ),
             within=60,
         )
         elapsed = time.monotonic() - started

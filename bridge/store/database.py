@@ -1,8 +1,9 @@
 """Engines and migrations.
 
-SQLite runs in WAL mode behind a single pooled connection (SQLite has one writer anyway; one
-connection turns lock contention into an orderly queue) and takes its write lock at BEGIN, so
-two processes never deadlock upgrading a read lock. PostgreSQL uses asyncpg with a pool."""
+SQLite runs in WAL mode and takes its write lock at BEGIN, so two processes never deadlock
+upgrading a read lock. The store reaches it through one synchronous connection on a thread of
+its own (bridge/store/transactions.py); the async engine (aiosqlite, one pooled connection)
+serves migrations and the Slack installation store. PostgreSQL uses asyncpg with a pool."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -73,7 +75,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             pool_timeout=60,
             connect_args={"timeout": 30},
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine.sync_engine)
         return engine
     if backend == "postgresql":
         if parsed.drivername != "postgresql+asyncpg":
@@ -94,8 +96,23 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     )
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sqlite_sync_engine(engine: AsyncEngine) -> Engine:
+    """A synchronous engine on the same SQLite file, for use from one thread at a time."""
+    sync = create_sync_engine(
+        engine.url.set(drivername="sqlite+pysqlite"),
+        echo=engine.echo,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=60,
+        # Used from the store's own thread only; disposing may happen from another.
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    _tune_sqlite(sync)
+    return sync
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so BEGIN IMMEDIATE can be used.
         dbapi_connection.isolation_level = None
@@ -111,7 +128,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -3,7 +3,10 @@
 Concurrency: a conversation is processed only by the holder of its lease
 (``conversations.lease_owner``/``lease_until``); every write a worker makes is guarded by that
 lease, so a process that lost its lease (it stalled past ``lease_until`` and another took
-over) cannot commit. ``conversations.due_at`` says when a conversation next has work."""
+over) cannot commit. ``conversations.due_at`` says when a conversation next has work.
+
+Each method's database work is a synchronous function over a Connection, run whole by
+``Transactions`` (one thread hop per call on SQLite; see bridge/store/transactions.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +17,13 @@ from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import OUTBOX_BATCH, PENDING, Guard, HotStatements, params
+from bridge.store.transactions import Transactions, transactions_for
 
 __all__ = ["OUTBOX_BATCH", "PENDING"]
 
@@ -141,12 +146,12 @@ class InboxStats:
     outbox_pending: int
 
 
-def _insert(conn: AsyncConnection, table: Any) -> Any:
+def _insert(conn: Connection, table: Any) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
 
-def _least(conn: AsyncConnection, column: Any, value: float) -> Any:
+def _least(conn: Connection, column: Any, value: float) -> Any:
     # SQLite's two-argument MIN returns NULL if either is NULL (PostgreSQL's LEAST ignores
     # NULLs); every use wraps it in COALESCE, so both give the same answer.
     return (func.least if conn.dialect.name == "postgresql" else func.min)(column, value)
@@ -183,6 +188,11 @@ class Store:
         self.engine = engine
         self.clock = clock
         self._q = HotStatements(engine.dialect.name)
+        self._tx: Transactions = transactions_for(engine)
+
+    async def close(self) -> None:
+        """Release the store's own connection (SQLite); the engine is the caller's."""
+        await self._tx.close()
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -217,27 +227,30 @@ class Store:
         if not events and not state:
             return []
         now = self.clock()
+
+        def unit(conn: Connection) -> list[tuple[bool, int]]:
+            results: list[tuple[bool, int]] = []
+            if events:
+                results = self._accept_batch(conn, channel, events, now)
+            for key, value in (state or {}).items():
+                conn.execute(
+                    self._q.put_state,
+                    {"channel": channel, "key": key, "value": value, "updated_at": now},
+                )
+            return results
+
         try:
-            async with self.engine.begin() as conn:
-                results: list[tuple[bool, int]] = []
-                if events:
-                    results = await self._accept_batch(conn, channel, events, now)
-                for key, value in (state or {}).items():
-                    await conn.execute(
-                        self._q.put_state,
-                        {"channel": channel, "key": key, "value": value, "updated_at": now},
-                    )
-                return results
+            return await self._tx.write(unit)
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
 
-    async def _accept_batch(
-        self, conn: AsyncConnection, channel: str, events: Sequence[NewEvent], now: float
+    def _accept_batch(
+        self, conn: Connection, channel: str, events: Sequence[NewEvent], now: float
     ) -> list[tuple[bool, int]]:
         keys = sorted({e.conversation_key for e in events})
         requester = {e.conversation_key: e.requester_id for e in events}
         q = self._q
-        await conn.execute(
+        conn.execute(
             q.new_conversation,
             [
                 {
@@ -256,11 +269,9 @@ class Store:
         # a worker finishing one of these conversations sees its events (see accept()).
         ids = {
             key: cid
-            for cid, key in await conn.execute(
-                q.lock_by_keys, {"p_channel": channel, "p_keys": keys}
-            )
+            for cid, key in conn.execute(q.lock_by_keys, {"p_channel": channel, "p_keys": keys})
         }
-        await conn.execute(q.touch_by_ids, {"p_ids": list(ids.values()), "p_now": now})
+        conn.execute(q.touch_by_ids, {"p_ids": list(ids.values()), "p_now": now})
         first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
         for index, event in enumerate(events):
             first.setdefault(event.event_id, index)
@@ -281,7 +292,7 @@ class Store:
             for index, e in enumerate(events)
             if first[e.event_id] == index
         ]
-        inserted = {event_id for (event_id,) in await conn.execute(q.new_inbox_events, rows)}
+        inserted = {event_id for (event_id,) in conn.execute(q.new_inbox_events, rows)}
         return [
             (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
             for index, e in enumerate(events)
@@ -291,8 +302,9 @@ class Store:
 
     async def due_conversations(self, limit: int) -> list[int]:
         now = self.clock()
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
+
+        def unit(conn: Connection) -> list[int]:
+            rows = conn.execute(
                 select(conversations.c.id)
                 .where(
                     conversations.c.due_at <= now,
@@ -303,47 +315,49 @@ class Store:
             )
             return [r[0] for r in rows]
 
+        return await self._tx.read(unit)
+
     async def next_due_at(self) -> float | None:
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(select(func.min(conversations.c.due_at)))).scalar()
+        def unit(conn: Connection) -> float | None:
+            value = conn.execute(select(func.min(conversations.c.due_at))).scalar()
             return float(value) if value is not None else None
+
+        return await self._tx.read(unit)
 
     async def claim(self, conversation_id: int, owner: str, ttl: float) -> Work | None:
         """Take the conversation's lease and read its work in one transaction; None when
         another process holds it."""
         now = self.clock()
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    self._q.claim,
-                    {
-                        "p_cid": conversation_id,
-                        "p_owner": owner,
-                        "p_now": now,
-                        "p_until": now + ttl,
-                    },
-                )
-            ).first()
+        values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": now + ttl}
+
+        def unit(conn: Connection) -> Work | None:
+            row = conn.execute(self._q.claim, values).first()
             if row is None:
                 return None
-            return await self._work(conn, _conversation(row), bool(row.has_outbox))
+            return self._work(conn, _conversation(row), bool(row.has_outbox))
 
-    async def _work(self, conn: AsyncConnection, conv: Conversation, has_outbox: bool) -> Work:
+        return await self._tx.write(unit)
+
+    def _work(self, conn: Connection, conv: Conversation, has_outbox: bool) -> Work:
         key = {"p_cid": conv.id}
-        in_row = (await conn.execute(self._q.inbox_head, key)).first()
+        in_row = conn.execute(self._q.inbox_head, key).first()
         replies: list[OutboxItem] = []
         if has_outbox:
-            replies = [_outbox(r) for r in await conn.execute(self._q.outbox_heads, key)]
+            replies = [_outbox(r) for r in conn.execute(self._q.outbox_heads, key)]
         return Work(conv, _inbox(in_row) if in_row else None, replies)
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+        until = self.clock() + ttl
+
+        def unit(conn: Connection) -> bool:
+            result = conn.execute(
                 update(conversations)
                 .where(conversations.c.id == conversation_id, conversations.c.lease_owner == owner)
-                .values(lease_until=self.clock() + ttl)
+                .values(lease_until=until)
             )
             return bool(result.rowcount)
+
+        return await self._tx.write(unit)
 
     async def finish(
         self, conversation_id: int, owner: str, ttl: float, acks: Sequence[OutboxAck] = ()
@@ -352,56 +366,59 @@ class Store:
         return it; otherwise release the lease and record when work is next due. None also
         when not held (and then the acks are not recorded)."""
         now = self.clock()
-        async with self.engine.begin() as conn:
+        acks = list(acks)  # the caller clears its list while this may still run
+        q = self._q
+        key = {"p_cid": conversation_id, "p_owner": owner}
+
+        def unit(conn: Connection) -> Work | None:
             # Lock the row first: an accept() updating it either committed before (and we see
             # its event) or waits for us (and sets due_at after we wrote ours).
-            q = self._q
-            key = {"p_cid": conversation_id, "p_owner": owner}
             if q.dialect == "sqlite":
                 # One writer at a time: the lease check and the queue heads in one read, after
                 # the acks (recorded only if the lease is still held).
-                await self._record_acks(conn, acks, conversation_id, owner)
-                row = (await conn.execute(q.held_with_heads, key)).first()
+                self._record_acks(conn, acks, conversation_id, owner)
+                row = conn.execute(q.held_with_heads, key).first()
                 if row is None:
                     return None
                 heads = [float(v) for v in (row.inbox_next, row.outbox_next) if v is not None]
                 due = min(heads) if heads else None
                 has_outbox = row.outbox_next is not None
             else:
-                row = (await conn.execute(q.lock_held, key)).first()
+                row = conn.execute(q.lock_held, key).first()
                 if row is None:
                     return None
-                await self._record_acks(conn, acks)
-                due, has_outbox = await self._next_due(conn, conversation_id)
+                self._record_acks(conn, acks)
+                due, has_outbox = self._next_due(conn, conversation_id)
             if due is not None and due <= now:
-                await conn.execute(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
-                return await self._work(conn, _conversation(row), has_outbox)
-            await conn.execute(q.release, {"p_cid": conversation_id, "p_due": due})
+                conn.execute(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
+                return self._work(conn, _conversation(row), has_outbox)
+            conn.execute(q.release, {"p_cid": conversation_id, "p_due": due})
             return None
+
+        return await self._tx.write(unit)
 
     async def release_all(self, owner: str) -> int:
         """Give up every lease this process holds (shutdown): others may take over at once."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+
+        def unit(conn: Connection) -> int:
+            result = conn.execute(
                 update(conversations)
                 .where(conversations.c.lease_owner == owner)
                 .values(lease_owner=None, lease_until=None)
             )
             return int(result.rowcount)
 
-    async def _next_due(
-        self, conn: AsyncConnection, conversation_id: int
-    ) -> tuple[float | None, bool]:
+        return await self._tx.write(unit)
+
+    def _next_due(self, conn: Connection, conversation_id: int) -> tuple[float | None, bool]:
         """When the conversation next has work, and whether replies are pending."""
-        inbox_next, outbox_next = (
-            await conn.execute(self._q.next_due, {"p_cid": conversation_id})
-        ).one()
+        inbox_next, outbox_next = conn.execute(self._q.next_due, {"p_cid": conversation_id}).one()
         heads = [float(v) for v in (inbox_next, outbox_next) if v is not None]
         return (min(heads) if heads else None), outbox_next is not None
 
-    async def _record_acks(
+    def _record_acks(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         acks: Sequence[OutboxAck],
         conversation_id: int | None = None,
         owner: str | None = None,
@@ -411,7 +428,7 @@ class Store:
         guard: Guard = "none" if owner is None else "owner"
         for ack in acks:
             values = dict(ack.values)
-            await conn.execute(
+            conn.execute(
                 self._q.update_outbox(values, guard=guard),
                 params(values, id=ack.outbox_id, cid=conversation_id, owner=owner),
             )
@@ -419,49 +436,39 @@ class Store:
     # --- reading work -----------------------------------------------------------------------
 
     async def conversation(self, conversation_id: int) -> Conversation:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(conversations).where(conversations.c.id == conversation_id)
-                )
+        def unit(conn: Connection) -> Conversation:
+            row = conn.execute(
+                select(conversations).where(conversations.c.id == conversation_id)
             ).one()
             return _conversation(row)
 
+        return await self._tx.read(unit)
+
     async def find_conversation(self, channel: str, key: str) -> Conversation | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(conversations).where(
-                        conversations.c.channel == channel,
-                        conversations.c.conversation_key == key,
-                    )
+        def unit(conn: Connection) -> Conversation | None:
+            row = conn.execute(
+                select(conversations).where(
+                    conversations.c.channel == channel,
+                    conversations.c.conversation_key == key,
                 )
             ).first()
             return _conversation(row) if row else None
 
+        return await self._tx.read(unit)
+
     async def head_inbox(self, conversation_id: int) -> InboxItem | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(inbox)
-                    .where(inbox.c.conversation_id == conversation_id, inbox.c.status == PENDING)
-                    .order_by(inbox.c.id)
-                    .limit(1)
-                )
-            ).first()
+        def unit(conn: Connection) -> InboxItem | None:
+            row = conn.execute(self._q.inbox_head, {"p_cid": conversation_id}).first()
             return _inbox(row) if row else None
 
+        return await self._tx.read(unit)
+
     async def head_outbox(self, conversation_id: int) -> OutboxItem | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING)
-                    .order_by(outbox.c.id)
-                    .limit(1)
-                )
-            ).first()
+        def unit(conn: Connection) -> OutboxItem | None:
+            row = conn.execute(self._q.outbox_heads, {"p_cid": conversation_id}).first()
             return _outbox(row) if row else None
+
+        return await self._tx.read(unit)
 
     # --- writing results (lease-guarded) ----------------------------------------------------
 
@@ -476,38 +483,38 @@ class Store:
         """Apply a step and ``acks`` atomically; returns the new outbox rows. Raises
         LeaseLost."""
         now = self.clock()
-        async with self.engine.begin() as conn:
+        acks = list(acks)  # the caller clears its list while this may still run
+        q = self._q
+
+        def unit(conn: Connection) -> list[OutboxItem]:
             # The lease check is part of the update, so it costs no extra round trip.
-            q = self._q
             values = {"updated_at": now, **step.conversation}
-            result = await conn.execute(
+            result = conn.execute(
                 q.update_held_conversation(values),
                 params(values, cid=conversation_id, owner=owner, now=now),
             )
             if not result.rowcount:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
-            await self._record_acks(conn, acks)
+            self._record_acks(conn, acks)
             if step.inbox_id is not None and step.inbox:
-                await conn.execute(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
+                conn.execute(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
             created: list[OutboxItem] = []
             for new in step.outbox:
                 address = dict(new.address) if new.address else None
-                new_id = (
-                    await conn.execute(
-                        q.new_outbox,
-                        {
-                            "conversation_id": conversation_id,
-                            "inbox_id": new.inbox_id,
-                            "channel": channel,
-                            "address": address,
-                            "elements": new.elements,
-                            "parts_done": 0,
-                            "status": PENDING,
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "created_at": now,
-                        },
-                    )
+                new_id = conn.execute(
+                    q.new_outbox,
+                    {
+                        "conversation_id": conversation_id,
+                        "inbox_id": new.inbox_id,
+                        "channel": channel,
+                        "address": address,
+                        "elements": new.elements,
+                        "parts_done": 0,
+                        "status": PENDING,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    },
                 ).scalar_one()
                 created.append(
                     OutboxItem(
@@ -526,44 +533,55 @@ class Store:
                 )
             return created
 
+        return await self._tx.write(unit)
+
     async def update_outbox(
         self, conversation_id: int, owner: str, outbox_id: int, **values: Any
     ) -> None:
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+        now = self.clock()
+
+        def unit(conn: Connection) -> None:
+            result = conn.execute(
                 self._q.update_outbox(values, guard="lease"),
-                params(values, id=outbox_id, cid=conversation_id, owner=owner, now=self.clock()),
+                params(values, id=outbox_id, cid=conversation_id, owner=owner, now=now),
             )
             if not result.rowcount:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
 
+        await self._tx.write(unit)
+
     async def fail_pending_outbox(self, conversation_id: int, owner: str, reason: str) -> int:
         """Give up every pending delivery of a conversation (the recipient is gone)."""
-        async with self.engine.begin() as conn:
+        now = self.clock()
+
+        def unit(conn: Connection) -> int:
             held = (
                 select(conversations.c.id)
                 .where(
                     conversations.c.id == conversation_id,
                     conversations.c.lease_owner == owner,
-                    conversations.c.lease_until >= self.clock(),
+                    conversations.c.lease_until >= now,
                 )
                 .exists()
             )
-            result = await conn.execute(
+            result = conn.execute(
                 update(outbox)
                 .where(
                     outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING, held
                 )
-                .values(status=FAILED, last_error=reason, finished_at=self.clock())
+                .values(status=FAILED, last_error=reason, finished_at=now)
             )
             return int(result.rowcount)
+
+        return await self._tx.write(unit)
 
     # --- housekeeping ------------------------------------------------------------------------
 
     async def idle_conversations(self, idle_seconds: float, limit: int = 500) -> list[Conversation]:
         cutoff = self.clock() - idle_seconds
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
+
+        def unit(conn: Connection) -> list[Conversation]:
+            rows = conn.execute(
                 select(conversations)
                 .where(
                     conversations.c.state == "active",
@@ -573,17 +591,20 @@ class Store:
             )
             return [_conversation(r) for r in rows]
 
+        return await self._tx.read(unit)
+
     async def enqueue_internal(self, conv: Conversation, kind: str, event_id: str) -> bool:
         """An event the bridge itself raises (idle timeout) into a conversation's queue."""
         now = self.clock()
-        async with self.engine.begin() as conn:
+
+        def unit(conn: Connection) -> bool:
             # Row lock first, as in accept(), so a concurrent finish() cannot lose the wake-up.
-            await conn.execute(
+            conn.execute(
                 update(conversations)
                 .where(conversations.c.id == conv.id)
                 .values(due_at=func.coalesce(_least(conn, conversations.c.due_at, now), now))
             )
-            inserted = await conn.execute(
+            inserted = conn.execute(
                 _insert(conn, inbox)
                 .values(
                     channel=conv.channel,
@@ -602,52 +623,59 @@ class Store:
                 .returning(inbox.c.id)
             )
             if inserted.first() is None:
-                await conn.rollback()
+                conn.rollback()
                 return False
             return True
+
+        return await self._tx.write(unit)
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:
         """Delete finished inbox and outbox rows (message content) older than the age given,
         and adapters' temporary state (keys starting ``tmp:``, e.g. sent keyboards).
         Conversation mappings stay."""
         cutoff = self.clock() - older_than_seconds
-        async with self.engine.begin() as conn:
-            a = await conn.execute(
+
+        def unit(conn: Connection) -> tuple[int, int]:
+            a = conn.execute(
                 delete(inbox).where(inbox.c.status != PENDING, inbox.c.finished_at < cutoff)
             )
-            b = await conn.execute(
+            b = conn.execute(
                 delete(outbox).where(outbox.c.status != PENDING, outbox.c.finished_at < cutoff)
             )
-            await conn.execute(
+            conn.execute(
                 delete(channel_state).where(
                     channel_state.c.key.like("tmp:%"), channel_state.c.updated_at < cutoff
                 )
             )
             return int(a.rowcount), int(b.rowcount)
 
+        return await self._tx.write(unit)
+
     async def stats(self) -> InboxStats:
         now = self.clock()
-        async with self.engine.connect() as conn:
-            pending, oldest = (
-                await conn.execute(
-                    select(func.count(), func.min(inbox.c.created_at)).where(
-                        inbox.c.status == PENDING
-                    )
-                )
+
+        def unit(conn: Connection) -> InboxStats:
+            pending, oldest = conn.execute(
+                select(func.count(), func.min(inbox.c.created_at)).where(inbox.c.status == PENDING)
             ).one()
-            dead = (
-                await conn.execute(select(func.count()).where(inbox.c.status == DEAD))
+            dead = conn.execute(select(func.count()).where(inbox.c.status == DEAD)).scalar_one()
+            out_pending = conn.execute(
+                select(func.count()).where(outbox.c.status == PENDING)
             ).scalar_one()
-            out_pending = (
-                await conn.execute(select(func.count()).where(outbox.c.status == PENDING))
-            ).scalar_one()
-        return InboxStats(
-            int(pending), max(0.0, now - oldest) if oldest else 0.0, int(dead), int(out_pending)
-        )
+            return InboxStats(
+                int(pending),
+                max(0.0, now - oldest) if oldest else 0.0,
+                int(dead),
+                int(out_pending),
+            )
+
+        return await self._tx.read(unit)
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(select(1))
+        def unit(conn: Connection) -> None:
+            conn.execute(select(1))
+
+        await self._tx.read(unit)
 
     # --- dead letters (operator) ------------------------------------------------------------
 
@@ -655,13 +683,18 @@ class Store:
         query = select(inbox).where(inbox.c.status == DEAD).order_by(inbox.c.id).limit(limit)
         if channel:
             query = query.where(inbox.c.channel == channel)
-        async with self.engine.connect() as conn:
-            return [_inbox(r) for r in await conn.execute(query)]
+
+        def unit(conn: Connection) -> list[InboxItem]:
+            return [_inbox(r) for r in conn.execute(query)]
+
+        return await self._tx.read(unit)
 
     async def inbox_item(self, inbox_id: int) -> InboxItem | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(inbox).where(inbox.c.id == inbox_id))).first()
+        def unit(conn: Connection) -> InboxItem | None:
+            row = conn.execute(select(inbox).where(inbox.c.id == inbox_id)).first()
             return _inbox(row) if row else None
+
+        return await self._tx.read(unit)
 
     async def retry_dead(self, ids: Sequence[int] | None = None) -> int:
         """Put dead letters back into their queues (all of them when ids is None)."""
@@ -669,13 +702,12 @@ class Store:
         cond = inbox.c.status == DEAD
         if ids is not None:
             cond = and_(cond, inbox.c.id.in_(list(ids)))
-        async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(select(inbox.c.id, inbox.c.conversation_id).where(cond))
-            ).all()
+
+        def unit(conn: Connection) -> int:
+            rows = conn.execute(select(inbox.c.id, inbox.c.conversation_id).where(cond)).all()
             if not rows:
                 return 0
-            await conn.execute(
+            conn.execute(
                 update(inbox)
                 .where(inbox.c.id.in_([r[0] for r in rows]))
                 .values(
@@ -686,63 +718,68 @@ class Store:
                     finished_at=None,
                 )
             )
-            await conn.execute(
+            conn.execute(
                 update(conversations)
                 .where(conversations.c.id.in_({r[1] for r in rows}))
                 .values(due_at=now)
             )
             return len(rows)
 
+        return await self._tx.write(unit)
+
     # --- channel state and named leases -----------------------------------------------------
 
     async def state_get(self, channel: str, key: str) -> str | None:
-        async with self.engine.connect() as conn:
-            value = (
-                await conn.execute(
-                    select(channel_state.c.value).where(
-                        channel_state.c.channel == channel, channel_state.c.key == key
-                    )
+        def unit(conn: Connection) -> str | None:
+            value = conn.execute(
+                select(channel_state.c.value).where(
+                    channel_state.c.channel == channel, channel_state.c.key == key
                 )
             ).scalar()
             return str(value) if value is not None else None
 
+        return await self._tx.read(unit)
+
     async def state_put(self, channel: str, key: str, value: str) -> None:
         now = self.clock()
-        async with self.engine.begin() as conn:
-            stmt = _insert(conn, channel_state).values(
-                channel=channel, key=key, value=value, updated_at=now
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["channel", "key"],
-                    set_={"value": value, "updated_at": now},
-                )
+
+        def unit(conn: Connection) -> None:
+            conn.execute(
+                self._q.put_state,
+                {"channel": channel, "key": key, "value": value, "updated_at": now},
             )
 
+        await self._tx.write(unit)
+
     async def state_delete(self, channel: str, key: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
+        def unit(conn: Connection) -> None:
+            conn.execute(
                 delete(channel_state).where(
                     channel_state.c.channel == channel, channel_state.c.key == key
                 )
             )
 
+        await self._tx.write(unit)
+
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         now = self.clock()
-        async with self.engine.begin() as conn:
+
+        def unit(conn: Connection) -> bool:
             stmt = _insert(conn, leases).values(name=name, owner=owner, expires_at=now + ttl)
-            await conn.execute(
+            conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["name"],
                     set_={"owner": owner, "expires_at": now + ttl},
                     where=or_(leases.c.owner == owner, leases.c.expires_at < now),
                 )
             )
-            holder = (
-                await conn.execute(select(leases.c.owner).where(leases.c.name == name))
-            ).scalar()
+            holder = conn.execute(select(leases.c.owner).where(leases.c.name == name)).scalar()
             return bool(holder == owner)
 
+        return await self._tx.write(unit)
+
     async def release_lease(self, name: str, owner: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
+        def unit(conn: Connection) -> None:
+            conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
+
+        await self._tx.write(unit)

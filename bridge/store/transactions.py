@@ -1,0 +1,101 @@
+"""How a store call reaches the database: each call is one synchronous unit of work.
+
+Every Store method is a plain function over a SQLAlchemy ``Connection`` that runs whole, in
+one transaction:
+
+* SQLite: on one dedicated thread with a synchronous pysqlite connection. A call costs one
+  thread hop, where aiosqlite costs three or four per statement — most of the bridge's CPU
+  per message went there (docs/benchmarks.md). One connection on one thread also keeps
+  SQLite's single writer an orderly queue. A caller that is cancelled does not interrupt the
+  unit: it commits or rolls back on its own, so no connection is left holding the write lock.
+* PostgreSQL: asyncpg, natively asynchronous, through ``AsyncConnection.run_sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.store.database import StoreError, is_sqlite, sqlite_sync_engine
+
+T = TypeVar("T")
+Unit = Callable[[Connection], T]
+
+
+class StoreClosed(StoreError):
+    """The store was closed (the service is shutting down)."""
+
+
+class Transactions(Protocol):
+    async def write(self, unit: Callable[[Connection], T]) -> T:
+        """Run ``unit`` in a transaction that commits if it returns, rolls back if it raises."""
+        ...
+
+    async def read(self, unit: Callable[[Connection], T]) -> T:
+        """Run ``unit`` on a connection; nothing it does is committed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AsyncTransactions:
+    """PostgreSQL: the unit runs in the async engine's greenlet bridge."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def write(self, unit: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(unit)
+
+    async def read(self, unit: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(unit)
+
+    async def close(self) -> None:
+        return None  # the engine belongs to the caller
+
+
+class SqliteThread:
+    """SQLite: every unit on one thread, through one synchronous connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sync: Engine = sqlite_sync_engine(engine)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._closed = False
+
+    def _write(self, unit: Callable[[Connection], T]) -> T:
+        with self._sync.begin() as conn:
+            return unit(conn)
+
+    def _read(self, unit: Callable[[Connection], T]) -> T:
+        with self._sync.connect() as conn:
+            return unit(conn)
+
+    async def _submit(self, run: Callable[[Callable[[Connection], T]], T], unit: Unit[T]) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run, unit)
+
+    async def write(self, unit: Callable[[Connection], T]) -> T:
+        return await self._submit(self._write, unit)
+
+    async def read(self, unit: Callable[[Connection], T]) -> T:
+        return await self._submit(self._read, unit)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Queued behind any unit still running: that one finishes first.
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+        self._thread.shutdown(wait=False)
+
+
+def transactions_for(engine: AsyncEngine) -> Transactions:
+    return SqliteThread(engine) if is_sqlite(engine) else AsyncTransactions(engine)

@@ -1,0 +1,28 @@
+"""A SQLite database that is up but refuses every write (``PRAGMA query_only``): an outage
+the bridge must answer with "try again later" rather than lose or half-store a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from bridge.service import Service
+
+
+async def set_query_only(service: Service, on: bool) -> None:
+    """On both connections the bridge has to the file: the async engine's (migrations, the
+    Slack installation store) and the store's own. On the driver connections themselves:
+    the bridge's BEGIN IMMEDIATE would fail first."""
+    pragma = f"PRAGMA query_only = {int(on)}"
+    async with service.db.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.execute(pragma)
+
+    def on_store_connection(conn: Connection) -> None:
+        driver: Any = conn.connection.driver_connection
+        driver.execute(pragma)
+
+    # The store's connection lives on its own thread (bridge/store/transactions.py).
+    await service.store._tx.read(on_store_connection)
