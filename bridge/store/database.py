@@ -47,6 +47,10 @@ class BadDatabaseUrl(StoreError):
     pass
 
 
+# conn.info key: the next transaction on this SQLite connection only reads.
+READ_ONLY = "parloa_bridge_read_only"
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -130,7 +134,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only unit (READ_ONLY set in conn.info) reads a WAL snapshot without the lock.
+        conn.exec_driver_sql("BEGIN" if conn.info.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 # --- migrations ------------------------------------------------------------------------------

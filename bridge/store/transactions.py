@@ -14,14 +14,16 @@ one transaction:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.database import StoreError, is_sqlite, sqlite_sync_engine
+from bridge.store.database import READ_ONLY, StoreError, is_sqlite, sqlite_sync_engine
 
 T = TypeVar("T")
 Unit = Callable[[Connection], T]
@@ -67,15 +69,48 @@ class SqliteThread:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sync: Engine = sqlite_sync_engine(engine)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        # Kept open between units (on the thread only): a pool checkout and its reset per
+        # unit cost more than a short transaction itself.
+        self._conn: Connection | None = None
         self._closed = False
 
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._sync.connect()
+        return self._conn
+
+    def _run(self, unit: Callable[[Connection], T], commit: bool) -> T:
+        conn = self._connection()
+        conn.info[READ_ONLY] = not commit
+        try:
+            with conn.begin() as transaction:
+                result = unit(conn)
+                if not commit and transaction.is_active:
+                    transaction.rollback()
+                return result
+        except DBAPIError:
+            # The driver failed (disk, file gone, locked too long): start afresh next time.
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # closed for good, not returned to the pool
+                conn.close()
+
     def _write(self, unit: Callable[[Connection], T]) -> T:
-        with self._sync.begin() as conn:
-            return unit(conn)
+        return self._run(unit, commit=True)
 
     def _read(self, unit: Callable[[Connection], T]) -> T:
-        with self._sync.connect() as conn:
-            return unit(conn)
+        return self._run(unit, commit=False)
+
+    def _dispose(self) -> None:
+        self._drop()
+        self._sync.dispose()
 
     async def _submit(self, run: Callable[[Callable[[Connection], T]], T], unit: Unit[T]) -> T:
         if self._closed:
@@ -93,7 +128,7 @@ class SqliteThread:
             return
         self._closed = True
         # Queued behind any unit still running: that one finishes first.
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._dispose)
         self._thread.shutdown(wait=False)
 
 
