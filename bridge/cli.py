@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Service(config).run(stop)
+        await Service(config).run(stop, daemon=True)
         return EXIT_OK
 
     return asyncio.run(main())
