@@ -15,12 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.store.runners import CoreRunner, SqliteDirectRunner, StatementRunner
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import OUTBOX_BATCH, PENDING, Guard, HotStatements, params
 from bridge.store.transactions import Transactions, transactions_for
@@ -158,7 +159,7 @@ def _least(conn: Connection, column: Any, value: float) -> Any:
 
 
 def _conversation(row: Any) -> Conversation:
-    m = row._mapping
+    m = getattr(row, "_mapping", row)  # a Row, or a mapping from a StatementRunner
     return Conversation(
         m["id"],
         m["channel"],
@@ -173,13 +174,13 @@ def _conversation(row: Any) -> Conversation:
     )
 
 
-def _inbox(row: Row[Any]) -> InboxItem:
-    m = row._mapping
+def _inbox(row: Any) -> InboxItem:
+    m: Mapping[str, Any] = getattr(row, "_mapping", row)
     return InboxItem(**{name: m[name] for name in InboxItem.__slots__})
 
 
-def _outbox(row: Row[Any]) -> OutboxItem:
-    m = row._mapping
+def _outbox(row: Any) -> OutboxItem:
+    m: Mapping[str, Any] = getattr(row, "_mapping", row)
     return OutboxItem(**{name: m[name] for name in OutboxItem.__slots__})
 
 
@@ -189,6 +190,11 @@ class Store:
         self.clock = clock
         self._q = HotStatements(engine.dialect.name)
         self._tx: Transactions = transactions_for(engine)
+        self._runner: Callable[[Connection], StatementRunner] = CoreRunner
+        if engine.dialect.name == "sqlite" and not engine.echo:
+            # With database.echo the statements go through SQLAlchemy, which logs them.
+            compiled: dict[Any, Any] = {}
+            self._runner = lambda conn: SqliteDirectRunner(conn, compiled)
 
     async def close(self) -> None:
         """Release the store's own connection (SQLite); the engine is the caller's."""
@@ -331,19 +337,20 @@ class Store:
         values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": now + ttl}
 
         def unit(conn: Connection) -> Work | None:
-            row = conn.execute(self._q.claim, values).first()
+            sql = self._runner(conn)
+            row = sql.first(self._q.claim, values)
             if row is None:
                 return None
-            return self._work(conn, _conversation(row), bool(row.has_outbox))
+            return self._work(sql, _conversation(row), bool(row["has_outbox"]))
 
         return await self._tx.write(unit)
 
-    def _work(self, conn: Connection, conv: Conversation, has_outbox: bool) -> Work:
+    def _work(self, sql: StatementRunner, conv: Conversation, has_outbox: bool) -> Work:
         key = {"p_cid": conv.id}
-        in_row = conn.execute(self._q.inbox_head, key).first()
+        in_row = sql.first(self._q.inbox_head, key)
         replies: list[OutboxItem] = []
         if has_outbox:
-            replies = [_outbox(r) for r in conn.execute(self._q.outbox_heads, key)]
+            replies = [_outbox(r) for r in sql.all(self._q.outbox_heads, key)]
         return Work(conv, _inbox(in_row) if in_row else None, replies)
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
@@ -371,28 +378,28 @@ class Store:
         key = {"p_cid": conversation_id, "p_owner": owner}
 
         def unit(conn: Connection) -> Work | None:
+            sql = self._runner(conn)
             # Lock the row first: an accept() updating it either committed before (and we see
             # its event) or waits for us (and sets due_at after we wrote ours).
             if q.dialect == "sqlite":
                 # One writer at a time: the lease check and the queue heads in one read, after
                 # the acks (recorded only if the lease is still held).
-                self._record_acks(conn, acks, conversation_id, owner)
-                row = conn.execute(q.held_with_heads, key).first()
+                self._record_acks(sql, acks, conversation_id, owner)
+                row = sql.first(q.held_with_heads, key)
                 if row is None:
                     return None
-                heads = [float(v) for v in (row.inbox_next, row.outbox_next) if v is not None]
-                due = min(heads) if heads else None
-                has_outbox = row.outbox_next is not None
             else:
-                row = conn.execute(q.lock_held, key).first()
+                row = sql.first(q.lock_held, key)
                 if row is None:
                     return None
-                self._record_acks(conn, acks)
-                due, has_outbox = self._next_due(conn, conversation_id)
+                self._record_acks(sql, acks)
+                row = {**row, **(sql.first(q.next_due, {"p_cid": conversation_id}) or {})}
+            heads = [float(row[k]) for k in ("inbox_next", "outbox_next") if row[k] is not None]
+            due = min(heads) if heads else None
             if due is not None and due <= now:
-                conn.execute(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
-                return self._work(conn, _conversation(row), has_outbox)
-            conn.execute(q.release, {"p_cid": conversation_id, "p_due": due})
+                sql.rowcount(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
+                return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+            sql.rowcount(q.release, {"p_cid": conversation_id, "p_due": due})
             return None
 
         return await self._tx.write(unit)
@@ -410,15 +417,9 @@ class Store:
 
         return await self._tx.write(unit)
 
-    def _next_due(self, conn: Connection, conversation_id: int) -> tuple[float | None, bool]:
-        """When the conversation next has work, and whether replies are pending."""
-        inbox_next, outbox_next = conn.execute(self._q.next_due, {"p_cid": conversation_id}).one()
-        heads = [float(v) for v in (inbox_next, outbox_next) if v is not None]
-        return (min(heads) if heads else None), outbox_next is not None
-
     def _record_acks(
         self,
-        conn: Connection,
+        sql: StatementRunner,
         acks: Sequence[OutboxAck],
         conversation_id: int | None = None,
         owner: str | None = None,
@@ -428,7 +429,7 @@ class Store:
         guard: Guard = "none" if owner is None else "owner"
         for ack in acks:
             values = dict(ack.values)
-            conn.execute(
+            sql.rowcount(
                 self._q.update_outbox(values, guard=guard),
                 params(values, id=ack.outbox_id, cid=conversation_id, owner=owner),
             )
@@ -487,21 +488,22 @@ class Store:
         q = self._q
 
         def unit(conn: Connection) -> list[OutboxItem]:
+            sql = self._runner(conn)
             # The lease check is part of the update, so it costs no extra round trip.
             values = {"updated_at": now, **step.conversation}
-            result = conn.execute(
+            updated = sql.rowcount(
                 q.update_held_conversation(values),
                 params(values, cid=conversation_id, owner=owner, now=now),
             )
-            if not result.rowcount:
+            if not updated:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
-            self._record_acks(conn, acks)
+            self._record_acks(sql, acks)
             if step.inbox_id is not None and step.inbox:
-                conn.execute(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
+                sql.rowcount(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
             created: list[OutboxItem] = []
             for new in step.outbox:
                 address = dict(new.address) if new.address else None
-                new_id = conn.execute(
+                inserted = sql.first(
                     q.new_outbox,
                     {
                         "conversation_id": conversation_id,
@@ -515,10 +517,11 @@ class Store:
                         "next_attempt_at": now,
                         "created_at": now,
                     },
-                ).scalar_one()
+                )
+                assert inserted is not None  # INSERT ... RETURNING id
                 created.append(
                     OutboxItem(
-                        int(new_id),
+                        int(inserted["id"]),
                         conversation_id,
                         new.inbox_id,
                         channel,

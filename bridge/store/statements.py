@@ -97,7 +97,7 @@ class HotStatements:
             .scalar_subquery()
             for t in (inbox, outbox)
         ]
-        self.next_due = select(*heads)
+        self.next_due = select(heads[0].label("inbox_next"), heads[1].label("outbox_next"))
         # SQLite only (one writer at a time, so nothing can change between the lease check
         # and the heads): the lease check and the heads in one statement. PostgreSQL must
         # lock first and read the heads in a later statement (see Store.finish).

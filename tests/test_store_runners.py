@@ -1,0 +1,118 @@
+"""The SQLite direct runner gives what SQLAlchemy gives for the same statements."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from bridge.store.database import create_engine, migrate
+from bridge.store.runners import CoreRunner, SqliteDirectRunner, StatementRunner
+from bridge.store.statements import HotStatements, params
+
+
+@pytest.fixture
+async def sync_engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runners.db'}"
+    engine = create_engine(url)
+    await migrate(engine)
+    await engine.dispose()
+    sync = create_sync_engine(f"sqlite:///{tmp_path / 'runners.db'}")
+    try:
+        yield sync
+    finally:
+        sync.dispose()
+
+
+NOW = time.time()
+ADDRESS = {"chat_id": 7, "thread_id": None, "nested": {"ü": [1, 2.5, True, None]}}
+ELEMENTS = [{"type": "text", "content": "hi"}, {"type": "payload", "value": {"a": None}}]
+
+
+def exercise(conn: Connection, sql: StatementRunner, key: str) -> dict[str, Any]:
+    """Every kind of hot statement once: insert with RETURNING (JSON, and JSON null), guarded
+    UPDATE (rowcount), UPDATE ... RETURNING with a boolean, selects with JSON columns."""
+    q = HotStatements("sqlite")
+    now = NOW
+    conn.execute(
+        text(
+            "INSERT INTO conversations (channel, conversation_key, requester_id, state, "
+            "created_at, updated_at, last_activity_at) VALUES ('c', :k, 'r', 'new', 0, 0, 0)"
+        ),
+        {"k": key},
+    )
+    cid = conn.execute(
+        text("SELECT id FROM conversations WHERE conversation_key = :k"), {"k": key}
+    ).scalar_one()
+    claimed = sql.first(q.claim, {"p_cid": cid, "p_owner": "o", "p_now": now, "p_until": now + 30})
+    out_ids = []
+    for address in (ADDRESS, None):
+        row = sql.first(
+            q.new_outbox,
+            {
+                "conversation_id": cid,
+                "inbox_id": None,
+                "channel": "c",
+                "address": address,
+                "elements": ELEMENTS,
+                "parts_done": 0,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
+        )
+        assert row is not None
+        out_ids.append(row["id"])
+    values = {"address": ADDRESS, "state": "active", "updated_at": now}
+    updated = sql.rowcount(
+        q.update_held_conversation(values), params(values, cid=cid, owner="o", now=now)
+    )
+    missed = sql.rowcount(
+        q.update_held_conversation(values), params(values, cid=cid, owner="other", now=now)
+    )
+    again = sql.first(q.claim, {"p_cid": cid, "p_owner": "o", "p_now": now, "p_until": now + 60})
+    heads = sql.all(q.outbox_heads, {"p_cid": cid})
+    held = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "o"})
+    nobody = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "x"})
+    strip = lambda m: {k: v for k, v in dict(m).items() if k not in ("id", "conversation_id")}  # noqa: E731
+    assert claimed is not None and again is not None and held is not None
+    return {
+        "claimed": strip(claimed),
+        "again_has_outbox": again["has_outbox"],
+        "updated": updated,
+        "missed": missed,
+        "heads": [strip(h) for h in heads],
+        "held_address": held["address"],
+        "held_outbox_next": held["outbox_next"] is not None,
+        "nobody": nobody,
+        "outbox_count": len(out_ids),
+    }
+
+
+def test_direct_runner_matches_sqlalchemy(sync_engine: Engine) -> None:
+    cache: dict[Any, Any] = {}
+    with sync_engine.begin() as conn:
+        core = exercise(conn, CoreRunner(conn), "core")
+        direct = exercise(conn, SqliteDirectRunner(conn, cache), "direct")
+        direct_again = exercise(conn, SqliteDirectRunner(conn, cache), "direct-2")  # cached
+    assert core["claimed"]["has_outbox"] is False and core["again_has_outbox"] is True
+    assert core["updated"] == 1 and core["missed"] == 0 and core["nobody"] is None
+    assert core["heads"][0]["address"] == ADDRESS and core["heads"][1]["address"] is None
+    assert core["heads"][0]["elements"] == ELEMENTS and core["held_address"] == ADDRESS
+    core["claimed"].pop("conversation_key")
+    for other in (direct, direct_again):
+        other["claimed"].pop("conversation_key")
+        assert other == core
+    # Both wrote the same bytes: what one runner stored, the other reads back alike.
+    with sync_engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT conversation_id, address, elements FROM outbox ORDER BY id")
+        ).all()
+    assert len({(a, e) for _cid, a, e in stored}) == 2  # JSON and JSON null, per runner alike
