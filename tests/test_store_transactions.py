@@ -108,3 +108,70 @@ async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:
     await runner.close()  # twice is fine
     with pytest.raises(StoreClosed):
         await runner.read(keys)
+
+
+# --- PostgreSQL: dead pooled connections ------------------------------------------------------
+
+
+@pytest.fixture
+async def pg_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite has no server to lose")
+    engine = create_engine(database_url, pool_size=3)
+    await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def kill_server_connections(url: str) -> int:
+    """What a server restart does to a pool: every connection to the database is dropped."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = make_url(url).database
+    admin = create_async_engine(make_url(url).set(database="postgres"))
+    try:
+        async with admin.connect() as conn:
+            killed = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            return len(killed.all())
+    finally:
+        await admin.dispose()
+
+
+async def test_postgres_dead_pooled_connections_cost_no_failed_call(
+    pg_engine: AsyncEngine, database_url: str
+) -> None:
+    from bridge.store.transactions import AsyncTransactions
+
+    units = AsyncTransactions(pg_engine)
+    # Fill the pool with idle connections, as a running bridge has.
+    await asyncio.gather(*(units.write(put(f"before-{i}")) for i in range(3)))
+    assert await kill_server_connections(database_url) >= 1
+    await units.write(put("after"))  # on a dead connection first, then again on a fresh one
+    assert "after" in await units.read(keys)
+    # Every connection the pool held is gone now: later calls do not fail either.
+    await asyncio.gather(*(units.write(put(f"later-{i}")) for i in range(3)))
+
+
+async def test_postgres_other_failures_are_not_retried(pg_engine: AsyncEngine) -> None:
+    from bridge.store.transactions import AsyncTransactions
+
+    units = AsyncTransactions(pg_engine)
+    calls = 0
+
+    def bad_sql(conn: Connection) -> None:
+        nonlocal calls
+        calls += 1
+        conn.execute(text("SELECT no_such_column FROM channel_state"))
+
+    with pytest.raises(Exception, match="no_such_column"):
+        await units.write(bad_sql)
+    assert calls == 1

@@ -90,7 +90,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                # No ping per checkout (a round trip each): a dead pooled connection fails
+                # its first statement, SQLAlchemy then discards every connection older than
+                # that failure, and the store runs the unit again (transactions.py).
+                pool_pre_ping=False,
             )
         except NoSuchModuleError as exc:  # pragma: no cover - asyncpg is a dependency
             raise BadDatabaseUrl(f"database.url: {exc}") from None

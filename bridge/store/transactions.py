@@ -46,18 +46,36 @@ class Transactions(Protocol):
 
 
 class AsyncTransactions:
-    """PostgreSQL: the unit runs in the async engine's greenlet bridge."""
+    """PostgreSQL: the unit runs in the async engine's greenlet bridge.
+
+    A pooled connection that died (the server restarted, a proxy dropped it) fails the
+    unit's first statement; the unit is then run once more on a fresh connection. Nothing
+    of it can have been committed: a commit is never retried. This replaces a ping on every
+    checkout (pool_pre_ping), which cost a round trip and a quarter of a unit's CPU."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    async def _run(self, unit: Callable[[Connection], T], commit: bool) -> T:
+        for attempt in (1, 2):
+            async with self._engine.connect() as conn:
+                try:
+                    await conn.begin()
+                    result = await conn.run_sync(unit)
+                except DBAPIError as exc:
+                    if exc.connection_invalidated and attempt == 1:
+                        continue  # the pool has discarded it; the next one is fresh
+                    raise
+                if commit:
+                    await conn.commit()
+                return result  # a read: leaving the block rolls back
+        raise AssertionError("unreachable")
+
     async def write(self, unit: Callable[[Connection], T]) -> T:
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(unit)
+        return await self._run(unit, commit=True)
 
     async def read(self, unit: Callable[[Connection], T]) -> T:
-        async with self._engine.connect() as conn:
-            return await conn.run_sync(unit)
+        return await self._run(unit, commit=False)
 
     async def close(self) -> None:
         return None  # the engine belongs to the caller
