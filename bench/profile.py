@@ -1,7 +1,7 @@
 """Where the bridge's time goes under the throughput workload.
 
     .venv/bin/python -m bench.profile spy [--backend sqlite] [--chats 100] [--messages 10]
-        [--svg profile.svg]
+        [--first-contact] [--svg profile.svg]
     .venv/bin/python -m bench.profile store [--backend sqlite] [--messages 300]
     .venv/bin/python -m bench.profile statements [--backend sqlite]
     .venv/bin/python -m bench.profile sqlpath [--calls 500]
@@ -11,7 +11,8 @@
 ``spy``: the bridge process against the fakes (as in :mod:`bench.run`), warm chats, Parloa
 latency 0, a closed-loop warm workload; py-spy (``pip install py-spy``) samples it with
 ``--gil`` (only the thread holding the GIL: where Python CPU goes) and the CPU of each of the
-bridge's threads is read from ``/proc``. Prints the top functions (inclusive and self) and a
+bridge's threads is read from ``/proc``. ``--first-contact``: first messages of new chats
+instead (each opens a Parloa conversation). Prints the top functions (inclusive and self) and a
 breakdown by cost centre. ``--svg`` also records a flamegraph (a second, identical run).
 
 ``store``: the store calls the engine makes for one warm message (accept, claim, commit,
@@ -76,7 +77,7 @@ CENTRES: list[tuple[str, str]] = [
         r"|Store\.",
     ),
     ("Telegram: sendChatAction (typing indicator)", r"Bot\.send_chat_action\b"),
-    ("Telegram: sendMessage", r"Bot\.send_message\b|Bot\.send_photo\b"),
+    ("Telegram: sendMessage", r"Bot\.send_message\b|Bot\.send_photo\b|Bot\.send_for_id\b"),
     ("Telegram: getUpdates", r"get_raw_updates|Bot\.get_updates\b"),
     (
         "Telegram: update parsing (Update.de_json, normalise)",
@@ -168,11 +169,12 @@ async def spy(args: argparse.Namespace) -> None:
     try:
         await fakes.set_latency(0.0)
         chats = list(range(20_000_000, 20_000_000 + args.chats))
-        await fakes.call(
-            "POST",
-            "/first_contact",
-            {"token": bridge.token, "chats": chats, "tag": "p-u", "deadline": 120},
-        )
+        if not args.first_contact:
+            await fakes.call(
+                "POST",
+                "/first_contact",
+                {"token": bridge.token, "chats": chats, "tag": "p-u", "deadline": 120},
+            )
         runs = [("raw", workdir / "profile.txt", ["--gil", "--nolineno"])]
         if args.svg:
             runs.append(("flamegraph", Path(args.svg), ["--gil"]))
@@ -198,17 +200,26 @@ async def spy(args: argparse.Namespace) -> None:
             )
             await asyncio.sleep(1.0)  # py-spy attaches
             started = time.monotonic()
-            result = await fakes.call(
-                "POST",
-                "/closed_loop",
-                {
-                    "token": bridge.token,
-                    "chats": chats,
-                    "tag": f"p-w{index}",
-                    "messages_per_chat": args.messages,
-                    "deadline": 120,
-                },
-            )
+            if args.first_contact:
+                # New chats each run: every message opens a Parloa conversation.
+                fresh = [c + (index + 1) * 1_000_000 for c in chats]
+                result = await fakes.call(
+                    "POST",
+                    "/first_contact",
+                    {"token": bridge.token, "chats": fresh, "tag": f"p-f{index}", "deadline": 120},
+                )
+            else:
+                result = await fakes.call(
+                    "POST",
+                    "/closed_loop",
+                    {
+                        "token": bridge.token,
+                        "chats": chats,
+                        "tag": f"p-w{index}",
+                        "messages_per_chat": args.messages,
+                        "deadline": 120,
+                    },
+                )
             wall = time.monotonic() - started
             cpu = cpu_seconds(bridge.pid) - cpu_before
             others = {"fakes process": cpu_seconds(fakes.pid) - fakes_before}
@@ -221,8 +232,9 @@ async def spy(args: argparse.Namespace) -> None:
             if fmt != "raw":
                 print(f"flamegraph: {output}")
                 continue
+            kind = "first-contact" if args.first_contact else "warm"
             print(
-                f"workload: {result['answered']} warm messages in {wall:.1f} s = "
+                f"workload: {result['answered']} {kind} messages in {wall:.1f} s = "
                 f"{result['answered'] / wall:.1f} msg/s; bridge CPU {cpu:.1f} s "
                 f"({cpu / wall:.0%} of one core, {1000 * cpu / result['answered']:.1f} ms "
                 "per message)"
@@ -720,6 +732,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     p.add_argument("--chats", type=int, default=100)
     p.add_argument("--messages", type=int, default=10, help="warm messages per chat")
+    p.add_argument(
+        "--first-contact",
+        action="store_true",
+        help="profile first messages of new chats (--chats of them) instead of warm ones",
+    )
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--svg", help="also write a flamegraph here")
     p.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)

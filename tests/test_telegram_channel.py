@@ -5,6 +5,7 @@ Parloa."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -200,6 +201,27 @@ async def test_long_answers_are_split_and_429_is_honoured_in_order(
         await tg.wait_for(lambda: texts(tg, 5)[-2:] == ["You said: m1", "You said: m2"], within=10)
         assert time.monotonic() - started >= 1.0  # retry_after honoured
         assert texts(tg, 5).count("You said: m1") == 1
+
+
+async def test_sent_message_ids_are_kept_and_an_answer_without_one_is_not_resent(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    db = tmp_path / "b.db"
+    # Telegram accepts the welcome but its answer names no message: sent all the same.
+    tg.fail_next("sendMessage", status=200, body=b'{"ok": true, "result": true}', chat_id=7)
+    async with bridge(f"sqlite+aiosqlite:///{db}", tg, sim):
+        tg.push_update(tg.private_text(7, "hi"))
+        await tg.wait_for_messages(1, chat_id=7)
+    # Replies go out in order: the answer was sent only after the welcome was settled.
+    assert texts(tg, 7) == ["You said: hi"]
+    assert len([c for c in tg.calls_to("sendMessage") if str(c.params.get("chat_id")) == "7"]) == 2
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT status, platform_message_id FROM outbox ORDER BY id").fetchall()
+    answer_id = str(tg.sent_messages(7)[0].message_id)
+    assert [(status, message_id) for status, message_id in rows] == [
+        ("sent", None),
+        ("sent", answer_id),
+    ]
 
 
 async def test_blocked_user_ends_the_conversation(

@@ -14,6 +14,8 @@ import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
 
 def _pick(value: object, default: float | None) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -85,7 +87,8 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect,
             sock_read=read,
         )
-        data: aiohttp.FormData | dict[str, str] | None = None
+        data: aiohttp.FormData | bytes | None = None
+        headers: dict[str, str] | None = None
         if request_data is not None:
             if request_data.contains_files:
                 form = aiohttp.FormData()
@@ -95,9 +98,14 @@ class AiohttpRequest(BaseRequest):
                     form.add_field(name, content, filename=filename, content_type=mime)
                 data = form
             else:
-                data = request_data.json_parameters
+                # The same urlencoded form aiohttp would make of the dict, without its FormData
+                # (which builds a multipart writer, with a random boundary, on every call).
+                data = request_data.url_encoded_parameters().encode()
+                headers = _FORM
         try:
-            async with session.request(method, url, data=data, timeout=timeout) as response:
+            async with session.request(
+                method, url, data=data, headers=headers, timeout=timeout
+            ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut(f"Telegram request timed out: {url.rsplit('/', 1)[-1]}") from exc

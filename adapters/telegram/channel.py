@@ -32,7 +32,6 @@ from telegram import (
     Bot,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
-    Message,
     ReplyParameters,
     Update,
 )
@@ -108,6 +107,15 @@ class _Bot(Bot):
             read_timeout=read_timeout,
         )
         return result if isinstance(result, list) else []
+
+    async def send_for_id(self, method: str, params: dict[str, Any]) -> str | None:
+        """``sendMessage`` / ``sendPhoto`` with PTB's parameter encoding and error mapping, but
+        without building the sent ``Message`` (about a tenth of the bridge's CPU per reply):
+        only its id is kept. ``None`` when Telegram's answer has none: the message was sent
+        all the same, so this is not an error (a retry would send it twice)."""
+        result = await self._post(method, params)
+        message_id = result.get("message_id") if isinstance(result, dict) else None
+        return str(message_id) if isinstance(message_id, int) else None
 
 
 def _retry_seconds(exc: RetryAfter) -> float:
@@ -497,12 +505,12 @@ class TelegramAdapter(Adapter):
             if paused:
                 raise DeliveryRetryable("chat paused after a 429", paused, rate_limited=True)
             await self._budgets.acquire(chat_id, is_group)
-            message = await self._send(parts[index], chat_id, address)
-            await delivery.progress(index, str(message.message_id))
+            message_id = await self._send(parts[index], chat_id, address)
+            await delivery.progress(index, message_id)
 
     async def _send(
         self, part: TextPart | PhotoPart, chat_id: int, address: Mapping[str, Any]
-    ) -> Message:
+    ) -> str | None:
         common: dict[str, Any] = {"chat_id": chat_id}
         if address.get("thread_id"):
             common["message_thread_id"] = address["thread_id"]
@@ -514,12 +522,15 @@ class TelegramAdapter(Adapter):
         try:
             if isinstance(part, PhotoPart):
                 try:
-                    return await self.bot.send_photo(
-                        photo=part.url,
-                        caption=part.caption,
-                        parse_mode=part.parse_mode,
-                        reply_markup=markup,
-                        **common,
+                    return await self.bot.send_for_id(
+                        "sendPhoto",
+                        {
+                            "photo": part.url,
+                            "caption": part.caption,
+                            "parse_mode": part.parse_mode,
+                            "reply_markup": markup,
+                            **common,
+                        },
                     )
                 except BadRequest as exc:
                     if not _PHOTO_FAILURES.search(exc.message):
@@ -531,15 +542,23 @@ class TelegramAdapter(Adapter):
                     )
                     part = dataclasses.replace(part.fallback, buttons=part.buttons)
             try:
-                return await self.bot.send_message(
-                    text=part.text, parse_mode=part.parse_mode, reply_markup=markup, **common
+                return await self.bot.send_for_id(
+                    "sendMessage",
+                    {
+                        "text": part.text,
+                        "parse_mode": part.parse_mode,
+                        "reply_markup": markup,
+                        **common,
+                    },
                 )
             except BadRequest as exc:
                 if part.parse_mode is None or not _PARSE_FAILURE.search(exc.message):
                     raise
                 # Formatting Telegram cannot parse: the words matter more than the bold.
                 plain = html.unescape(re.sub(r"<[^>]+>", "", part.text))
-                return await self.bot.send_message(text=plain, reply_markup=markup, **common)
+                return await self.bot.send_for_id(
+                    "sendMessage", {"text": plain, "reply_markup": markup, **common}
+                )
         except RetryAfter as exc:
             seconds = _retry_seconds(exc)
             self._budgets.pause(chat_id, seconds)
