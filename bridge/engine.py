@@ -762,18 +762,30 @@ class Engine:
             return await self._launch_step(conv, item, call, done, final=True)
         # text and button: a message, launching first when no session is open.
         text = item.text or ""
+        session = conv.session_id
+        storing: asyncio.Task[None] | None = None
         if not active:
             launch = await self._launch_step(conv, item, call, done, final=False)
             if launch.conversation.get("state") == "ended":
                 # The welcome already ended the conversation; nothing to send the text to.
                 launch.inbox_id, launch.inbox = item.id, done
                 return launch
-            # The user sees the welcome while Parloa thinks about the message.
-            await run.commit(launch, background=True)
-            conv = run.conv
-        assert conv.session_id is not None
+            # The launch is stored while Parloa already hears the message, not before: under
+            # a burst the store's queue would otherwise delay every message call. A crash
+            # before it is stored means a retry opens another session, as a crash during the
+            # launch call does. The user sees the welcome while Parloa thinks.
+            session = launch.conversation["session_id"]
+            storing = asyncio.create_task(
+                run.commit(launch, background=True), name=f"store-launch-{conv.id}"
+            )
+        assert session is not None
         try:
-            result = await call(MessageEvent(text=text), conv.session_id)
+            try:
+                result = await call(MessageEvent(text=text), session)
+            finally:
+                if storing is not None:
+                    await storing  # a failed write fails this attempt, as it always did
+                    conv = run.conv
         except SessionNotFound:
             # The session expired at Parloa: open a new one quietly and say it again.
             log.info("conversation %s: session expired at Parloa; starting a new one", conv.id)

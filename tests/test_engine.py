@@ -13,7 +13,7 @@ import pytest
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
 from bridge.config import EngineConfig
 from bridge.engine import TYPING_DELAY
-from bridge.store.repository import Store
+from bridge.store.repository import Store, StoreUnavailable
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
 from tests.engine_harness import FAST, FakeAdapter, Harness, harness, inbound
 
@@ -52,6 +52,51 @@ async def test_first_contact_launches_then_sends(h: Harness) -> None:
     context = {c["key"]: c["value"] for c in record.context or []}
     assert context == {"brand": "acme", "platform": "test"}
     assert record.requester_id == "test:user-a"
+
+
+class LaunchWriteAfterMessage(Store):
+    """Stores a launch only once Parloa has heard the message that follows it (an engine that
+    waited for the write before that call would hang here); ``fail_first``: that first write
+    then fails, as when the database goes away at that moment."""
+
+    def __init__(self, store: Store, simulator: RunningSimulator, fail_first: bool) -> None:
+        super().__init__(store.engine)
+        self.simulator = simulator
+        self.fail_first = fail_first
+        self.launches = 0
+
+    async def commit(self, conversation_id: int, owner: str, step: Any, *args: Any) -> Any:
+        if "session_id" in step.conversation and step.inbox_id is None:  # a launch, mid-event
+            self.launches += 1
+            heard = self.launches
+
+            def messages(state: SimulatorState) -> int:
+                return sum(r.event_type == "message" for r in state.requests)
+
+            async with asyncio.timeout(5):
+                await self.simulator.state.wait_for(lambda state: messages(state) >= heard)
+            if self.fail_first and heard == 1:
+                raise StoreUnavailable("database went away")
+        return await super().commit(conversation_id, owner, step, *args)
+
+
+@pytest.mark.parametrize("fail_first", [False, True], ids=["stored", "write-fails"])
+async def test_launch_is_stored_while_parloa_hears_the_message(
+    store: Store, simulator: RunningSimulator, fail_first: bool
+) -> None:
+    gated = LaunchWriteAfterMessage(store, simulator, fail_first)
+    try:
+        async with harness(gated, simulator) as h:
+            await h.send("a", "hello")
+            await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: hello"])
+            # One welcome (with its chips) and one answer, in order, whatever was retried.
+            assert [s.kind for s in h.adapter.sent] == ["text", "chips", "text"]
+            once = [("launch", None), ("message", "hello")]
+            # A launch that was never stored is opened again: Parloa hears the message twice,
+            # in two sessions, the user once.
+            assert h.events("a") == once * (2 if fail_first else 1)
+    finally:
+        await gated.close()
 
 
 async def test_multi_turn_chip_card_and_end(h: Harness) -> None:
