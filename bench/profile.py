@@ -23,7 +23,8 @@ process: CPU and wall milliseconds per call.
 warm message, counted from its log.
 
 ``sqlpath``: one lease-claiming transaction (``BEGIN; UPDATE ... RETURNING; COMMIT``) on SQLite
-through SQLAlchemy's asyncio engine (as the store runs it), through aiosqlite directly, and
+through SQLAlchemy's asyncio engine (as the store ran it before each call became one
+synchronous unit on a thread of its own), through aiosqlite directly, and
 through the synchronous sqlite3 module; plus building the statement alone.
 
 ``burst``: the 1000-chat first-contact burst (Parloa latency 0) repeated on fresh bridges, each
@@ -31,9 +32,10 @@ after a 100-chat warm-up; per attempt the answered count, CPU, the bridge's deli
 (``/metrics``) and, with ``--spy``, the top self-time functions. Bursts do not always behave
 alike: this shows how often, and where the time goes when they go wrong.
 
-``sends``: one Telegram ``sendMessage`` to the fake Bot API (in another process) made the way
-the bridge makes it (python-telegram-bot on httpx), with ``sniffio`` importable (a stub), and
-with a bare aiohttp POST: CPU milliseconds per call.
+``sends``: one Telegram ``sendMessage`` to the fake Bot API (in another process) made with
+python-telegram-bot on httpx (how the bridge first sent), with ``sniffio`` importable (a stub),
+on the bridge's aiohttp transport, as the bridge sends now (the same, without building the sent
+``Message``), and with a bare aiohttp POST: CPU milliseconds per call.
 """
 
 from __future__ import annotations
@@ -518,7 +520,7 @@ async def sqlpath(args: argparse.Namespace) -> None:
             async with engine.begin() as conn:
                 (await conn.execute(build())).first()
         report_line(
-            "SQLAlchemy asyncio engine + aiosqlite (as the store does)",
+            "SQLAlchemy asyncio engine + aiosqlite (as the store did at first)",
             time.process_time() - c0,
             time.perf_counter() - w0,
         )
@@ -698,16 +700,21 @@ async def sends_bench(args: argparse.Namespace) -> None:
             del sys.modules["sniffio"]
         await bot.shutdown()
         from adapters.telegram.aiohttp_request import AiohttpRequest
+        from adapters.telegram.channel import _Bot
 
-        bot = Bot(
-            token, base_url=f"{root}/bot", request=AiohttpRequest(connection_pool_size=128)
-        )
-        await bot.initialize()
+        own = _Bot(token, base_url=f"{root}/bot", request=AiohttpRequest(connection_pool_size=128))
+        await own.initialize()
         await measure(
-            "python-telegram-bot send_message on AiohttpRequest (as the bridge now)",
-            lambda i: bot.send_message(30_000_000 + i % 50, f"hello {i}"),
+            "python-telegram-bot send_message on AiohttpRequest",
+            lambda i: own.send_message(30_000_000 + i % 50, f"hello {i}"),
         )
-        await bot.shutdown()
+        await measure(
+            "the same without building the sent Message (as the bridge sends)",
+            lambda i: own.send_for_id(
+                "sendMessage", {"chat_id": 30_000_000 + i % 50, "text": f"hello {i}"}
+            ),
+        )
+        await own.shutdown()
         async with aiohttp.ClientSession() as http:
 
             async def post(i: int) -> None:
