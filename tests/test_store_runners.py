@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from bridge.store.database import create_engine, migrate
-from bridge.store.runners import CoreRunner, SqliteDirectRunner, StatementRunner
+from bridge.store.runners import CoreRunner, DirectRunner, StatementRunner
 from bridge.store.statements import HotStatements, params
 
 
@@ -38,7 +39,7 @@ ELEMENTS = [{"type": "text", "content": "hi"}, {"type": "payload", "value": {"a"
 def exercise(conn: Connection, sql: StatementRunner, key: str) -> dict[str, Any]:
     """Every kind of hot statement once: insert with RETURNING (JSON, and JSON null), guarded
     UPDATE (rowcount), UPDATE ... RETURNING with a boolean, selects with JSON columns."""
-    q = HotStatements("sqlite")
+    q = HotStatements(conn.dialect.name)
     now = NOW
     conn.execute(
         text(
@@ -100,8 +101,8 @@ def test_direct_runner_matches_sqlalchemy(sync_engine: Engine) -> None:
     cache: dict[Any, Any] = {}
     with sync_engine.begin() as conn:
         core = exercise(conn, CoreRunner(conn), "core")
-        direct = exercise(conn, SqliteDirectRunner(conn, cache), "direct")
-        direct_again = exercise(conn, SqliteDirectRunner(conn, cache), "direct-2")  # cached
+        direct = exercise(conn, DirectRunner(conn, cache), "direct")
+        direct_again = exercise(conn, DirectRunner(conn, cache), "direct-2")  # cached
     assert core["claimed"]["has_outbox"] is False and core["again_has_outbox"] is True
     assert core["updated"] == 1 and core["missed"] == 0 and core["nobody"] is None
     assert core["heads"][0]["address"] == ADDRESS and core["heads"][1]["address"] is None
@@ -116,3 +117,39 @@ def test_direct_runner_matches_sqlalchemy(sync_engine: Engine) -> None:
             text("SELECT conversation_id, address, elements FROM outbox ORDER BY id")
         ).all()
     assert len({(a, e) for _cid, a, e in stored}) == 2  # JSON and JSON null, per runner alike
+
+
+def test_direct_runner_reports_errors_as_sqlalchemy_does(sync_engine: Engine) -> None:
+    q = HotStatements("sqlite")
+    row = {"conversation_id": 1, "inbox_id": None, "channel": None, "address": None}
+    row |= {"elements": [], "parts_done": 0, "status": "pending", "attempts": 0}
+    row |= {"next_attempt_at": NOW, "created_at": NOW}
+    failures = []
+    for runner in (CoreRunner, lambda conn: DirectRunner(conn, {})):
+        with sync_engine.connect() as conn, pytest.raises(IntegrityError) as caught:
+            runner(conn).first(q.new_outbox, row)  # channel is NOT NULL
+        failures.append(type(caught.value))
+    assert failures[0] is failures[1]
+
+
+async def test_direct_runner_matches_sqlalchemy_on_postgres(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the PostgreSQL variant of the test above")
+    engine = create_engine(database_url)
+    await migrate(engine)
+    cache: dict[Any, Any] = {}
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            core = await conn.run_sync(lambda c: exercise(c, CoreRunner(c), "pg-core"))
+            direct = await conn.run_sync(lambda c: exercise(c, DirectRunner(c, cache), "pg-d"))
+            again = await conn.run_sync(lambda c: exercise(c, DirectRunner(c, cache), "pg-d2"))
+            await conn.rollback()  # leaves nothing behind in the shared test database
+    finally:
+        await engine.dispose()
+    assert core["updated"] == 1 and core["missed"] == 0 and core["nobody"] is None
+    assert core["heads"][0]["address"] == ADDRESS and core["heads"][0]["elements"] == ELEMENTS
+    core["claimed"].pop("conversation_key")
+    for other in (direct, again):
+        other["claimed"].pop("conversation_key")
+        assert other == core

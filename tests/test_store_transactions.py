@@ -175,3 +175,20 @@ async def test_postgres_other_failures_are_not_retried(pg_engine: AsyncEngine) -
     with pytest.raises(Exception, match="no_such_column"):
         await units.write(bad_sql)
     assert calls == 1
+
+
+async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
+    pg_engine: AsyncEngine, database_url: str
+) -> None:
+    """The hot statements bypass SQLAlchemy's execution (runners.py), not its handling of a
+    dead connection: it is invalidated and the store call runs again on a fresh one."""
+    from bridge.store.repository import Store
+
+    store = Store(pg_engine)
+    try:
+        await asyncio.gather(*(store.claim(10_000 + i, "me", 30) for i in range(3)))
+        assert await kill_server_connections(database_url) >= 1
+        assert await store.claim(10_000, "me", 30) is None  # no such conversation, no error
+        await asyncio.gather(*(store.claim(10_000 + i, "me", 30) for i in range(3)))
+    finally:
+        await store.close()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.runners import CoreRunner, SqliteDirectRunner, StatementRunner
+from bridge.store.runners import CoreRunner, DirectRunner, StatementRunner
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import OUTBOX_BATCH, PENDING, Guard, HotStatements, params
 from bridge.store.transactions import Transactions, transactions_for
@@ -191,10 +191,10 @@ class Store:
         self._q = HotStatements(engine.dialect.name)
         self._tx: Transactions = transactions_for(engine)
         self._runner: Callable[[Connection], StatementRunner] = CoreRunner
-        if engine.dialect.name == "sqlite" and not engine.echo:
+        if not engine.echo:
             # With database.echo the statements go through SQLAlchemy, which logs them.
             compiled: dict[Any, Any] = {}
-            self._runner = lambda conn: SqliteDirectRunner(conn, compiled)
+            self._runner = lambda conn: DirectRunner(conn, compiled)
 
     async def close(self) -> None:
         """Release the store's own connection (SQLite); the engine is the caller's."""

@@ -1,20 +1,22 @@
 """How the hot statements (bridge/store/statements.py) are executed inside a unit of work.
 
 ``CoreRunner`` executes them through SQLAlchemy's Connection, as everything else is.
-``SqliteDirectRunner`` runs them on the sqlite3 cursor of the same connection and
-transaction: SQLAlchemy's per-execution work (cache lookup, execution context, result
-objects) cost about 65 µs a statement against about 14 µs for SQLite to run it
-(docs/benchmarks.md), and each message takes about eight of them on the store's single
-thread. The statements are still SQLAlchemy's: compiled once for SQLite, their parameters
-and results converted by their own column types' processors (JSON in and out, booleans).
+``DirectRunner`` runs them on the DBAPI cursor of the same connection and transaction: the
+sqlite3 cursor on SQLite, SQLAlchemy's asyncpg adapter cursor on PostgreSQL. SQLAlchemy's
+per-execution work (cache lookup, execution context, result objects) cost about 65 µs a
+statement on SQLite against about 14 µs for SQLite to run it, and about 110 µs a statement on
+PostgreSQL (docs/benchmarks.md); each message takes about eight of them. The statements are
+still SQLAlchemy's: compiled once for the dialect, their parameters and results converted by
+their own column types' processors (JSON in and out, booleans, floats).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 _REQUIRED = object()
@@ -47,9 +49,9 @@ Processor = Callable[[Any], Any] | None
 
 
 class _Compiled:
-    """One statement compiled for SQLite: its SQL, and how to bind and read it."""
+    """One statement compiled for a dialect: its SQL, and how to bind and read it."""
 
-    __slots__ = ("binds", "names", "readers", "sql")
+    __slots__ = ("binds", "columns", "dialect", "names", "readers", "sql")
 
     def __init__(self, stmt: Any, keys: frozenset[str], dialect: Dialect) -> None:
         # An INSERT's columns are those given, as when SQLAlchemy executes it.
@@ -57,20 +59,27 @@ class _Compiled:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
         self.sql: str = compiled.string
         positions = compiled.positiontup
-        if positions is None:  # pragma: no cover - SQLite's paramstyle is positional
-            raise TypeError("SqliteDirectRunner needs a positional paramstyle")
+        if positions is None:  # pragma: no cover - qmark (SQLite) and $n (asyncpg) are
+            raise TypeError("DirectRunner needs a positional paramstyle")
         self.binds: list[tuple[str, Any, Processor]] = []
         for name in positions:
             bind = compiled.binds[name]
             literal = _REQUIRED if bind.required else bind.effective_value
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             self.binds.append((name, literal, process))
-        columns = list(stmt.exported_columns) if _returns_rows(stmt) else []
-        self.names = [column.key for column in columns]
-        self.readers: list[Processor] = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in columns
-        ]
+        self.dialect = dialect
+        self.columns = list(stmt.exported_columns) if _returns_rows(stmt) else []
+        self.names = [column.key for column in self.columns]
+        # Known after the first execution: PostgreSQL's processors depend on the type the
+        # server reports (cursor.description), as they do when SQLAlchemy executes.
+        self.readers: list[Processor] | None = None
+
+    def learn(self, description: Any) -> None:
+        if self.readers is None and description is not None:
+            self.readers = [
+                column.type.dialect_impl(self.dialect).result_processor(self.dialect, entry[1])
+                for column, entry in zip(self.columns, description, strict=True)
+            ]
 
     def values(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -79,10 +88,11 @@ class _Compiled:
             out.append(process(value) if process is not None else value)
         return out
 
-    def mapping(self, row: tuple[Any, ...]) -> dict[str, Any]:
+    def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
+        readers = self.readers or [None] * len(self.names)
         return {
             name: (read(value) if read is not None else value)
-            for name, read, value in zip(self.names, self.readers, row, strict=True)
+            for name, read, value in zip(self.names, readers, row, strict=True)
         }
 
 
@@ -90,31 +100,51 @@ def _returns_rows(stmt: Any) -> bool:
     return bool(getattr(stmt, "is_select", False) or getattr(stmt, "_returning", ()))
 
 
-class SqliteDirectRunner:
-    """Runs statements on the sqlite3 connection under ``conn``, in its open transaction.
-    ``cache`` is shared by all units of one store (they run on one thread)."""
+class DirectRunner:
+    """Runs statements on the DBAPI connection under ``conn``, in its open transaction.
+    ``cache`` is shared by all units of one store."""
 
     def __init__(self, conn: Connection, cache: dict[Any, _Compiled]) -> None:
-        self._driver: Any = conn.connection.driver_connection
+        self._conn = conn
+        self._dbapi: Any = conn.connection.dbapi_connection
         self._dialect = conn.dialect
         self._cache = cache
 
-    def _run(self, stmt: Any, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:
+    def _run(self, stmt: Any, params: Mapping[str, Any], fetch: bool) -> tuple[_Compiled, Any]:
         key = (stmt, frozenset(params))
         compiled = self._cache.get(key)
         if compiled is None:
             compiled = self._cache[key] = _Compiled(stmt, key[1], self._dialect)
-        return compiled, self._driver.execute(compiled.sql, compiled.values(params))
+        values = tuple(compiled.values(params))
+        cursor = self._dbapi.cursor()
+        try:
+            cursor.execute(compiled.sql, values)
+            compiled.learn(cursor.description)
+            # fetchall even for first(): SQLite finishes an UPDATE ... RETURNING only then.
+            return compiled, cursor.fetchall() if fetch else cursor.rowcount
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise self._translate(exc, compiled.sql, values, cursor) from exc
+
+    def _translate(self, exc: Any, sql: str, values: Any, cursor: Any) -> DBAPIError:
+        """The error as SQLAlchemy raises it (IntegrityError, OperationalError...)."""
+        if self._dialect.is_disconnect(exc, self._dbapi, cursor):
+            # Let SQLAlchemy see the dead connection fail: it then invalidates it and every
+            # pooled one older than it (a server restart kills them all) and raises with
+            # connection_invalidated, so the unit runs again on a fresh one (transactions.py).
+            self._conn.exec_driver_sql("SELECT 1")
+        error = DBAPIError.instance(
+            sql, values, exc, self._dialect.loaded_dbapi.Error, dialect=self._dialect
+        )
+        return cast(DBAPIError, error)
 
     def first(self, stmt: Any, params: Mapping[str, Any]) -> Row | None:
-        compiled, cursor = self._run(stmt, params)
-        rows = cursor.fetchall()  # all: SQLite finishes an UPDATE ... RETURNING only then
+        compiled, rows = self._run(stmt, params, fetch=True)
         return compiled.mapping(rows[0]) if rows else None
 
     def all(self, stmt: Any, params: Mapping[str, Any]) -> list[Row]:
-        compiled, cursor = self._run(stmt, params)
-        return [compiled.mapping(row) for row in cursor.fetchall()]
+        compiled, rows = self._run(stmt, params, fetch=True)
+        return [compiled.mapping(row) for row in rows]
 
     def rowcount(self, stmt: Any, params: Mapping[str, Any]) -> int:
-        _compiled, cursor = self._run(stmt, params)
-        return int(cursor.rowcount)
+        _compiled, count = self._run(stmt, params, fetch=False)
+        return int(count)
