@@ -105,7 +105,7 @@ class Fakes:
         self.board = workloads.AnswerBoard()
         self.tg = BenchTelegram(self.board, tokens=list(TOKENS.values()))
         self.sim_state = SimulatorState(
-            token=PARLOA_TOKEN, max_sessions=1_000_000, max_recorded=1000
+            token=PARLOA_TOKEN, max_sessions=1_000_000, max_recorded=10_000
         )
         self.parloa_times: dict[str, float] = {}
         self.slack = FakeSlack()

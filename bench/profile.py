@@ -7,6 +7,7 @@
     .venv/bin/python -m bench.profile sqlpath [--calls 500]
     .venv/bin/python -m bench.profile burst [--attempts 4] [--chats 1000] [--spy]
     .venv/bin/python -m bench.profile sends [--messages 300]
+    .venv/bin/python -m bench.profile timeline [--backend sqlite] [--chats 1000] [--latency 1]
 
 ``spy``: the bridge process against the fakes (as in :mod:`bench.run`), warm chats, Parloa
 latency 0, a closed-loop warm workload; py-spy (``pip install py-spy``) samples it with
@@ -31,6 +32,10 @@ through the synchronous sqlite3 module; plus building the statement alone.
 after a 100-chat warm-up; per attempt the answered count, CPU, the bridge's delivery outcomes
 (``/metrics``) and, with ``--spy``, the top self-time functions. Bursts do not always behave
 alike: this shows how often, and where the time goes when they go wrong.
+
+``timeline``: the first-contact burst (1000 chats, Parloa 1 s) once, and when the simulator
+saw each chat's launch and message calls arrive: how long the bridge takes to get every
+launch out, and whether each message call follows its launch at once.
 
 ``sends``: one Telegram ``sendMessage`` to the fake Bot API (in another process) made with
 python-telegram-bot on httpx (how the bridge first sent), with ``sniffio`` importable (a stub),
@@ -659,6 +664,61 @@ async def burst(args: argparse.Namespace) -> None:
 # --- sends microbenchmark ------------------------------------------------------------------------
 
 
+async def timeline(args: argparse.Namespace) -> None:
+    """When the Parloa calls of a first-contact burst left the bridge (as the simulator saw
+    them arrive): how long intake and dispatch take to get every launch out."""
+    import aiohttp
+
+    workdir = Path(tempfile.mkdtemp(prefix="parloa-timeline-"))
+    fakes = Fakes(workdir)
+    await fakes.start()
+    bridge = Bridge(f"timeline-{args.backend}", args.backend, fakes, workdir, args.postgres_url)
+    await bridge.start()
+    try:
+        await fakes.set_latency(0.0)
+        warm = list(range(30_000_000, 30_000_100))
+        await fakes.call(
+            "POST",
+            "/first_contact",
+            {"token": bridge.token, "chats": warm, "tag": "t-u", "deadline": 60},
+        )
+        await fakes.set_latency(args.latency)
+        chats = list(range(20_000_000, 20_000_000 + args.chats))
+        result = await fakes.call(
+            "POST",
+            "/first_contact",
+            {"token": bridge.token, "chats": chats, "tag": "t-b", "deadline": 60},
+        )
+        url, token = fakes.info["parloa_url"], fakes.info["parloa_token"]
+        async with (
+            aiohttp.ClientSession(trust_env=False) as http,
+            http.get(
+                f"{url}/_simulator/requests", headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
+            records = await resp.json()
+        wanted = {f"tg:{chat}" for chat in chats}
+        mine = [r for r in records if r.get("requester_id") in wanted]
+        start = min((r["at"] for r in mine), default=0.0)
+        print(
+            f"{result['answered']}/{len(chats)} first contacts answered, slowest after "
+            f"{result['elapsed']:.2f} s (Parloa {args.latency:g} s per call)"
+        )
+        print("Parloa calls arriving, seconds after the first launch:")
+        for kind in ("launch", "message"):
+            times = sorted(r["at"] - start for r in mine if r.get("event_type") == kind)
+            if not times:
+                continue
+            pick = [times[int(q * (len(times) - 1))] for q in (0.0, 0.5, 0.9, 1.0)]
+            print(
+                f"  {kind:8} {len(times):5}  first {pick[0]:.2f}  p50 {pick[1]:.2f}  "
+                f"p90 {pick[2]:.2f}  last {pick[3]:.2f}"
+            )
+    finally:
+        await bridge.stop(fast=True)
+        await fakes.close()
+
+
 async def sends_bench(args: argparse.Namespace) -> None:
     import aiohttp
     from telegram import Bot
@@ -765,6 +825,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--deadline", type=float, default=60.0)
     b.add_argument("--spy", action="store_true", help="sample each burst with py-spy")
     b.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    tl = sub.add_parser("timeline")
+    tl.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
+    tl.add_argument("--chats", type=int, default=1000)
+    tl.add_argument("--latency", type=float, default=1.0, help="Parloa seconds per call")
+    tl.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     t = sub.add_parser("sends")
     t.add_argument("--messages", type=int, default=300)
     args = parser.parse_args(argv)
@@ -775,6 +840,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sqlpath": sqlpath,
         "burst": burst,
         "sends": sends_bench,
+        "timeline": timeline,
     }[args.command]
     asyncio.run(handler(args))
 
