@@ -167,12 +167,18 @@ def _py_spy() -> str:
     return found
 
 
-async def spy(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="parloa-profile-"))
+async def _bridge_and_fakes(args: argparse.Namespace, name: str) -> tuple[Path, Fakes, Bridge]:
+    """The fakes process and a bridge of ``args.backend`` on them (stop both when done)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"parloa-{name}-"))
     fakes = Fakes(workdir)
     await fakes.start()
-    bridge = Bridge(f"bridge-{args.backend}", args.backend, fakes, workdir, args.postgres_url)
+    bridge = Bridge(f"{name}-{args.backend}", args.backend, fakes, workdir, args.postgres_url)
     await bridge.start()
+    return workdir, fakes, bridge
+
+
+async def spy(args: argparse.Namespace) -> None:
+    workdir, fakes, bridge = await _bridge_and_fakes(args, "profile")
     try:
         await fakes.set_latency(0.0)
         chats = list(range(20_000_000, 20_000_000 + args.chats))
@@ -669,11 +675,7 @@ async def timeline(args: argparse.Namespace) -> None:
     them arrive): how long intake and dispatch take to get every launch out."""
     import aiohttp
 
-    workdir = Path(tempfile.mkdtemp(prefix="parloa-timeline-"))
-    fakes = Fakes(workdir)
-    await fakes.start()
-    bridge = Bridge(f"timeline-{args.backend}", args.backend, fakes, workdir, args.postgres_url)
-    await bridge.start()
+    _workdir, fakes, bridge = await _bridge_and_fakes(args, "timeline")
     try:
         await fakes.set_latency(0.0)
         warm = list(range(30_000_000, 30_000_100))
