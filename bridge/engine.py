@@ -204,23 +204,36 @@ class _Run:
             ):
                 self.blocked = True
 
-    async def commit(self, step: Step, *, background: bool = False) -> None:
+    async def commit(self, step: Step) -> None:
         await self.settle()
+        await self.deliver(await self._store(step))
+
+    def commit_soon(self, step: Step) -> None:
+        """Store ``step`` and deliver what it created while the caller goes on (a launch is
+        stored while Parloa already hears the message). The next commit or settle() waits for
+        both and raises what they raised: a failed write still fails the attempt."""
+        previous = self._background
+
+        async def store_then_deliver() -> None:
+            if previous is not None:
+                await previous
+            await self.deliver(await self._store(step))
+
+        self._background = asyncio.create_task(
+            store_then_deliver(), name=f"commit-{self.conv.id}"
+        )
+
+    async def _store(self, step: Step) -> list[OutboxItem]:
         created = await self.engine.store.commit(
             self.conv.id, self.engine.instance_id, step, self.conv.channel, self.acks
         )
         self.acks.clear()
         changes = {k: v for k, v in step.conversation.items() if k in _CONVERSATION_FIELDS}
         self.conv = dataclasses.replace(self.conv, **changes)
-        if background:
-            self._background = asyncio.create_task(
-                self.deliver(created), name=f"deliver-{self.conv.id}"
-            )
-        else:
-            await self.deliver(created)
+        return created
 
     async def settle(self) -> None:
-        """Wait for a delivery started in the background."""
+        """Wait for work started by commit_soon()."""
         task, self._background = self._background, None
         if task is not None:
             await task
@@ -763,7 +776,6 @@ class Engine:
         # text and button: a message, launching first when no session is open.
         text = item.text or ""
         session = conv.session_id
-        storing: asyncio.Task[None] | None = None
         if not active:
             launch = await self._launch_step(conv, item, call, done, final=False)
             if launch.conversation.get("state") == "ended":
@@ -775,17 +787,10 @@ class Engine:
             # before it is stored means a retry opens another session, as a crash during the
             # launch call does. The user sees the welcome while Parloa thinks.
             session = launch.conversation["session_id"]
-            storing = asyncio.create_task(
-                run.commit(launch, background=True), name=f"store-launch-{conv.id}"
-            )
+            run.commit_soon(launch)
         assert session is not None
         try:
-            try:
-                result = await call(MessageEvent(text=text), session)
-            finally:
-                if storing is not None:
-                    await storing  # a failed write fails this attempt, as it always did
-                    conv = run.conv
+            result = await call(MessageEvent(text=text), session)
         except SessionNotFound:
             # The session expired at Parloa: open a new one quietly and say it again.
             log.info("conversation %s: session expired at Parloa; starting a new one", conv.id)
