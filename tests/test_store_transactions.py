@@ -13,18 +13,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.database import create_engine, migrate
 from bridge.store.transactions import SqliteThread, StoreClosed
 
 
+def migrated(request: pytest.FixtureRequest, url: str, backend: str, why: str) -> AsyncEngine:
+    """conftest's migrated ``engine``, for tests of one backend only (the other is skipped
+    before any database is migrated)."""
+    if not url.startswith(backend):
+        pytest.skip(why)
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    return engine
+
+
 @pytest.fixture
-async def sqlite(tmp_path: Any) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'units.db'}")
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def sqlite(request: pytest.FixtureRequest, database_url: str) -> AsyncEngine:
+    return migrated(request, database_url, "sqlite", "SQLite only: the store thread")
 
 
 @pytest.fixture
@@ -114,15 +117,10 @@ async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:
 
 
 @pytest.fixture
-async def pg_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only: SQLite has no server to lose")
-    engine = create_engine(database_url, pool_size=3)
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
+def pg_engine(request: pytest.FixtureRequest, database_url: str) -> AsyncEngine:
+    return migrated(
+        request, database_url, "postgresql", "PostgreSQL only: SQLite has no server to lose"
+    )
 
 
 async def kill_server_connections(url: str) -> int:
