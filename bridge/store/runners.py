@@ -59,7 +59,7 @@ class _Compiled:
         compiled = stmt.compile(dialect=dialect, column_keys=column_keys)
         self.sql: str = compiled.string
         positions = compiled.positiontup
-        if positions is None:  # pragma: no cover - qmark (SQLite) and $n (asyncpg) are
+        if positions is None:  # pragma: no cover - SQLite's qmark and asyncpg's $n are positional
             raise TypeError("DirectRunner needs a positional paramstyle")
         self.binds: list[tuple[str, Any, Processor]] = []
         for name in positions:
@@ -81,12 +81,12 @@ class _Compiled:
                 for column, entry in zip(self.columns, description, strict=True)
             ]
 
-    def values(self, params: Mapping[str, Any]) -> list[Any]:
+    def values(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
         for name, literal, process in self.binds:
             value = params[name] if literal is _REQUIRED else params.get(name, literal)
             out.append(process(value) if process is not None else value)
-        return out
+        return tuple(out)
 
     def mapping(self, row: Sequence[Any]) -> dict[str, Any]:
         readers = self.readers or [None] * len(self.names)
@@ -115,7 +115,7 @@ class DirectRunner:
         compiled = self._cache.get(key)
         if compiled is None:
             compiled = self._cache[key] = _Compiled(stmt, key[1], self._dialect)
-        values = tuple(compiled.values(params))
+        values = compiled.values(params)
         cursor = self._dbapi.cursor()
         try:
             cursor.execute(compiled.sql, values)
