@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store.transactions import SqliteThread, StoreClosed
@@ -102,6 +102,104 @@ async def test_a_cancelled_caller_does_not_cut_its_unit_short(units: SqliteThrea
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await units.read(keys) == ["slow"]  # queued behind it: sees its commit
+
+
+async def hold_the_thread(units: SqliteThread) -> tuple[asyncio.Task[None], threading.Event]:
+    """A unit that keeps the store thread busy until the event is set: whatever is queued
+    meanwhile runs as one group."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(_conn: Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    task = asyncio.create_task(units.read(blocker))
+    await asyncio.to_thread(started.wait, 10)
+    return task, release
+
+
+async def queued(units: SqliteThread, *units_: Any) -> list[asyncio.Task[Any]]:
+    """Queue the units (in order) and let each reach the store's queue."""
+    tasks = [asyncio.create_task(units.write(unit)) for unit in units_]
+    await asyncio.sleep(0)  # each task runs up to its await: its unit is queued
+    return tasks
+
+
+async def as_one_group(units: SqliteThread, *writes: Any) -> list[Any]:
+    """Run the writes as one group; each one's result or exception, in order."""
+    holder, release = await hold_the_thread(units)
+    tasks = await queued(units, *writes)
+    release.set()
+    await holder
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+
+async def test_queued_writes_share_one_transaction_and_each_failure_stays_its_own(
+    units: SqliteThread,
+) -> None:
+    transactions: list[object] = []
+
+    def put_and_note(key: str) -> Any:
+        def unit(conn: Connection) -> None:
+            transactions.append(conn.get_transaction())
+            put(key)(conn)
+
+        return unit
+
+    def half_then_fail(conn: Connection) -> None:
+        put_and_note("half")(conn)
+        raise ValueError("bug in the unit")
+
+    a, failed, b = await as_one_group(units, put_and_note("a"), half_then_fail, put_and_note("b"))
+    assert a is None and b is None and isinstance(failed, ValueError)
+    assert len(transactions) == 3 and len(set(map(id, transactions))) == 1  # one group
+    assert await units.read(keys) == ["a", "b"]  # the failed unit's half write is undone
+
+
+async def test_a_driver_failure_in_a_group_sends_each_unit_round_alone(
+    units: SqliteThread,
+) -> None:
+    def bad_sql(conn: Connection) -> None:
+        put("bad")(conn)
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    a, failed, b = await as_one_group(units, put("a"), bad_sql, put("b"))
+    assert a is None and b is None and isinstance(failed, OperationalError)
+    assert await units.read(keys) == ["a", "b"]
+
+
+async def test_a_group_keeps_queue_order_around_reads(units: SqliteThread) -> None:
+    holder, release = await hold_the_thread(units)
+    first = await queued(units, put("a"))
+    between = asyncio.create_task(units.read(keys))
+    await asyncio.sleep(0)
+    last = await queued(units, put("b"))
+    release.set()
+    await asyncio.gather(holder, *first, *last)
+    assert await between == ["a"]  # saw the write queued before it, not the one after
+    assert await units.read(keys) == ["a", "b"]
+
+
+async def test_a_failed_commit_fails_only_the_unit_that_cannot_be_stored(
+    units: SqliteThread,
+) -> None:
+    """The group's COMMIT is refused (a deferred foreign key one unit broke): every unit of
+    the group runs again alone, so the others are stored and only that one fails."""
+
+    def orphan(conn: Connection) -> None:
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # checked at COMMIT
+        conn.execute(
+            text(
+                "INSERT INTO inbox (channel, event_id, conversation_id, kind, status, "
+                "attempts, next_attempt_at, created_at) "
+                "VALUES ('c', 'e', 424242, 'text', 'pending', 0, 0, 0)"
+            )
+        )
+
+    a, failed, b = await as_one_group(units, put("a"), orphan, put("b"))
+    assert a is None and b is None and isinstance(failed, IntegrityError)
+    assert await units.read(keys) == ["a", "b"]
+    assert await units.read(lambda c: c.execute(text("SELECT count(*) FROM inbox")).scalar()) == 0
 
 
 async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:

@@ -1,13 +1,14 @@
 """How a store call reaches the database: each call is one synchronous unit of work.
 
-Every Store method is a plain function over a SQLAlchemy ``Connection`` that runs whole, in
-one transaction:
+Every Store method is a plain function over a SQLAlchemy ``Connection`` that runs whole and
+atomically: all of it is committed, or none of it:
 
 * SQLite: on one dedicated thread with a synchronous pysqlite connection. A call costs one
   thread hop, where aiosqlite costs three or four per statement — most of the bridge's CPU
-  per message went there (docs/benchmarks.md). One connection on one thread also keeps
-  SQLite's single writer an orderly queue. A caller that is cancelled does not interrupt the
-  unit: it commits or rolls back on its own, so no connection is left holding the write lock.
+  per message went there (docs/benchmarks.md). Writes that queue up meanwhile share one
+  transaction (group commit, below). One connection on one thread also keeps SQLite's single
+  writer an orderly queue. A caller that is cancelled does not interrupt the unit: it
+  commits or rolls back on its own, so no connection is left holding the write lock.
 * PostgreSQL: asyncpg, natively asynchronous, through ``AsyncConnection.run_sync``.
 """
 
@@ -15,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -81,16 +85,73 @@ class AsyncTransactions:
         return None  # the engine belongs to the caller
 
 
+@dataclass(slots=True)
+class _Job:
+    """One unit queued for the store thread, and what came of it."""
+
+    unit: Callable[[Connection], Any]
+    commit: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    ok: bool = False
+    outcome: Any = None  # the unit's result, or the exception it raised
+
+
+class _Stop:
+    """Queued by close(): units queued before it still run."""
+
+
 class SqliteThread:
-    """SQLite: every unit on one thread, through one synchronous connection."""
+    """SQLite: every unit on one thread, through one synchronous connection.
+
+    Group commit: the writes that queued up while the thread was busy run in one
+    transaction, each inside a savepoint of its own, and are answered together after the one
+    COMMIT. Under load most of a short unit's cost is its transaction (BEGIN IMMEDIATE,
+    COMMIT, the WAL write) and its two thread hops; a group pays them once. A unit that
+    raises is rolled back to its savepoint alone. A driver failure, or a failed COMMIT, sends
+    every unit of the group round again on its own, so each gets exactly its own outcome:
+    units are plain functions over a connection and nothing of the group was committed."""
+
+    # Bounds how long the first unit of a group waits for the others (a few ms under load).
+    MAX_GROUP = 32
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._sync: Engine = sqlite_sync_engine(engine)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._queue: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
         # Kept open between units (on the thread only): a pool checkout and its reset per
         # unit cost more than a short transaction itself.
         self._conn: Connection | None = None
         self._closed = False
+        self._stopped: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
+        self._thread.start()
+
+    # --- on the store thread -----------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            group = [first]
+            while len(group) < self.MAX_GROUP and not isinstance(group[-1], _Stop):
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            jobs = [job for job in group if isinstance(job, _Job)]
+            writes: list[_Job] = []
+            for job in jobs:  # in queue order: a read sees every write queued before it
+                if job.commit:
+                    writes.append(job)
+                    continue
+                self._write_group(writes)
+                writes = []
+                self._alone(job)
+            self._write_group(writes)
+            self._answer(jobs)
+            if isinstance(group[-1], _Stop):
+                self._drop()
+                self._sync.dispose()
+                return
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.invalidated or self._conn.closed:
@@ -98,6 +159,12 @@ class SqliteThread:
                 self._conn.close()
             self._conn = self._sync.connect()
         return self._conn
+
+    def _alone(self, job: _Job) -> None:
+        try:
+            job.outcome, job.ok = self._run(job.unit, job.commit), True
+        except Exception as exc:
+            job.outcome, job.ok = exc, False
 
     def _run(self, unit: Callable[[Connection], T], commit: bool) -> T:
         conn = self._connection()
@@ -113,6 +180,31 @@ class SqliteThread:
             self._drop()
             raise
 
+    def _write_group(self, jobs: list[_Job]) -> None:
+        if len(jobs) <= 1:
+            for job in jobs:
+                self._alone(job)
+            return
+        try:
+            conn = self._connection()
+            conn.info[READ_ONLY] = False
+            driver: Any = conn.connection.driver_connection
+            with conn.begin():
+                for job in jobs:
+                    driver.execute("SAVEPOINT unit")
+                    try:
+                        job.outcome, job.ok = job.unit(conn), True
+                    except DBAPIError:
+                        raise
+                    except Exception as exc:  # the unit's own failure: undo it alone
+                        driver.execute("ROLLBACK TO unit")
+                        job.outcome, job.ok = exc, False
+                    driver.execute("RELEASE unit")
+        except (DBAPIError, sqlite3.Error):
+            self._drop()
+            for job in jobs:
+                self._alone(job)
+
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -120,34 +212,48 @@ class SqliteThread:
                 conn.invalidate()  # closed for good, not returned to the pool
                 conn.close()
 
-    def _write(self, unit: Callable[[Connection], T]) -> T:
-        return self._run(unit, commit=True)
+    def _answer(self, jobs: list[_Job]) -> None:
+        """One wake-up of the event loop for the whole group."""
+        loops = {job.loop for job in jobs}
+        for loop in loops:
+            mine = [job for job in jobs if job.loop is loop]
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, mine)
 
-    def _read(self, unit: Callable[[Connection], T]) -> T:
-        return self._run(unit, commit=False)
+    # --- on the event loop -------------------------------------------------------------
 
-    def _dispose(self) -> None:
-        self._drop()
-        self._sync.dispose()
-
-    async def _submit(self, run: Callable[[Callable[[Connection], T]], T], unit: Unit[T]) -> T:
+    async def _submit(self, unit: Callable[[Connection], T], commit: bool) -> T:
         if self._closed:
             raise StoreClosed("the store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run, unit)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(unit, commit, future, loop))
+        # A caller that is cancelled stops waiting; its unit still runs whole.
+        return await future
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
-        return await self._submit(self._write, unit)
+        return await self._submit(unit, commit=True)
 
     async def read(self, unit: Callable[[Connection], T]) -> T:
-        return await self._submit(self._read, unit)
+        return await self._submit(unit, commit=False)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # Queued behind any unit still running: that one finishes first.
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._dispose)
-        self._thread.shutdown(wait=False)
+        # Behind every unit already queued: those finish first.
+        self._queue.put(_Stop())
+        await asyncio.to_thread(self._thread.join)
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue  # its caller was cancelled
+        if job.ok:
+            job.future.set_result(job.outcome)
+        else:
+            job.future.set_exception(job.outcome)
 
 
 def transactions_for(engine: AsyncEngine) -> Transactions:
