@@ -81,7 +81,7 @@ CENTRES: list[tuple[str, str]] = [
     (
         "SQL: SQLAlchemy Core + asyncio adaptation + driver",
         r"sqlalchemy|aiosqlite|asyncpg|greenlet"
-        r"|Store\.",
+        r"|Store\.|bridge/store/",
     ),
     ("Telegram: sendChatAction (typing indicator)", r"Bot\.send_chat_action\b"),
     ("Telegram: sendMessage", r"Bot\.send_message\b|Bot\.send_photo\b|Bot\.send_for_id\b"),

@@ -20,6 +20,7 @@ from adapters.telegram.normalize import (
     ButtonPress,
     Ignored,
     NormalizeOptions,
+    private_text,
     to_inbound,
 )
 from adapters.telegram.render import (
@@ -96,7 +97,12 @@ def update(update_id: int = 9001, **fields: Any) -> Update:
 def normal(
     msg: dict[str, Any], options: NormalizeOptions = DEFAULTS, update_id: int = 9001
 ) -> Inbound | ButtonPress | Ignored:
-    return to_inbound(update(update_id, message=msg), BOT, options)
+    full = to_inbound(update(update_id, message=msg), BOT, options)
+    # Every message these tests read is also read the short way (private_text): where that
+    # applies it must agree with the full way exactly.
+    plain = private_text({"update_id": update_id, "message": msg}, BOT)
+    assert plain is None or plain == full, (plain, full)
+    return full
 
 
 def inbound(msg: dict[str, Any], options: NormalizeOptions = DEFAULTS) -> Inbound:
@@ -195,6 +201,97 @@ class TestPrivateChat:
         text = "please /start"
         event = inbound(message(PRIVATE, text, entities=[entity(text, "/start", "bot_command")]))
         assert (event.kind, event.text) == (InboundKind.TEXT, "please /start")
+
+
+# --- the short way for plain private texts (private_text) ------------------------------------
+
+NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+WORDS = st.sampled_from(
+    ["hi", "@OurBot", "@ourbot", "@someone", "/start", "/stop", "/restart", "/help",
+     "/start@OurBot", "/start@otherbot", "😀", "ünï", " ", "\n", ",", "?"]
+)
+
+
+@st.composite
+def plain_private_texts(draw: st.DrawFn) -> dict[str, Any]:
+    """Text messages in a private chat as Telegram sends them: entities where Telegram puts
+    them (mentions, a command at the start), optional profile fields."""
+    text = "".join(draw(st.lists(WORDS | NAMES, min_size=1, max_size=6)))
+    entities = []
+    for part, kind in (("@OurBot", "mention"), ("@ourbot", "mention"), ("@someone", "mention")):
+        if part in text and draw(st.booleans()):
+            entities.append(entity(text, part, kind))
+    first = text.split(" ")[0]
+    if first.startswith("/") and len(first) > 1 and draw(st.booleans()):
+        entities.append(entity(text, first, "bot_command"))
+    sender: dict[str, Any] = {"id": draw(st.integers(1, 2**40)), "is_bot": False}
+    sender["first_name"] = draw(NAMES)
+    for key in ("last_name", "username", "language_code"):
+        if draw(st.booleans()):
+            sender[key] = draw(NAMES)
+    if draw(st.booleans()):
+        sender["is_premium"] = draw(st.booleans())
+    chat = {"id": sender["id"], "type": "private", "first_name": sender["first_name"]}
+    msg = message(chat, text, sender=sender, message_id=draw(st.integers(1, 2**31)))
+    if entities:
+        msg["entities"] = sorted(entities, key=lambda e: e["offset"])
+    return msg
+
+
+class TestPrivateTextShortWay:
+    @FAST
+    @given(plain_private_texts(), st.integers(1, 2**31))
+    def test_reads_every_plain_private_text_as_the_full_way_does(
+        self, msg: dict[str, Any], update_id: int
+    ) -> None:
+        full = to_inbound(update(update_id, message=msg), BOT, DEFAULTS)
+        plain = private_text({"update_id": update_id, "message": msg}, BOT)
+        if isinstance(full, Inbound):
+            assert plain == full
+        else:
+            assert plain is None  # an update to ignore is left to the full way, which logs it
+
+    def test_takes_the_common_case(self) -> None:
+        assert private_text({"update_id": 1, "message": message(text="hi")}, BOT) is not None
+        assert private_text({"update_id": 1, "message": command(PRIVATE, "/start")}, BOT)
+
+    @pytest.mark.parametrize(
+        "msg",
+        [
+            pytest.param(message(GROUP, "@OurBot hi"), id="group"),
+            pytest.param(message(text="hi", sender=OTHER_BOT), id="from-a-bot"),
+            pytest.param(message(text="hi", sender=None), id="no-sender"),
+            pytest.param(message(), id="no-text"),
+            pytest.param(message(text="hi", reply_to_message=reply_from(BOB, PRIVATE)), id="reply"),
+            pytest.param(
+                message(text="hi", forward_origin={"type": "hidden_user", "date": DATE,
+                                                   "sender_user_name": "X"}),
+                id="forward",
+            ),
+            pytest.param(
+                message(text="hi", is_topic_message=True, message_thread_id=5), id="topic"
+            ),
+            pytest.param(message(text="hi", some_future_field=1), id="unknown-field"),
+            pytest.param(message({**PRIVATE, "id": "42"}, "hi"), id="chat-id-not-a-number"),
+            pytest.param(message(text="hi", sender={**ADA, "id": True}), id="user-id-a-bool"),
+            pytest.param(message(text="hi", sender={**ADA, "username": None}), id="null-field"),
+            pytest.param(message(text="hi", entities=[{"type": "bold"}]), id="bad-entity"),
+            pytest.param(message(text="hi", entities={"type": "bold"}), id="entities-not-a-list"),
+            pytest.param(message(text="   "), id="blank"),
+            pytest.param(message(PRIVATE, caption="hi", photo=[]), id="photo"),
+        ],
+    )
+    def test_leaves_everything_else_to_the_full_way(self, msg: dict[str, Any]) -> None:
+        assert private_text({"update_id": 1, "message": msg}, BOT) is None
+
+    @pytest.mark.parametrize(
+        "data",
+        [None, [], "x", {"update_id": 1}, {"update_id": "1", "message": message(text="hi")},
+         {"update_id": 1, "message": message(text="hi"), "edited_message": {}},
+         {"update_id": 1, "message": "hi"}],
+    )
+    def test_odd_updates_are_left_to_the_full_way(self, data: Any) -> None:
+        assert private_text(data, BOT) is None
 
 
 class TestGroups:

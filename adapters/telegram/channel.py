@@ -54,6 +54,7 @@ from adapters.telegram.normalize import (
     ButtonPress,
     Ignored,
     NormalizeOptions,
+    private_text,
     to_inbound,
 )
 from adapters.telegram.options import TelegramOptions
@@ -418,6 +419,9 @@ class TelegramAdapter(Adapter):
     def _classify(self, data: Any) -> Inbound | ButtonPress | None:
         """An update as an event to accept, a chip press, or None (skipped, logged)."""
         assert self._identity is not None
+        plain = private_text(data, self._identity)
+        if plain is not None:
+            return plain
         try:
             update = Update.de_json(data, self.bot)
         except Exception as exc:  # a malformed update must not stall the others

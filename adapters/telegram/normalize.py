@@ -230,27 +230,8 @@ def _from_message(
         )
 
     if msg.text is not None:
-        text, entities = msg.text, msg.entities
-        mentions = _bot_mentions(text, entities, bot)
-        command = _command(text, entities, bot)
-        if command is not None and command[1] == "other_bot":
-            if not private:
-                return Ignored("command for another bot")
-            command = None  # in a private chat everything is for us: plain text
-        if not private and not (mentions or replies_to_bot or command is not None):
-            return Ignored("group message not addressed to the bot")
-        if command is not None:
-            entity, _, name = command
-            kind = _COMMANDS.get(name.lower())
-            if kind is not None:
-                return event(kind, _edit(text, [(entity.offset, entity.length, "")], mentions))
-            # Any other command goes to Parloa as typed, without our "@username" suffix.
-            edits = [(entity.offset, entity.length, "/" + name)]
-            return event(InboundKind.TEXT, _edit(text, edits, mentions))
-        stripped = _edit(text, [], mentions)
-        if not stripped:
-            return Ignored("empty message")
-        return event(InboundKind.TEXT, stripped)
+        turn = _text_turn(msg.text, msg.entities, bot, private, replies_to_bot)
+        return turn if isinstance(turn, Ignored) else event(*turn)
 
     kind_name = next((k for k in _CONTENT_KINDS if getattr(msg, k, None)), None)
     if kind_name is None:
@@ -266,6 +247,118 @@ def _from_message(
         if stripped:
             return event(InboundKind.TEXT, stripped)
     return event(InboundKind.UNSUPPORTED, kind_name)
+
+
+def _text_turn(
+    text: str,
+    entities: Sequence[MessageEntity],
+    bot: BotIdentity,
+    private: bool,
+    replies_to_bot: bool,
+) -> tuple[InboundKind, str] | Ignored:
+    """What a text message asks of the bot: its kind and the text to send on."""
+    mentions = _bot_mentions(text, entities, bot)
+    command = _command(text, entities, bot)
+    if command is not None and command[1] == "other_bot":
+        if not private:
+            return Ignored("command for another bot")
+        command = None  # in a private chat everything is for us: plain text
+    if not private and not (mentions or replies_to_bot or command is not None):
+        return Ignored("group message not addressed to the bot")
+    if command is not None:
+        entity, _, name = command
+        kind = _COMMANDS.get(name.lower())
+        if kind is not None:
+            return kind, _edit(text, [(entity.offset, entity.length, "")], mentions)
+        # Any other command goes to Parloa as typed, without our "@username" suffix.
+        edits = [(entity.offset, entity.length, "/" + name)]
+        return InboundKind.TEXT, _edit(text, edits, mentions)
+    stripped = _edit(text, [], mentions)
+    if not stripped:
+        return Ignored("empty message")
+    return InboundKind.TEXT, stripped
+
+
+# --- the common case, read straight from the JSON ---------------------------------------------
+
+# Exactly these fields (or fewer) and the update is a plain text message in a private chat;
+# anything else (replies, forwards, topics, media, groups, fields added to the Bot API later)
+# takes the full path through python-telegram-bot's objects.
+_PLAIN_MESSAGE = frozenset(
+    {"message_id", "from", "chat", "date", "text", "entities", "link_preview_options"}
+)
+_PLAIN_USER = frozenset(
+    {
+        "id",
+        "is_bot",
+        "first_name",
+        "last_name",
+        "username",
+        "language_code",
+        "is_premium",
+        "added_to_attachment_menu",
+    }
+)
+_PLAIN_CHAT = frozenset({"id", "type", "first_name", "last_name", "username"})
+_OPTIONAL_STRINGS = ("last_name", "username", "language_code")
+
+
+def private_text(data: Any, bot: BotIdentity) -> Inbound | None:
+    """A text message in a private chat, read from the update's JSON without building
+    python-telegram-bot's objects for it (most of the bridge's CPU per message went there).
+    Returns what ``to_inbound(Update.de_json(data))`` returns for it, or None for anything
+    else, which the caller then reads the full way (including every update to ignore)."""
+    if type(data) is not dict or data.keys() != {"update_id", "message"}:
+        return None
+    msg, update_id = data["message"], data["update_id"]
+    if type(update_id) is not int or type(msg) is not dict or not msg.keys() <= _PLAIN_MESSAGE:
+        return None
+    chat, user, text = msg.get("chat"), msg.get("from"), msg.get("text")
+    if (
+        type(text) is not str
+        or type(msg.get("message_id")) is not int
+        or type(msg.get("date")) is not int
+        or type(chat) is not dict
+        or not chat.keys() <= _PLAIN_CHAT
+        or chat.get("type") != Chat.PRIVATE
+        or type(chat.get("id")) is not int
+        or type(user) is not dict
+        or not user.keys() <= _PLAIN_USER
+        or type(user.get("id")) is not int
+        or user.get("is_bot") is not False
+        or type(user.get("first_name")) is not str
+        or any(type(user.get(k, "")) is not str for k in _OPTIONAL_STRINGS)
+        or type(user.get("is_premium", False)) is not bool
+    ):
+        return None
+    raw_entities = msg.get("entities", [])
+    if type(raw_entities) is not list or not all(type(e) is dict for e in raw_entities):
+        return None
+    try:
+        entities = [MessageEntity.de_json(e, None) for e in raw_entities]
+    except Exception:
+        return None  # the full path says why it cannot be read
+    turn = _text_turn(text, entities, bot, private=True, replies_to_bot=False)
+    if isinstance(turn, Ignored):
+        return None
+    kind, event_text = turn
+    return Inbound(
+        event_id=f"tg:{update_id}",
+        conversation_key=str(chat["id"]),
+        user_id=str(user["id"]),
+        kind=kind,
+        text=event_text,
+        address=_address_values(chat["id"], Chat.PRIVATE, None, None),
+        context=_context_values(
+            Chat.PRIVATE,
+            None,
+            user["first_name"],
+            user.get("last_name"),
+            user.get("username"),
+            user.get("language_code"),
+            user.get("is_premium"),
+        ),
+    )
 
 
 def _thread(msg: Message) -> int | None:
@@ -285,27 +378,53 @@ def _conversation_key(chat: Chat, thread: int | None, user: User, options: Norma
 
 
 def _address(chat: Chat, thread: int | None, reply_to: int | None) -> dict[str, Any]:
+    return _address_values(chat.id, chat.type, thread, reply_to)
+
+
+def _address_values(
+    chat_id: int, chat_type: str, thread: int | None, reply_to: int | None
+) -> dict[str, Any]:
     return {
-        "chat_id": chat.id,
-        "chat_type": str(chat.type),
+        "chat_id": chat_id,
+        "chat_type": str(chat_type),
         "thread_id": thread,
         "reply_to_message_id": reply_to,
     }
 
 
 def _context(user: User, chat: Chat) -> dict[str, ContextScalar]:
-    context: dict[str, ContextScalar] = {"platform": PLATFORM, "chatType": str(chat.type)}
-    name = " ".join(p for p in (user.first_name, user.last_name) if p).strip()
+    return _context_values(
+        chat.type,
+        chat.title,
+        user.first_name,
+        user.last_name,
+        user.username,
+        user.language_code,
+        user.is_premium,
+    )
+
+
+def _context_values(
+    chat_type: str,
+    chat_title: str | None,
+    first_name: str,
+    last_name: str | None,
+    username: str | None,
+    language_code: str | None,
+    is_premium: bool | None,
+) -> dict[str, ContextScalar]:
+    context: dict[str, ContextScalar] = {"platform": PLATFORM, "chatType": str(chat_type)}
+    name = " ".join(p for p in (first_name, last_name) if p).strip()
     if name:
         context["userName"] = name
-    if user.username:
-        context["userHandle"] = user.username
-    if user.language_code:
-        context["languageCode"] = user.language_code
-    if user.is_premium is not None:
-        context["isPremium"] = bool(user.is_premium)
-    if chat.type in _GROUP_TYPES and chat.title:
-        context["chatTitle"] = chat.title
+    if username:
+        context["userHandle"] = username
+    if language_code:
+        context["languageCode"] = language_code
+    if is_premium is not None:
+        context["isPremium"] = bool(is_premium)
+    if chat_type in _GROUP_TYPES and chat_title:
+        context["chatTitle"] = chat_title
     return context
 
 
