@@ -455,19 +455,32 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, cid: int) -> AsyncIterator[None]:
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.config.lease_seconds / 3)
-                if not await self.store.renew(cid, self.instance_id, self.config.lease_seconds):
-                    return
+        """Renew the lease every third of its length while the body runs. A timer, not a
+        task, until a renewal is due: most work ends long before (a task per message cost
+        a few percent of the CPU)."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.lease_seconds / 3
+        timer: asyncio.TimerHandle | None = None
+        renewing: asyncio.Task[None] | None = None
 
-        task = asyncio.create_task(beat(), name=f"lease-{cid}")
+        def due() -> None:
+            nonlocal renewing
+            renewing = asyncio.create_task(renew(), name=f"lease-{cid}")
+
+        async def renew() -> None:
+            nonlocal timer
+            if await self.store.renew(cid, self.instance_id, self.config.lease_seconds):
+                timer = loop.call_later(interval, due)
+
+        timer = loop.call_later(interval, due)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if renewing is not None:
+                renewing.cancel()  # first: it sets no further timer after this
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewing
+            timer.cancel()
 
     async def _run(self, work: Work, acks: list[OutboxAck]) -> None:
         """Pending replies first, in order; then the oldest inbound event if it is due."""
@@ -702,7 +715,6 @@ class Engine:
             return
 
         async def keep_typing() -> None:
-            await asyncio.sleep(self._typing_delay)
             while True:
                 still_shown = run.typing_until - time.monotonic()
                 if still_shown > 0:
@@ -713,13 +725,22 @@ class Engine:
                     log.debug("typing indicator failed: %s", exc)
                 run.typing_until = time.monotonic() + TYPING_REFRESH
 
-        task = asyncio.create_task(keep_typing(), name="typing-indicator")
+        shown: asyncio.Task[None] | None = None
+
+        def show() -> None:
+            nonlocal shown
+            shown = asyncio.create_task(keep_typing(), name="typing-indicator")
+
+        # A timer until the indicator is due, not a task: most answers come before it.
+        timer = asyncio.get_running_loop().call_later(self._typing_delay, show)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            timer.cancel()
+            if shown is not None:
+                shown.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await shown
 
     async def _lifecycle(self, run: _Run, item: InboxItem, bot: Bot) -> Step:
         """Run the session lifecycle for one event. Intermediate results (a launch) are

@@ -348,6 +348,19 @@ async def test_typing_indicator_while_parloa_thinks(
         assert h.adapter.typing_calls == 2
 
 
+async def test_a_call_longer_than_the_lease_keeps_it(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """The heartbeat renews the lease while Parloa thinks: the answer is committed, not
+    refused as a lost lease and asked again."""
+    config = FAST.model_copy(update={"lease_seconds": 0.6})
+    simulator.state.faults = Faults(latency=0.8)  # a launch and a message: 1.6 s in all
+    async with harness(store, simulator, config) as h:
+        await h.send("a", "hi")
+        await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2, within=10)
+        assert h.calls("a") == [("launch", 200), ("message", 200)]
+
+
 async def test_two_engines_share_one_database(
     store: Store, simulator: RunningSimulator
 ) -> None:
