@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.transactions import SqliteThread, StoreClosed
+from bridge.store.transactions import SqliteThread, StoreClosed, WalCheckpointer
 
 
 def migrated(request: pytest.FixtureRequest, url: str, backend: str, why: str) -> AsyncEngine:
@@ -39,14 +45,14 @@ async def units(sqlite: AsyncEngine) -> AsyncIterator[SqliteThread]:
         await runner.close()
 
 
-def put(key: str) -> Any:
+def put(*keys: str, value: str = "v") -> Any:
     def unit(conn: Connection) -> None:
         conn.execute(
             text(
                 "INSERT INTO channel_state (channel, key, value, updated_at) "
-                "VALUES ('c', :k, 'v', 0)"
+                "VALUES ('c', :k, :v, 0)"
             ),
-            {"k": key},
+            [{"k": key, "v": value} for key in keys],
         )
 
     return unit
@@ -200,6 +206,61 @@ async def test_a_failed_commit_fails_only_the_unit_that_cannot_be_stored(
     assert a is None and b is None and isinstance(failed, IntegrityError)
     assert await units.read(keys) == ["a", "b"]
     assert await units.read(lambda c: c.execute(text("SELECT count(*) FROM inbox")).scalar()) == 0
+
+
+async def test_the_store_connection_leaves_checkpoints_to_the_checkpointer(
+    sqlite: AsyncEngine,
+) -> None:
+    """A commit that crosses SQLite's usual 1000 pages does not checkpoint inline (that fsync
+    was the latency p99); the checkpointer copies the log back, off the store's thread."""
+    units = SqliteThread(sqlite)
+    units._checkpointer.stop()  # this test runs the rounds itself
+    path = units._checkpointer._path
+    try:
+        before = await asyncio.to_thread(os.path.getsize, path)
+        await units.write(put(*(f"k{i}" for i in range(3000)), value="x" * 2000))  # ~6 MB
+        # Still only in the log: no checkpoint ran inside that commit.
+        assert await asyncio.to_thread(os.path.getsize, path) - before < 1_000_000
+        checkpointer = WalCheckpointer(path, restart_pages=10**9)
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            pages, copied = checkpointer.checkpoint(conn)
+        assert pages > 1000 and copied == pages  # all of it back in the database file
+        assert await asyncio.to_thread(os.path.getsize, path) - before > 5_000_000
+    finally:
+        await units.close()
+
+
+def test_a_log_that_keeps_growing_is_restarted(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (v TEXT)")
+    writer.executemany("INSERT INTO t VALUES (?)", [("x" * 2000,)] * 500)
+    checkpointer = WalCheckpointer(path, restart_pages=100)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        pages, copied = checkpointer.checkpoint(conn)
+        assert pages == copied > 100
+        writer.execute("INSERT INTO t VALUES ('after')")  # RESTART: this one starts afresh
+        assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] < 10
+    writer.close()
+
+
+def test_the_checkpointer_reports_a_failure_once_and_keeps_going(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_database = tmp_path / "garbage"
+    not_a_database.write_bytes(b"this is not a database file" * 200)
+    checkpointer = WalCheckpointer(str(not_a_database), interval=0.01)
+    with caplog.at_level(logging.WARNING, logger="bridge.store"):
+        checkpointer.start()
+        deadline = time.monotonic() + 5
+        while checkpointer._last_error == "" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # several more failed rounds
+        checkpointer.stop()
+    warnings = [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:

@@ -114,24 +114,33 @@ def sqlite_sync_engine(engine: AsyncEngine) -> Engine:
         # Used from the store's own thread only; disposing may happen from another.
         connect_args={"timeout": 30, "check_same_thread": False},
     )
-    _tune_sqlite(sync)
+    # The store's WAL is copied back by a thread of its own (transactions.WalCheckpointer);
+    # the store's connection does it only as a backstop, at a much larger log.
+    _tune_sqlite(sync, autocheckpoint=BACKSTOP_CHECKPOINT_PAGES)
     return sync
 
 
-def _tune_sqlite(engine: Engine) -> None:
+# SQLite's own default is 1000 pages (4 MiB).
+BACKSTOP_CHECKPOINT_PAGES = 50_000
+
+
+def _tune_sqlite(engine: Engine, autocheckpoint: int | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so BEGIN IMMEDIATE can be used.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in (
+        pragmas = [
             "PRAGMA journal_mode=WAL",
             # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only an OS
             # crash or power loss can take the last commits back.
             "PRAGMA synchronous=NORMAL",
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=30000",
-        ):
+        ]
+        if autocheckpoint is not None:
+            pragmas.append(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
+        for pragma in pragmas:
             cursor.execute(pragma)
         cursor.close()
 
