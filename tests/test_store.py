@@ -730,9 +730,11 @@ async def test_enqueue_internal_dedups_and_sets_due_only_when_idle(
     assert (await conv_row(engine, cid))["due_at"] == clock.now
 
 
+@pytest.mark.parametrize("batch", [1000, 1])
 async def test_purge_removes_only_old_finished_rows(
-    store: Store, engine: AsyncEngine, clock: FakeClock
+    store: Store, engine: AsyncEngine, clock: FakeClock, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("bridge.store.repository.PURGE_BATCH", batch)  # 1: several rounds
     _, cid = await accept(store, "done-old")
     await accept(store, "dead-old")
     await accept(store, "done-new")

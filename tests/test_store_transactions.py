@@ -174,6 +174,21 @@ async def test_a_driver_failure_in_a_group_sends_each_unit_round_alone(
     assert await units.read(keys) == ["a", "b"]
 
 
+async def test_a_unit_that_ends_the_transaction_itself_costs_the_group_nothing(
+    units: SqliteThread,
+) -> None:
+    """Units must raise to undo themselves; one that rolls back on its own would take the
+    group's earlier writes with it, so the group is run again unit by unit."""
+
+    def rolls_back(conn: Connection) -> None:
+        put("undone")(conn)
+        conn.rollback()
+
+    a, undone, b = await as_one_group(units, put("a"), rolls_back, put("b"))
+    assert a is None and undone is None and b is None
+    assert await units.read(keys) == ["a", "b"]
+
+
 async def test_a_group_keeps_queue_order_around_reads(units: SqliteThread) -> None:
     holder, release = await hold_the_thread(units)
     first = await queued(units, put("a"))

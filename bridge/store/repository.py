@@ -184,6 +184,14 @@ def _outbox(row: Any) -> OutboxItem:
     return OutboxItem(**{name: m[name] for name in OutboxItem.__slots__})
 
 
+PURGE_BATCH = 1000
+
+
+class _AlreadyQueued(Exception):
+    """Raised inside a unit to undo it: units never end their transaction themselves (on
+    SQLite several share one, see transactions.py)."""
+
+
 class Store:
     def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
         self.engine = engine
@@ -626,33 +634,52 @@ class Store:
                 .returning(inbox.c.id)
             )
             if inserted.first() is None:
-                conn.rollback()
-                return False
+                raise _AlreadyQueued  # and the due_at update above is undone with the unit
             return True
 
-        return await self._tx.write(unit)
+        try:
+            return await self._tx.write(unit)
+        except _AlreadyQueued:
+            return False
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:
         """Delete finished inbox and outbox rows (message content) older than the age given,
         and adapters' temporary state (keys starting ``tmp:``, e.g. sent keyboards).
-        Conversation mappings stay."""
+        Conversation mappings stay. Rows go PURGE_BATCH per transaction: on SQLite every
+        message waits behind a store call, so none may take long."""
         cutoff = self.clock() - older_than_seconds
 
-        def unit(conn: Connection) -> tuple[int, int]:
-            a = conn.execute(
-                delete(inbox).where(inbox.c.status != PENDING, inbox.c.finished_at < cutoff)
-            )
-            b = conn.execute(
-                delete(outbox).where(outbox.c.status != PENDING, outbox.c.finished_at < cutoff)
-            )
+        def batch(table: Any) -> Callable[[Connection], int]:
+            def unit(conn: Connection) -> int:
+                # finished_at is indexed; pending rows have none, so they are never picked.
+                old = (
+                    select(table.c.id)
+                    .where(table.c.finished_at < cutoff, table.c.status != PENDING)
+                    .limit(PURGE_BATCH)
+                )
+                return int(conn.execute(delete(table).where(table.c.id.in_(old))).rowcount)
+
+            return unit
+
+        deleted = []
+        for table in (inbox, outbox):
+            total = 0
+            while True:
+                count = await self._tx.write(batch(table))
+                total += count
+                if count < PURGE_BATCH:
+                    break
+            deleted.append(total)
+
+        def temporary_state(conn: Connection) -> None:
             conn.execute(
                 delete(channel_state).where(
                     channel_state.c.key.like("tmp:%"), channel_state.c.updated_at < cutoff
                 )
             )
-            return int(a.rowcount), int(b.rowcount)
 
-        return await self._tx.write(unit)
+        await self._tx.write(temporary_state)
+        return deleted[0], deleted[1]
 
     async def stats(self) -> InboxStats:
         now = self.clock()

@@ -84,6 +84,7 @@ inbox = Table(
     UniqueConstraint("channel", "event_id"),
     Index(None, "conversation_id", "status", "id"),
     Index(None, "status", "next_attempt_at"),
+    Index(None, "finished_at"),  # the retention purge
 )
 
 outbox = Table(
@@ -111,6 +112,7 @@ outbox = Table(
     Column("finished_at", Double, nullable=True),
     Index(None, "conversation_id", "status", "id"),
     Index(None, "status", "next_attempt_at"),
+    Index(None, "finished_at"),  # the retention purge
 )
 
 channel_state = Table(

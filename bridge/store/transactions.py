@@ -1,7 +1,8 @@
 """How a store call reaches the database: each call is one synchronous unit of work.
 
 Every Store method is a plain function over a SQLAlchemy ``Connection`` that runs whole and
-atomically: all of it is committed, or none of it:
+atomically: all of it is committed, or none of it. A unit never commits or rolls back itself
+(it raises to undo what it did), and may run again from the start:
 
 * SQLite: on one dedicated thread with a synchronous pysqlite connection. A call costs one
   thread hop, where aiosqlite costs three or four per statement — most of the bridge's CPU
