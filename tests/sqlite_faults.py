@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from bridge.service import Service
@@ -24,5 +25,16 @@ async def set_query_only(service: Service, on: bool) -> None:
         driver: Any = conn.connection.driver_connection
         driver.execute(pragma)
 
-    # The store's connection lives on its own thread (bridge/store/transactions.py).
+    # The store's connection lives on its own thread (bridge/store/transactions.py). A unit
+    # that fails makes the store open a fresh one (the housekeeping's may, at any moment):
+    # that one must refuse writes too.
+    sync = service.store._tx._sync  # type: ignore[attr-defined]
+    if on and not event.contains(sync, "connect", _refuse_writes):
+        event.listen(sync, "connect", _refuse_writes)
+    elif not on and event.contains(sync, "connect", _refuse_writes):
+        event.remove(sync, "connect", _refuse_writes)
     await service.store._tx.read(on_store_connection)
+
+
+def _refuse_writes(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only = 1")
