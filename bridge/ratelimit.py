@@ -28,12 +28,26 @@ class KeyedLimiter:
     async def acquire(self, key: str) -> None:
         limiter = self._limiters.get(key)
         if limiter is None:
+            self._forget_idle()
             limiter = self._limiters[key] = self._make(key)
             if len(self._limiters) > self._max:
                 self._limiters.popitem(last=False)
         else:
             self._limiters.move_to_end(key)
         await limiter.acquire()
+
+    def _forget_idle(self) -> None:
+        """Drop the least recently used limiters whose budget has refilled: a new one would
+        be the same. Keeps only recently active keys alive (each limiter is a handful of
+        objects every full garbage collection walks)."""
+        while self._limiters:
+            key, oldest = next(iter(self._limiters.items()))
+            if not oldest.has_capacity(oldest.max_rate):
+                return
+            del self._limiters[key]
+
+    def __len__(self) -> int:
+        return len(self._limiters)
 
 
 class PauseBoard:
