@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -230,7 +229,7 @@ async def test_the_store_connection_leaves_checkpoints_to_the_checkpointer(
     was the latency p99); the checkpointer copies the log back, off the store's thread."""
     units = SqliteThread(sqlite)
     units._checkpointer.stop()  # this test runs the rounds itself
-    path = units._checkpointer._path
+    path = sqlite.url.database or ""
     try:
         before = await asyncio.to_thread(os.path.getsize, path)
         await units.write(put(*(f"k{i}" for i in range(3000)), value="x" * 2000))  # ~6 MB
@@ -266,16 +265,18 @@ def test_the_checkpointer_reports_a_failure_once_and_keeps_going(
 ) -> None:
     not_a_database = tmp_path / "garbage"
     not_a_database.write_bytes(b"this is not a database file" * 200)
-    checkpointer = WalCheckpointer(str(not_a_database), interval=0.01)
+    checkpointer = WalCheckpointer(str(not_a_database))
+    conn = None
     with caplog.at_level(logging.WARNING, logger="bridge.store"):
-        checkpointer.start()
-        deadline = time.monotonic() + 5
-        while checkpointer._last_error == "" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # several more failed rounds
-        checkpointer.stop()
+        for _ in range(3):
+            conn = checkpointer.run_once(conn)
+            assert conn is None  # every round fails and starts afresh the next time
     warnings = [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
     assert len(warnings) == 1
+    not_a_database.unlink()  # now an empty database: the next round succeeds
+    conn = checkpointer.run_once(conn)
+    assert conn is not None
+    conn.close()
 
 
 async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:

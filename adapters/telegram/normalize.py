@@ -344,7 +344,10 @@ def private_text(data: Any, bot: BotIdentity) -> Inbound | None:
     kind, event_text = turn
     return Inbound(
         event_id=f"tg:{update_id}",
-        conversation_key=str(chat["id"]),
+        # A private chat's key does not depend on the group options.
+        conversation_key=_conversation_key_values(
+            chat["id"], Chat.PRIVATE, None, user["id"], NormalizeOptions()
+        ),
         user_id=str(user["id"]),
         kind=kind,
         text=event_text,
@@ -370,11 +373,17 @@ def _thread(msg: Message) -> int | None:
 
 
 def _conversation_key(chat: Chat, thread: int | None, user: User, options: NormalizeOptions) -> str:
-    if chat.type == Chat.PRIVATE:
-        return f"{chat.id}"
+    return _conversation_key_values(chat.id, chat.type, thread, user.id, options)
+
+
+def _conversation_key_values(
+    chat_id: int, chat_type: str, thread: int | None, user_id: int, options: NormalizeOptions
+) -> str:
+    if chat_type == Chat.PRIVATE:
+        return f"{chat_id}"
     if options.group_mode == "per_chat":
-        return f"{chat.id}:{thread or 0}"
-    return f"{chat.id}:{thread or 0}:{user.id}"
+        return f"{chat_id}:{thread or 0}"
+    return f"{chat_id}:{thread or 0}:{user_id}"
 
 
 def _address(chat: Chat, thread: int | None, reply_to: int | None) -> dict[str, Any]:

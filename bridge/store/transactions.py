@@ -96,7 +96,6 @@ class _Job:
     unit: Callable[[Connection], Any]
     commit: bool
     future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
     ok: bool = False
     outcome: Any = None  # the unit's result, or the exception it raised
 
@@ -219,9 +218,9 @@ class SqliteThread:
 
     def _answer(self, jobs: list[_Job]) -> None:
         """One wake-up of the event loop for the whole group."""
-        loops = {job.loop for job in jobs}
+        loops = {job.future.get_loop() for job in jobs}
         for loop in loops:
-            mine = [job for job in jobs if job.loop is loop]
+            mine = [job for job in jobs if job.future.get_loop() is loop]
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, mine)
 
@@ -230,9 +229,8 @@ class SqliteThread:
     async def _submit(self, unit: Callable[[Connection], T], commit: bool) -> T:
         if self._closed:
             raise StoreClosed("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(unit, commit, future, loop))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Job(unit, commit, future))
         # A caller that is cancelled stops waiting; its unit still runs whole.
         return await future
 
@@ -250,6 +248,16 @@ class SqliteThread:
         self._queue.put(_Stop())
         await asyncio.to_thread(self._thread.join)
         await asyncio.to_thread(self._checkpointer.stop)
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue  # its caller was cancelled
+        if job.ok:
+            job.future.set_result(job.outcome)
+        else:
+            job.future.set_exception(job.outcome)
 
 
 class WalCheckpointer:
@@ -287,36 +295,32 @@ class WalCheckpointer:
             _busy, pages, copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         return int(pages), int(copied)
 
+    def run_once(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """One round of the thread: connect if need be, checkpoint; the connection to use
+        next time (None after a failure, which is logged once until a round succeeds)."""
+        try:
+            if conn is None:
+                conn = sqlite3.connect(
+                    self._path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+            self.checkpoint(conn)
+            self._last_error = ""
+            return conn
+        except sqlite3.Error as exc:
+            # The store's own calls report an unusable database; say it here once.
+            if str(exc) != self._last_error:
+                log.warning("SQLite WAL checkpoint failed: %s", exc)
+                self._last_error = str(exc)
+            if conn is not None:
+                conn.close()
+            return None
+
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         while not self._stopping.wait(self._interval):
-            try:
-                if conn is None:
-                    conn = sqlite3.connect(
-                        self._path, timeout=30, isolation_level=None, check_same_thread=False
-                    )
-                self.checkpoint(conn)
-                self._last_error = ""
-            except sqlite3.Error as exc:
-                # The store's own calls report an unusable database; say it here once.
-                if str(exc) != self._last_error:
-                    log.warning("SQLite WAL checkpoint failed: %s", exc)
-                    self._last_error = str(exc)
-                if conn is not None:
-                    conn.close()
-                    conn = None
+            conn = self.run_once(conn)
         if conn is not None:
             conn.close()
-
-
-def _settle(jobs: list[_Job]) -> None:
-    for job in jobs:
-        if job.future.done():
-            continue  # its caller was cancelled
-        if job.ok:
-            job.future.set_result(job.outcome)
-        else:
-            job.future.set_exception(job.outcome)
 
 
 def transactions_for(engine: AsyncEngine) -> Transactions:
