@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -365,3 +365,64 @@ async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
         await asyncio.gather(*(store.claim(10_000 + i, "me", 30) for i in range(3)))
     finally:
         await store.close()
+
+
+@contextlib.contextmanager
+def server_commands(engine: AsyncEngine) -> Any:
+    """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the
+    connections ``engine`` opens from now on; the pool is emptied first."""
+    seen: list[str] = []
+
+    def log(record: Any) -> None:
+        seen.append(record.query.split()[0].rstrip(";").upper())
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "connect", on_connect)
+
+
+async def test_postgres_claim_is_one_statement_without_begin_or_commit(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A claim on PostgreSQL is one round trip: the statement is its own transaction."""
+    from bridge.store.repository import NewEvent, Store
+
+    store = Store(pg_engine)
+    try:
+        ((_, cid),) = await store.accept_many(
+            "c", [NewEvent("e1", "k1", "u1", "text", "hi", None, None)]
+        )
+        await pg_engine.dispose()  # new connections: they get the logger
+        with server_commands(pg_engine) as seen:
+            work = await store.claim(cid, "me", 30)
+            assert work is not None and work.inbox is not None
+            assert (work.conversation.id, work.inbox.event_id, work.outbox) == (cid, "e1", [])
+            assert "BEGIN" not in seen and "COMMIT" not in seen, seen
+            # The lease was taken and is visible to others at once: it was committed.
+            assert await store.claim(cid, "other", 30) is None
+            seen.clear()
+            await store.renew(cid, "me", 30)  # an ordinary write, for contrast
+            assert seen[0] == "BEGIN" and "COMMIT" in seen, seen
+    finally:
+        await store.close()
+
+
+async def test_postgres_each_statement_unit_replaced_on_dead_connection(
+    pg_engine: AsyncEngine, database_url: str
+) -> None:
+    from bridge.store.transactions import AsyncTransactions
+
+    units = AsyncTransactions(pg_engine)
+    await asyncio.gather(*(units.write(put(f"before-{i}")) for i in range(3)))
+    assert await kill_server_connections(database_url) >= 1
+    await units.each_statement(put("after"))
+    assert "after" in await units.read(keys)
+    # Without BEGIN a statement that fails leaves nothing behind either.
+    with pytest.raises(IntegrityError):
+        await units.each_statement(put("after"))
+    assert (await units.read(keys)).count("after") == 1

@@ -344,6 +344,9 @@ class Store:
         now = self.clock()
         values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": now + ttl}
 
+        if self._q.claim_with_inbox_head is not None:
+            return await self._tx.each_statement(self._claim_in_one(values))
+
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
             row = sql.first(self._q.claim, values)
@@ -352,6 +355,29 @@ class Store:
             return self._work(sql, _conversation(row), bool(row["has_outbox"]))
 
         return await self._tx.write(unit)
+
+    def _claim_in_one(self, values: Mapping[str, Any]) -> Callable[[Connection], Work | None]:
+        """PostgreSQL: the claim is one statement and its own transaction. Its inbox head is
+        read with the statement's snapshot: an event accepted while the claim waited for the
+        row's lock can be missing from it, and finish() then finds it (it locks the row
+        before reading the heads). Pending replies, rare, are read in a second statement,
+        under the lease just taken."""
+
+        def unit(conn: Connection) -> Work | None:
+            sql = self._runner(conn)
+            row = sql.first(self._q.claim_with_inbox_head, values)
+            if row is None:
+                return None
+            conv = _conversation(row)
+            head = None
+            if row["inbox_id"] is not None:
+                head = _inbox({name: row[f"inbox_{name}"] for name in InboxItem.__slots__})
+            replies: list[OutboxItem] = []
+            if row["has_outbox"]:
+                replies = [_outbox(r) for r in sql.all(self._q.outbox_heads, {"p_cid": conv.id})]
+            return Work(conv, head, replies)
+
+        return unit
 
     def _work(self, sql: StatementRunner, conv: Conversation, has_outbox: bool) -> Work:
         key = {"p_cid": conv.id}

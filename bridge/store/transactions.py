@@ -50,6 +50,12 @@ class Transactions(Protocol):
         """Run ``unit`` on a connection; nothing it does is committed."""
         ...
 
+    async def each_statement(self, unit: Callable[[Connection], T]) -> T:
+        """Run ``unit`` with each of its statements a transaction of its own where that saves
+        round trips (PostgreSQL: no BEGIN, no COMMIT); elsewhere as write(). Only for a unit
+        whose first statement is its only write and which may run again whole."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -64,17 +70,23 @@ class AsyncTransactions:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def _run(self, unit: Callable[[Connection], T], commit: bool) -> T:
+    async def _run(
+        self, unit: Callable[[Connection], T], commit: bool, each_statement: bool = False
+    ) -> T:
         for attempt in (1, 2):
             async with self._engine.connect() as conn:
                 try:
-                    await conn.begin()
+                    if each_statement:
+                        # The driver's autocommit: no BEGIN is sent, so nothing to COMMIT.
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    else:
+                        await conn.begin()
                     result = await conn.run_sync(unit)
                 except DBAPIError as exc:
                     if exc.connection_invalidated and attempt == 1:
                         continue  # the pool has discarded it; the next one is fresh
                     raise
-                if commit:
+                if commit and not each_statement:
                     await conn.commit()
                 return result  # a read: leaving the block rolls back
         raise AssertionError("unreachable")
@@ -84,6 +96,9 @@ class AsyncTransactions:
 
     async def read(self, unit: Callable[[Connection], T]) -> T:
         return await self._run(unit, commit=False)
+
+    async def each_statement(self, unit: Callable[[Connection], T]) -> T:
+        return await self._run(unit, commit=True, each_statement=True)
 
     async def close(self) -> None:
         return None  # the engine belongs to the caller
@@ -239,6 +254,10 @@ class SqliteThread:
 
     async def read(self, unit: Callable[[Connection], T]) -> T:
         return await self._submit(unit, commit=False)
+
+    async def each_statement(self, unit: Callable[[Connection], T]) -> T:
+        # One writer at a time, and a group shares its COMMIT already: nothing to save.
+        return await self._submit(unit, commit=True)
 
     async def close(self) -> None:
         if self._closed:
