@@ -1,4 +1,6 @@
-"""The store's unit runner on SQLite: one thread, one kept connection, whole units."""
+"""How store calls reach the database (bridge/store/transactions.py): on SQLite one thread,
+one kept connection, whole units, group commit; on PostgreSQL the asyncpg pool, dead pooled
+connections, and the claim as one statement without BEGIN or COMMIT."""
 
 from __future__ import annotations
 
@@ -426,3 +428,72 @@ async def test_postgres_each_statement_unit_replaced_on_dead_connection(
     with pytest.raises(IntegrityError):
         await units.each_statement(put("after"))
     assert (await units.read(keys)).count("after") == 1
+
+
+async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
+    pg_engine: AsyncEngine,
+) -> None:
+    """The one-statement claim reads the inbox with the snapshot it started with. An event
+    whose intake held the conversation's row lock while the claim waited for it can be
+    missing from the claim's work; finish() then finds it."""
+    import time
+
+    from bridge.store.repository import DONE, NewEvent, Step, Store
+
+    store = Store(pg_engine)
+    try:
+        ((_, cid),) = await store.accept_many(
+            "c", [NewEvent("e1", "k1", "u1", "text", "one", None, None)]
+        )
+        work = await store.claim(cid, "me", 30)
+        assert work is not None and work.inbox is not None
+        done = {"status": DONE, "finished_at": time.time()}
+        await store.commit(cid, "me", Step(inbox_id=work.inbox.id, inbox=done), "c")
+        assert await store.finish(cid, "me", 30) is None  # nothing left: released
+
+        async with pg_engine.connect() as intake:  # another replica's accept, held open
+            await intake.execute(
+                text("UPDATE conversations SET due_at = :now WHERE id = :cid"),
+                {"now": time.time(), "cid": cid},
+            )
+            await intake.execute(
+                text(
+                    "INSERT INTO inbox (channel, event_id, conversation_id, kind, text, "
+                    "status, attempts, next_attempt_at, created_at) VALUES "
+                    "('c', 'e2', :cid, 'text', 'two', 'pending', 0, :now, :now)"
+                ),
+                {"now": time.time(), "cid": cid},
+            )
+            claim = asyncio.create_task(store.claim(cid, "me", 30))
+            await wait_for_lock_waiter(pg_engine, claim)
+            await intake.commit()
+        work = await claim
+        assert work is not None
+        seen = [work.inbox.event_id] if work.inbox else []
+        if not seen:  # not in the claim's snapshot: the worker finishes, and finish has it
+            work = await store.finish(cid, "me", 30)
+            assert work is not None and work.inbox is not None
+            seen.append(work.inbox.event_id)
+        assert seen == ["e2"]
+    finally:
+        await store.close()
+
+
+async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:
+    """Until a session of this database waits for a row lock (bounded; fails if ``task``
+    ends first)."""
+    database = engine.url.database
+    async with engine.connect() as conn:
+        for _ in range(500):
+            assert not task.done(), "the claim did not wait for the row lock"
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = :db AND wait_event_type = 'Lock'"
+                ),
+                {"db": database},
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("no session waited for the row lock")
