@@ -10,7 +10,9 @@ atomically: all of it is committed, or none of it. A unit never commits or rolls
   transaction (group commit, below). One connection on one thread also keeps SQLite's single
   writer an orderly queue. A caller that is cancelled does not interrupt the unit: it
   commits or rolls back on its own, so no connection is left holding the write lock.
-* PostgreSQL: asyncpg, natively asynchronous, through ``AsyncConnection.run_sync``.
+* PostgreSQL: asyncpg, natively asynchronous, through ``AsyncConnection.run_sync``. A unit
+  whose first statement is its only write (the claim) may skip BEGIN and COMMIT
+  (``each_statement``): each statement is then its own transaction.
 """
 
 from __future__ import annotations
