@@ -296,7 +296,10 @@ async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:
 @pytest.fixture
 def pg_engine(request: pytest.FixtureRequest, database_url: str) -> AsyncEngine:
     return migrated(
-        request, database_url, "postgresql", "PostgreSQL only: SQLite has no server to lose"
+        request,
+        database_url,
+        "postgresql",
+        "PostgreSQL only: its server connections, sessions and transactions",
     )
 
 
