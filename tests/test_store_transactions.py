@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -324,19 +325,25 @@ async def kill_server_connections(url: str) -> int:
         await admin.dispose()
 
 
+@pytest.mark.parametrize("call", ["write", "each_statement"])
 async def test_postgres_dead_pooled_connections_cost_no_failed_call(
-    pg_engine: AsyncEngine, database_url: str
+    pg_engine: AsyncEngine, database_url: str, call: str
 ) -> None:
     from bridge.store.transactions import AsyncTransactions
 
     units = AsyncTransactions(pg_engine)
+    run = getattr(units, call)
     # Fill the pool with idle connections, as a running bridge has.
     await asyncio.gather(*(units.write(put(f"before-{i}")) for i in range(3)))
     assert await kill_server_connections(database_url) >= 1
-    await units.write(put("after"))  # on a dead connection first, then again on a fresh one
+    await run(put("after"))  # on a dead connection first, then again on a fresh one
     assert "after" in await units.read(keys)
     # Every connection the pool held is gone now: later calls do not fail either.
-    await asyncio.gather(*(units.write(put(f"later-{i}")) for i in range(3)))
+    await asyncio.gather(*(run(put(f"later-{i}")) for i in range(3)))
+    # A statement that fails leaves nothing behind, with or without BEGIN.
+    with pytest.raises(IntegrityError):
+        await run(put("after"))
+    assert (await units.read(keys)).count("after") == 1
 
 
 async def test_postgres_other_failures_are_not_retried(pg_engine: AsyncEngine) -> None:
@@ -372,11 +379,12 @@ async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
         await store.close()
 
 
-@contextlib.contextmanager
-def server_commands(engine: AsyncEngine) -> Any:
+@contextlib.asynccontextmanager
+async def server_commands(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the
     connections ``engine`` opens from now on; the pool is emptied first."""
     seen: list[str] = []
+    await engine.dispose()  # pooled connections would not have the logger
 
     def log(record: Any) -> None:
         seen.append(record.query.split()[0].rstrip(";").upper())
@@ -402,8 +410,7 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
         ((_, cid),) = await store.accept_many(
             "c", [NewEvent("e1", "k1", "u1", "text", "hi", None, None)]
         )
-        await pg_engine.dispose()  # new connections: they get the logger
-        with server_commands(pg_engine) as seen:
+        async with server_commands(pg_engine) as seen:
             work = await store.claim(cid, "me", 30)
             assert work is not None and work.inbox is not None
             assert (work.conversation.id, work.inbox.event_id, work.outbox) == (cid, "e1", [])
@@ -417,30 +424,12 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
         await store.close()
 
 
-async def test_postgres_each_statement_unit_replaced_on_dead_connection(
-    pg_engine: AsyncEngine, database_url: str
-) -> None:
-    from bridge.store.transactions import AsyncTransactions
-
-    units = AsyncTransactions(pg_engine)
-    await asyncio.gather(*(units.write(put(f"before-{i}")) for i in range(3)))
-    assert await kill_server_connections(database_url) >= 1
-    await units.each_statement(put("after"))
-    assert "after" in await units.read(keys)
-    # Without BEGIN a statement that fails leaves nothing behind either.
-    with pytest.raises(IntegrityError):
-        await units.each_statement(put("after"))
-    assert (await units.read(keys)).count("after") == 1
-
-
 async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
     pg_engine: AsyncEngine,
 ) -> None:
     """The one-statement claim reads the inbox with the snapshot it started with. An event
     whose intake held the conversation's row lock while the claim waited for it can be
     missing from the claim's work; finish() then finds it."""
-    import time
-
     from bridge.store.repository import DONE, NewEvent, Step, Store
 
     store = Store(pg_engine)

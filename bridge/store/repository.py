@@ -372,20 +372,18 @@ class Store:
             head = None
             if row["inbox_id"] is not None:
                 head = _inbox({name: row[f"inbox_{name}"] for name in InboxItem.__slots__})
-            replies: list[OutboxItem] = []
-            if row["has_outbox"]:
-                replies = [_outbox(r) for r in sql.all(self._q.outbox_heads, {"p_cid": conv.id})]
-            return Work(conv, head, replies)
+            return Work(conv, head, self._replies(sql, conv.id) if row["has_outbox"] else [])
 
         return unit
 
     def _work(self, sql: StatementRunner, conv: Conversation, has_outbox: bool) -> Work:
-        key = {"p_cid": conv.id}
-        in_row = sql.first(self._q.inbox_head, key)
-        replies: list[OutboxItem] = []
-        if has_outbox:
-            replies = [_outbox(r) for r in sql.all(self._q.outbox_heads, key)]
+        in_row = sql.first(self._q.inbox_head, {"p_cid": conv.id})
+        replies = self._replies(sql, conv.id) if has_outbox else []
         return Work(conv, _inbox(in_row) if in_row else None, replies)
+
+    def _replies(self, sql: StatementRunner, conversation_id: int) -> list[OutboxItem]:
+        """The oldest pending replies of a conversation (up to OUTBOX_BATCH)."""
+        return [_outbox(r) for r in sql.all(self._q.outbox_heads, {"p_cid": conversation_id})]
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
         until = self.clock() + ttl
