@@ -362,6 +362,32 @@ async def test_postgres_other_failures_are_not_retried(pg_engine: AsyncEngine) -
     assert calls == 1
 
 
+async def test_postgres_a_cancelled_caller_leaves_nothing_behind(pg_engine: AsyncEngine) -> None:
+    """Cancelled while its unit waits on the server: the unit is rolled back inside the
+    greenlet, its connection goes back to the pool, and later units run as usual."""
+    from bridge.store.transactions import AsyncTransactions
+
+    units = AsyncTransactions(pg_engine)
+    await units.write(put("locked"))
+
+    def put_then_wait(conn: Connection) -> None:
+        put("cancelled")(conn)
+        conn.execute(text("UPDATE channel_state SET value = 'w' WHERE key = 'locked'"))
+
+    async with pg_engine.connect() as other:  # holds the row's lock
+        await other.execute(text("UPDATE channel_state SET value = 'o' WHERE key = 'locked'"))
+        task = asyncio.create_task(units.write(put_then_wait))
+        await wait_for_lock_waiter(pg_engine, task)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await other.rollback()
+    assert pg_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert await units.read(keys) == ["locked"]
+    await units.write(put("after"))
+    assert await units.read(keys) == ["after", "locked"]
+
+
 async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
     pg_engine: AsyncEngine, database_url: str
 ) -> None:
@@ -382,7 +408,8 @@ async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
 @contextlib.asynccontextmanager
 async def server_commands(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the
-    connections ``engine`` opens from now on; the pool is emptied first."""
+    connections ``engine`` opens from now on; the pool is emptied first. asyncpg hands each
+    record to the logger with ``call_soon``: read the list after a turn of the loop."""
     seen: list[str] = []
     await engine.dispose()  # pooled connections would not have the logger
 
@@ -412,6 +439,7 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
         )
         async with server_commands(pg_engine) as seen:
             work = await store.claim(cid, "me", 30)
+            await asyncio.sleep(0)  # the logger's records arrive
             assert work is not None and work.inbox is not None
             assert (work.conversation.id, work.inbox.event_id, work.outbox) == (cid, "e1", [])
             assert "BEGIN" not in seen and "COMMIT" not in seen, seen
@@ -419,6 +447,7 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
             assert await store.claim(cid, "other", 30) is None
             seen.clear()
             await store.renew(cid, "me", 30)  # an ordinary write, for contrast
+            await asyncio.sleep(0)
             assert seen[0] == "BEGIN" and "COMMIT" in seen, seen
     finally:
         await store.close()
@@ -472,12 +501,12 @@ async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
 
 
 async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:
-    """Until a session of this database waits for a row lock (bounded; fails if ``task``
-    ends first)."""
+    """Until a session of this database waits for a row lock (bounded; fails if ``task``,
+    the one meant to wait, ends first)."""
     database = engine.url.database
     async with engine.connect() as conn:
         for _ in range(500):
-            assert not task.done(), "the claim did not wait for the row lock"
+            assert not task.done(), "the task did not wait for the row lock"
             waiting = await conn.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
