@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.store.transactions import SqliteThread, StoreClosed, WalCheckpointer
 
@@ -453,38 +453,68 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
         await store.close()
 
 
+async def test_postgres_commit_is_one_statement_unless_it_adds_several_replies(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A worker's usual commit (the conversation, its inbox item, one reply, acks) is one
+    statement on PostgreSQL; several replies at once take a transaction, so that their ids
+    follow their order."""
+    from bridge.store.repository import DONE, SENT, NewEvent, NewOutbox, OutboxAck, Step, Store
+
+    store = Store(pg_engine)
+    try:
+        ((_, cid),) = await store.accept_many(
+            "c", [NewEvent("e1", "k1", "u1", "text", "hi", None, None)]
+        )
+        work = await store.claim(cid, "me", 30)
+        assert work is not None and work.inbox is not None
+        async with server_commands(pg_engine) as seen:
+            step = Step(
+                conversation={"state": "active", "session_id": "s-1"},
+                inbox_id=work.inbox.id,
+                inbox={"status": DONE, "attempts": 1},
+                outbox=[NewOutbox([{"text": "one"}], {"chat_id": 7}, work.inbox.id)],
+            )
+            (reply,) = await store.commit(cid, "me", step, "c")
+            await asyncio.sleep(0)
+            assert "BEGIN" not in seen and "COMMIT" not in seen, seen
+            assert await store.head_outbox(cid) == reply
+            assert (reply.elements, reply.address, reply.inbox_id) == (
+                [{"text": "one"}],
+                {"chat_id": 7},
+                work.inbox.id,
+            )
+            assert await store.head_inbox(cid) is None  # the item is done
+            conv = await store.conversation(cid)
+            assert (conv.state, conv.session_id) == ("active", "s-1")
+
+            await asyncio.sleep(0)
+            seen.clear()
+            step = Step(outbox=[NewOutbox([{"text": t}], None) for t in ("two", "three")])
+            sent = OutboxAck(reply.id, {"status": SENT, "parts_done": 1})
+            two, three = await store.commit(cid, "me", step, "c", [sent])
+            await asyncio.sleep(0)
+            assert seen[0] == "BEGIN" and seen[-1] == "COMMIT", seen
+            assert reply.id < two.id < three.id
+            assert await store.head_outbox(cid) == two  # the first reply was recorded sent
+    finally:
+        await store.close()
+
+
 async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
     pg_engine: AsyncEngine,
 ) -> None:
     """The one-statement claim reads the inbox with the snapshot it started with. An event
     whose intake held the conversation's row lock while the claim waited for it can be
     missing from the claim's work; finish() then finds it."""
-    from bridge.store.repository import DONE, NewEvent, Step, Store
+    from bridge.store.repository import Store
 
     store = Store(pg_engine)
     try:
-        ((_, cid),) = await store.accept_many(
-            "c", [NewEvent("e1", "k1", "u1", "text", "one", None, None)]
-        )
-        work = await store.claim(cid, "me", 30)
-        assert work is not None and work.inbox is not None
-        done = {"status": DONE, "finished_at": time.time()}
-        await store.commit(cid, "me", Step(inbox_id=work.inbox.id, inbox=done), "c")
+        cid = await one_event_done(store)
         assert await store.finish(cid, "me", 30) is None  # nothing left: released
 
-        async with pg_engine.connect() as intake:  # another replica's accept, held open
-            await intake.execute(
-                text("UPDATE conversations SET due_at = :now WHERE id = :cid"),
-                {"now": time.time(), "cid": cid},
-            )
-            await intake.execute(
-                text(
-                    "INSERT INTO inbox (channel, event_id, conversation_id, kind, text, "
-                    "status, attempts, next_attempt_at, created_at) VALUES "
-                    "('c', 'e2', :cid, 'text', 'two', 'pending', 0, :now, :now)"
-                ),
-                {"now": time.time(), "cid": cid},
-            )
+        async with intake_holding_the_row(pg_engine, cid, "e2") as intake:
             claim = asyncio.create_task(store.claim(cid, "me", 30))
             await wait_for_lock_waiter(pg_engine, claim)
             await intake.commit()
@@ -498,6 +528,66 @@ async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
         assert seen == ["e2"]
     finally:
         await store.close()
+
+
+async def test_postgres_event_accepted_while_finish_waits_is_not_lost(
+    pg_engine: AsyncEngine,
+) -> None:
+    """finish() locks the conversation before it reads the queues, in an earlier statement:
+    an event whose intake held the row's lock meanwhile is then seen, and the lease kept
+    for it."""
+    from bridge.store.repository import Store
+
+    store = Store(pg_engine)
+    try:
+        cid = await one_event_done(store)
+        # Nothing is left to do: only an event that arrives now keeps the lease.
+        async with intake_holding_the_row(pg_engine, cid, "e2") as intake:
+            finishing = asyncio.create_task(store.finish(cid, "me", 30))
+            await wait_for_lock_waiter(pg_engine, finishing)
+            await intake.commit()
+        work = await finishing
+        assert work is not None and work.inbox is not None and work.inbox.event_id == "e2"
+        assert await store.claim(cid, "other", 30) is None  # the lease was kept
+    finally:
+        await store.close()
+
+
+async def one_event_done(store: Any) -> int:
+    """A conversation whose one event "e1" was claimed by "me" and committed done; the
+    lease is still held (the worker has not finished). Its id."""
+    from bridge.store.repository import DONE, NewEvent, Step
+
+    ((_, cid),) = await store.accept_many(
+        "c", [NewEvent("e1", "k1", "u1", "text", "one", None, None)]
+    )
+    work = await store.claim(cid, "me", 30)
+    assert work is not None and work.inbox is not None
+    done = {"status": DONE, "finished_at": time.time()}
+    await store.commit(cid, "me", Step(inbox_id=work.inbox.id, inbox=done), "c")
+    return int(cid)
+
+
+@contextlib.asynccontextmanager
+async def intake_holding_the_row(
+    engine: AsyncEngine, cid: int, event_id: str
+) -> AsyncIterator[AsyncConnection]:
+    """Another replica's accept of ``event_id`` into conversation ``cid``, its transaction
+    left open: it holds the conversation's row lock until the caller commits."""
+    async with engine.connect() as intake:
+        await intake.execute(
+            text("UPDATE conversations SET due_at = :now WHERE id = :cid"),
+            {"now": time.time(), "cid": cid},
+        )
+        await intake.execute(
+            text(
+                "INSERT INTO inbox (channel, event_id, conversation_id, kind, text, "
+                "status, attempts, next_attempt_at, created_at) VALUES "
+                "('c', :event_id, :cid, 'text', 'two', 'pending', 0, :now, :now)"
+            ),
+            {"now": time.time(), "cid": cid, "event_id": event_id},
+        )
+        yield intake
 
 
 async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:

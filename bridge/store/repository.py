@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store.runners import CoreRunner, DirectRunner, StatementRunner
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
-from bridge.store.statements import OUTBOX_BATCH, PENDING, Guard, HotStatements, params
+from bridge.store.statements import (
+    OUTBOX_BATCH,
+    PENDING,
+    CommitShape,
+    Guard,
+    HotStatements,
+    params,
+)
 from bridge.store.transactions import Transactions, transactions_for
 
 __all__ = ["OUTBOX_BATCH", "PENDING"]
@@ -177,6 +184,54 @@ def _conversation(row: Any) -> Conversation:
 def _inbox(row: Any) -> InboxItem:
     m: Mapping[str, Any] = getattr(row, "_mapping", row)
     return InboxItem(**{name: m[name] for name in InboxItem.__slots__})
+
+
+def _new_reply(conversation_id: int, new: NewOutbox, channel: str, now: float) -> dict[str, Any]:
+    """A new outbox row's columns (statements.NEW_OUTBOX_COLUMNS)."""
+    return {
+        "conversation_id": conversation_id,
+        "inbox_id": new.inbox_id,
+        "channel": channel,
+        "address": dict(new.address) if new.address else None,
+        "elements": new.elements,
+        "parts_done": 0,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+def _created(outbox_id: int, row: Mapping[str, Any]) -> OutboxItem:
+    return OutboxItem(
+        outbox_id,
+        row["conversation_id"],
+        row["inbox_id"],
+        row["channel"],
+        row["address"],
+        row["elements"],
+        0,
+        PENDING,
+        0,
+        row["next_attempt_at"],
+        None,
+    )
+
+
+def _ack_params(acks: Sequence[OutboxAck]) -> dict[str, Any]:
+    """Parameters for the acks of a one-statement write (statements._ack_writes)."""
+    values: dict[str, Any] = {}
+    for n, ack in enumerate(acks):
+        values[f"p_a{n}_id"] = ack.outbox_id
+        values.update({f"p_a{n}_{name}": value for name, value in ack.values.items()})
+    return values
+
+
+def _fits_one_statement(step: Step, acks: Sequence[OutboxAck]) -> bool:
+    """Whether HotStatements.commit_in_one can write this commit: at most one new reply
+    (several would need their ids handed out in order), each acked reply once (one statement
+    may not change a row twice)."""
+    return len(step.outbox) <= 1 and len({ack.outbox_id for ack in acks}) == len(acks)
 
 
 def _outbox(row: Any) -> OutboxItem:
@@ -409,23 +464,33 @@ class Store:
         q = self._q
         key = {"p_cid": conversation_id, "p_owner": owner}
 
+        def finish_locked(sql: StatementRunner) -> Work | None:
+            """PostgreSQL: lock the row first (recording the acks in the same statement): an
+            accept() updating it either committed before, and the next statement, which
+            keeps or releases the lease, sees its event; or it waits for us, and sets due_at
+            after we wrote ours."""
+            shape = tuple(frozenset(ack.values) for ack in acks)
+            if sql.first(q.lock_held_with_acks(shape), {**key, **_ack_params(acks)}) is None:
+                return None
+            row = sql.first(
+                q.keep_or_release,
+                {"p_cid": conversation_id, "p_now": now, "p_until": now + ttl},
+            )
+            assert row is not None  # the row is locked by this transaction
+            if not row["kept"]:
+                return None
+            return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
-            # Lock the row first: an accept() updating it either committed before (and we see
-            # its event) or waits for us (and sets due_at after we wrote ours).
-            if q.dialect == "sqlite":
-                # One writer at a time: the lease check and the queue heads in one read, after
-                # the acks (recorded only if the lease is still held).
-                self._record_acks(sql, acks, conversation_id, owner)
-                row = sql.first(q.held_with_heads, key)
-                if row is None:
-                    return None
-            else:
-                row = sql.first(q.lock_held, key)
-                if row is None:
-                    return None
-                self._record_acks(sql, acks)
-                row = {**row, **(sql.first(q.next_due, {"p_cid": conversation_id}) or {})}
+            if q.dialect != "sqlite":
+                return finish_locked(sql)
+            # SQLite, one writer at a time: the lease check and the queue heads in one read,
+            # after the acks (recorded only if the lease is still held).
+            self._record_acks(sql, acks, conversation_id, owner)
+            row = sql.first(q.held_with_heads, key)
+            if row is None:
+                return None
             heads = [float(row[k]) for k in ("inbox_next", "outbox_next") if row[k] is not None]
             due = min(heads) if heads else None
             if due is not None and due <= now:
@@ -519,6 +584,11 @@ class Store:
         acks = list(acks)  # the caller clears its list while this may still run
         q = self._q
 
+        if q.dialect == "postgresql" and _fits_one_statement(step, acks):
+            return await self._tx.each_statement(
+                self._commit_in_one(conversation_id, owner, step, channel, acks, now)
+            )
+
         def unit(conn: Connection) -> list[OutboxItem]:
             sql = self._runner(conn)
             # The lease check is part of the update, so it costs no extra round trip.
@@ -534,41 +604,50 @@ class Store:
                 sql.rowcount(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
             created: list[OutboxItem] = []
             for new in step.outbox:
-                address = dict(new.address) if new.address else None
-                inserted = sql.first(
-                    q.new_outbox,
-                    {
-                        "conversation_id": conversation_id,
-                        "inbox_id": new.inbox_id,
-                        "channel": channel,
-                        "address": address,
-                        "elements": new.elements,
-                        "parts_done": 0,
-                        "status": PENDING,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    },
-                )
+                row = _new_reply(conversation_id, new, channel, now)
+                inserted = sql.first(q.new_outbox, row)
                 assert inserted is not None  # INSERT ... RETURNING id
-                created.append(
-                    OutboxItem(
-                        int(inserted["id"]),
-                        conversation_id,
-                        new.inbox_id,
-                        channel,
-                        address,
-                        new.elements,
-                        0,
-                        PENDING,
-                        0,
-                        now,
-                        None,
-                    )
-                )
+                created.append(_created(int(inserted["id"]), row))
             return created
 
         return await self._tx.write(unit)
+
+    def _commit_in_one(
+        self,
+        conversation_id: int,
+        owner: str,
+        step: Step,
+        channel: str,
+        acks: Sequence[OutboxAck],
+        now: float,
+    ) -> Callable[[Connection], list[OutboxItem]]:
+        """PostgreSQL: the commit as one statement (HotStatements.commit_in_one)."""
+        conversation = {"updated_at": now, **step.conversation}
+        changes_inbox = step.inbox_id is not None and bool(step.inbox)
+        shape = CommitShape(
+            frozenset(conversation),
+            frozenset(step.inbox) if changes_inbox else None,
+            bool(step.outbox),
+            tuple(frozenset(ack.values) for ack in acks),
+        )
+        values: dict[str, Any] = {"p_cid": conversation_id, "p_owner": owner, "p_now": now}
+        values.update({f"p_c_{name}": value for name, value in conversation.items()})
+        if changes_inbox:
+            values["p_i_id"] = step.inbox_id
+            values.update({f"p_i_{name}": value for name, value in step.inbox.items()})
+        values.update(_ack_params(acks))
+        reply = _new_reply(conversation_id, step.outbox[0], channel, now) if step.outbox else None
+        if reply is not None:
+            values.update({f"p_o_{name}": value for name, value in reply.items()})
+        stmt = self._q.commit_in_one(shape)
+
+        def unit(conn: Connection) -> list[OutboxItem]:
+            row = self._runner(conn).first(stmt, values)
+            if row is None or not row["held"]:
+                raise LeaseLost(f"conversation {conversation_id}: lease lost")
+            return [] if reply is None else [_created(int(row["outbox_id"]), reply)]
+
+        return unit
 
     async def update_outbox(
         self, conversation_id: int, owner: str, outbox_id: int, **values: Any

@@ -9,9 +9,10 @@ per set of columns and kept."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, exists, func, or_, select, true, update
+from sqlalchemy import bindparam, case, exists, func, insert, null, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.schema import channel_state, conversations, inbox, outbox
@@ -106,10 +107,9 @@ class HotStatements:
             .scalar_subquery()
             for t in (inbox, outbox)
         ]
-        self.next_due = select(heads[0].label("inbox_next"), heads[1].label("outbox_next"))
         # SQLite only (one writer at a time, so nothing can change between the lease check
         # and the heads): the lease check and the heads in one statement. PostgreSQL must
-        # lock first and read the heads in a later statement (see Store.finish).
+        # lock first and read the heads in a later statement (keep_or_release, below).
         self.held_with_heads = select(
             *conversations.c,
             heads[0].label("inbox_next"),
@@ -135,6 +135,34 @@ class HotStatements:
         self._guarded_conversation: dict[frozenset[str], Any] = {}
         self._inbox_update: dict[frozenset[str], Any] = {}
         self._outbox_update: dict[tuple[frozenset[str], Guard], Any] = {}
+        self._commits: dict[CommitShape, Any] = {}
+        self._locks_with_acks: dict[tuple[frozenset[str], ...], Any] = {}
+        # PostgreSQL's finish (Store.finish), once the row is locked: whether work is due now
+        # decides, in the same statement, between keeping the lease and releasing it.
+        self.keep_or_release: Any = None
+        if dialect == "postgresql":
+            due_heads = select(
+                heads[0].label("inbox_next"), heads[1].label("outbox_next")
+            ).subquery("due_heads")
+            due = least(due_heads.c.inbox_next, due_heads.c.outbox_next)
+            keep = due <= now
+            self.keep_or_release = (
+                update(conversations)
+                .where(c.id == _p("cid"))
+                .values(
+                    lease_owner=case((keep, c.lease_owner), else_=None),
+                    lease_until=case(
+                        (keep, bindparam("p_until", type_=c.lease_until.type)), else_=None
+                    ),
+                    due_at=case((keep, c.due_at), else_=due),
+                )
+                .returning(
+                    *conversations.c,
+                    due_heads.c.inbox_next,
+                    due_heads.c.outbox_next,
+                    c.lease_owner.is_not(None).label("kept"),
+                )
+            )
 
     @staticmethod
     def _has_outbox() -> Any:
@@ -182,6 +210,108 @@ class HotStatements:
             stmt = stmt.values({name: _p(f"set_{name}") for name in sorted(key[0])})
             self._outbox_update[key] = stmt
         return stmt
+
+
+    def lock_held_with_acks(self, acks: tuple[frozenset[str], ...]) -> Any:
+        """PostgreSQL: lock_held, with each ack (``p_a<n>_id``, ``p_a<n>_<column>``) written
+        in the same statement, only if the row is held."""
+        stmt = self._locks_with_acks.get(acks)
+        if stmt is None:
+            locked = self.lock_held.cte("locked")
+            stmt = select(locked).add_cte(*_ack_writes(acks, locked))
+            self._locks_with_acks[acks] = stmt
+        return stmt
+
+    def commit_in_one(self, shape: CommitShape) -> Any:
+        """PostgreSQL: a worker's commit as one statement, its own transaction (no BEGIN, no
+        COMMIT: one round trip where there were five). Every write is a CTE that reads the
+        guarded conversation update's RETURNING, so if the lease is not held nothing is
+        written; the statement returns ``held`` (0 or 1) and the new reply's ``outbox_id``.
+
+        ``shape``: the conversation's columns (placeholders ``p_c_<column>``), the inbox
+        item's columns or None (``p_i_id``, ``p_i_<column>``), whether one reply is added
+        (``p_o_<column>``), and each ack's columns (``p_a<n>_id``, ``p_a<n>_<column>``);
+        the guard's ``p_cid``, ``p_owner``, ``p_now`` as in update_held_conversation."""
+        stmt = self._commits.get(shape)
+        if stmt is not None:
+            return stmt
+        c, i, o = conversations.c, inbox.c, outbox.c
+        held = (
+            update(conversations)
+            .where(c.id == _p("cid"), c.lease_owner == _p("owner"), c.lease_until >= _p("now"))
+            .values({name: _p(f"c_{name}") for name in sorted(shape.conversation)})
+            .returning(c.id)
+            .cte("held")
+        )
+        held_id = select(held.c.id).scalar_subquery()
+        writes = _ack_writes(shape.acks, held)
+        if shape.inbox is not None:
+            step_inbox = (
+                update(inbox)
+                .where(i.id == _p("i_id"), i.conversation_id == held_id)
+                .values({name: _p(f"i_{name}") for name in sorted(shape.inbox)})
+                .returning(i.id)
+            )
+            writes.append(step_inbox.cte("step_inbox"))
+        reply: Any = null()
+        if shape.reply:
+            names = [name for name in NEW_OUTBOX_COLUMNS if name != "conversation_id"]
+            rows = select(
+                held.c.id, *(bindparam(f"p_o_{name}", type_=o[name].type) for name in names)
+            )
+            new = (
+                insert(outbox)
+                .from_select(["conversation_id", *names], rows)
+                .returning(o.id)
+                .cte("new_reply")
+            )
+            reply = select(new.c.id).scalar_subquery()
+        stmt = select(
+            select(func.count()).select_from(held).scalar_subquery().label("held"),
+            reply.label("outbox_id"),
+        ).add_cte(*writes)
+        self._commits[shape] = stmt
+        return stmt
+
+
+def _ack_writes(acks: tuple[frozenset[str], ...], held: Any) -> list[Any]:
+    """One CTE per ack (``p_a<n>_id``, ``p_a<n>_<column>``): it writes only if ``held``, the
+    CTE that checked the lease, has the conversation's row."""
+    o = outbox.c
+    held_id = select(held.c.id).scalar_subquery()
+    return [
+        update(outbox)
+        .where(o.id == _p(f"a{n}_id"), o.conversation_id == held_id)
+        .values({name: _p(f"a{n}_{name}") for name in sorted(columns)})
+        .returning(o.id)
+        .cte(f"ack{n}")
+        for n, columns in enumerate(acks)
+    ]
+
+
+# The columns a new reply is written with (Store.commit).
+NEW_OUTBOX_COLUMNS = (
+    "conversation_id",
+    "inbox_id",
+    "channel",
+    "address",
+    "elements",
+    "parts_done",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitShape:
+    """Which columns a commit writes (HotStatements.commit_in_one): one statement each."""
+
+    conversation: frozenset[str]
+    inbox: frozenset[str] | None
+    reply: bool
+    acks: tuple[frozenset[str], ...]
 
 
 def params(values: dict[str, Any], **keys: Any) -> dict[str, Any]:

@@ -11,9 +11,9 @@ atomically: all of it is committed, or none of it. A unit never commits or rolls
   writer an orderly queue. A caller that is cancelled does not interrupt the unit: it
   commits or rolls back on its own, so no connection is left holding the write lock.
 * PostgreSQL: asyncpg, natively asynchronous, the whole unit in one pass through SQLAlchemy's
-  greenlet bridge. A unit
-  whose first statement is its only write (the claim) may skip BEGIN and COMMIT
-  (``each_statement``): each statement is then its own transaction.
+  greenlet bridge. A unit whose writes are all in its first statement (the claim, a worker's
+  usual commit) may skip BEGIN and COMMIT (``each_statement``): each statement is then its
+  own transaction, and a statement is atomic.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Transactions(Protocol):
     async def each_statement(self, unit: Callable[[Connection], T]) -> T:
         """Run ``unit`` with each of its statements a transaction of its own where that saves
         round trips (PostgreSQL: no BEGIN, no COMMIT); elsewhere as write(). Only for a unit
-        whose first statement is its only write and which may run again whole."""
+        whose writes are all in its first statement and which may run again whole."""
         ...
 
     async def close(self) -> None: ...
