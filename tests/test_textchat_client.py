@@ -557,6 +557,13 @@ def _with(**fields: Any) -> bytes:
     return json.dumps({**VALID, **fields}).encode()
 
 
+def _nested(levels: int) -> Any:
+    value: Any = {}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
 MALFORMED: list[Any] = [
     pytest.param(b"not json at all", "application/json", id="not-json"),
     pytest.param(
@@ -587,6 +594,7 @@ MALFORMED: list[Any] = [
     ),
     pytest.param(b"\xff\xfe\x00\x00garbage", "application/json", id="binary"),
     pytest.param(b"[" * 100_000 + b"]" * 100_000, "application/json", id="deeply-nested"),
+    pytest.param(_with(deep=_nested(64)), "application/json", id="object-65-levels-deep"),
 ]
 
 
@@ -624,6 +632,20 @@ async def test_oversized_chunked_body(fake: FakeParloa, make_client: MakeClient)
         await client.launch("u", "s")
     assert type(info.value) is MalformedResponse
     assert "1024 byte limit" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"deep": _nested(63)}, id="64-levels-deep"),
+        pytest.param({"note": "[{" * 500}, id="brackets-inside-a-string"),
+    ],
+)
+async def test_deep_but_allowed_bodies_are_accepted(
+    fake: FakeParloa, client: TextchatClient, extra: dict[str, Any]
+) -> None:
+    fake.reply = Reply(body=_with(**extra))
+    assert (await client.launch("u", "s")).status == 200
 
 
 async def test_chunked_valid_body_is_accepted(fake: FakeParloa, client: TextchatClient) -> None:
