@@ -269,6 +269,10 @@ class Engine:
         self._typing_delay = typing_delay
         self._wake = asyncio.Event()
         self._notified: set[int] = set()
+        # Notices counted, and the latest one for each conversation whose worker was running
+        # when it came (see _work: finish() may not have seen the event behind it).
+        self._notices = 0
+        self._noticed_while_working: dict[int, int] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(config.max_concurrent_conversations)
         self._tasks: list[asyncio.Task[None]] = []
@@ -320,6 +324,9 @@ class Engine:
         return results
 
     def notify(self, conversation_id: int) -> None:
+        self._notices += 1
+        if conversation_id in self._workers:
+            self._noticed_while_working[conversation_id] = self._notices
         self._notified.add(conversation_id)
         self._wake.set()
 
@@ -430,16 +437,25 @@ class Engine:
         acks: list[OutboxAck] = []
         try:
             async with self._slots:
-                work = await self.store.claim(cid, self.instance_id, self.config.lease_seconds)
-                if work is None:
-                    return  # another process is on it
-                async with self._heartbeat(cid):
-                    while work is not None and not self._stopping:
-                        await self._run(work, acks)
-                        work = await self.store.finish(
-                            cid, self.instance_id, self.config.lease_seconds, acks
-                        )
-                        acks.clear()
+                while not self._stopping:
+                    work = await self.store.claim(cid, self.instance_id, self.config.lease_seconds)
+                    if work is None:
+                        return  # another process is on it
+                    async with self._heartbeat(cid):
+                        read = self._notices
+                        while work is not None and not self._stopping:
+                            await self._run(work, acks)
+                            read = self._notices
+                            work = await self.store.finish(
+                                cid, self.instance_id, self.config.lease_seconds, acks
+                            )
+                            acks.clear()
+                    # finish() read the queues after every event noticed by then; one noticed
+                    # since may have been stored after that read. The dispatcher skipped its
+                    # notice (this worker was still running): claim again rather than leave
+                    # it to the next scan of the database, up to a poll interval later.
+                    if self._noticed_while_working.get(cid, 0) <= read:
+                        return
         except LeaseLost:
             log.warning("conversation %s: lease lost to another process; stopping", cid)
         except asyncio.CancelledError:
@@ -450,6 +466,7 @@ class Engine:
                 await self.store.finish(cid, self.instance_id, 0, acks)
         finally:
             self._workers.pop(cid, None)
+            self._noticed_while_working.pop(cid, None)
             if not self._stopping:
                 self._wake.set()  # a slot is free: look for more work
 

@@ -149,6 +149,7 @@ async def harness(
     config: EngineConfig = FAST,
     read_timeout: float = 5.0,
     adapter: FakeAdapter | None = None,
+    poll_interval: float = 0.05,
 ) -> AsyncIterator[Harness]:
     client = TextchatClient(
         simulator.url, "rel-test", "test-token", timeouts=Timeouts(connect=2, read=read_timeout)
@@ -163,7 +164,7 @@ async def harness(
         config=config,
         messages=MessagesConfig(),
         metrics=Metrics(),
-        poll_interval=0.05,
+        poll_interval=poll_interval,
         housekeeping_interval=3600,
     )
     await adapter.start(engine.intake(CHANNEL))

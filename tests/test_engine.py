@@ -12,10 +12,10 @@ import pytest
 
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
 from bridge.config import EngineConfig
-from bridge.engine import TYPING_DELAY
+from bridge.engine import TYPING_DELAY, Engine
 from bridge.store.repository import Store, StoreUnavailable
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
-from tests.engine_harness import FAST, FakeAdapter, Harness, harness, inbound
+from tests.engine_harness import CHANNEL, FAST, FakeAdapter, Harness, harness, inbound
 
 WELCOME_CHIPS = "Show me a card,What can you do?,bye"
 
@@ -95,6 +95,50 @@ async def test_launch_is_stored_while_parloa_hears_the_message(
             # A launch that was never stored is opened again: Parloa hears the message twice,
             # in two sessions, the user once.
             assert h.events("a") == once * (2 if fail_first else 1)
+    finally:
+        await gated.close()
+
+
+class NextMessageOnRelease(Store):
+    """Accepts conversation "a"'s next message right after finish() released it, before its
+    worker has ended: as when a user writes again while the bridge is wrapping up."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.engine)
+        self.engine_under_test: Engine | None = None
+        self.next_text: str | None = None
+
+    async def finish(self, conversation_id: int, owner: str, ttl: float, *args: Any) -> Any:
+        work = await super().finish(conversation_id, owner, ttl, *args)
+        text, self.next_text = self.next_text, None
+        engine = self.engine_under_test
+        if work is None and text is not None and engine is not None:
+            accepted = await engine.intake(CHANNEL).accept(inbound("a", text))
+            assert accepted is AcceptResult.ACCEPTED
+            # The dispatcher takes the notice while this worker is still running (it has no
+            # event to wait on: the set it empties is polled).
+            async with asyncio.timeout(5):
+                while True:
+                    if not engine._notified:
+                        break
+                    await asyncio.sleep(0.001)
+        return work
+
+
+async def test_a_message_accepted_while_its_worker_ends_is_answered_at_once(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """Its notice comes while the worker still runs, so the dispatcher skips it; the worker
+    claims the conversation again instead of leaving the message to the next scan of the
+    database (a minute away here)."""
+    gated = NextMessageOnRelease(store)
+    try:
+        async with harness(gated, simulator, poll_interval=60) as h:
+            gated.engine_under_test = h.engine
+            gated.next_text = "two"
+            await h.send("a", "one")
+            await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: two"])
+            assert h.events("a") == [("launch", None), ("message", "one"), ("message", "two")]
     finally:
         await gated.close()
 
