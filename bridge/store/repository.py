@@ -187,7 +187,7 @@ def _inbox(row: Any) -> InboxItem:
 
 
 def _new_reply(conversation_id: int, new: NewOutbox, channel: str, now: float) -> dict[str, Any]:
-    """A new outbox row's columns (statements.NEW_OUTBOX_COLUMNS)."""
+    """A new outbox row's columns (statements.REPLY_COLUMNS and its conversation's id)."""
     return {
         "conversation_id": conversation_id,
         "inbox_id": new.inbox_id,
@@ -216,6 +216,11 @@ def _created(outbox_id: int, row: Mapping[str, Any]) -> OutboxItem:
         row["next_attempt_at"],
         None,
     )
+
+
+def _ack_shape(acks: Sequence[OutboxAck]) -> tuple[frozenset[str], ...]:
+    """The columns each ack writes: which one-statement write to build."""
+    return tuple(frozenset(ack.values) for ack in acks)
 
 
 def _ack_params(acks: Sequence[OutboxAck]) -> dict[str, Any]:
@@ -469,8 +474,8 @@ class Store:
             accept() updating it either committed before, and the next statement, which
             keeps or releases the lease, sees its event; or it waits for us, and sets due_at
             after we wrote ours."""
-            shape = tuple(frozenset(ack.values) for ack in acks)
-            if sql.first(q.lock_held_with_acks(shape), {**key, **_ack_params(acks)}) is None:
+            locked = q.lock_held_with_acks(_ack_shape(acks))
+            if sql.first(locked, {**key, **_ack_params(acks)}) is None:
                 return None
             row = sql.first(
                 q.keep_or_release,
@@ -483,7 +488,7 @@ class Store:
 
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
-            if q.dialect != "sqlite":
+            if q.dialect == "postgresql":
                 return finish_locked(sql)
             # SQLite, one writer at a time: the lease check and the queue heads in one read,
             # after the acks (recorded only if the lease is still held).
@@ -628,7 +633,7 @@ class Store:
             frozenset(conversation),
             frozenset(step.inbox) if changes_inbox else None,
             bool(step.outbox),
-            tuple(frozenset(ack.values) for ack in acks),
+            _ack_shape(acks),
         )
         values: dict[str, Any] = {"p_cid": conversation_id, "p_owner": owner, "p_now": now}
         values.update({f"p_c_{name}": value for name, value in conversation.items()})

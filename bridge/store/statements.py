@@ -211,7 +211,6 @@ class HotStatements:
             self._outbox_update[key] = stmt
         return stmt
 
-
     def lock_held_with_acks(self, acks: tuple[frozenset[str], ...]) -> Any:
         """PostgreSQL: lock_held, with each ack (``p_a<n>_id``, ``p_a<n>_<column>``) written
         in the same statement, only if the row is held."""
@@ -255,13 +254,13 @@ class HotStatements:
             writes.append(step_inbox.cte("step_inbox"))
         reply: Any = null()
         if shape.reply:
-            names = [name for name in NEW_OUTBOX_COLUMNS if name != "conversation_id"]
             rows = select(
-                held.c.id, *(bindparam(f"p_o_{name}", type_=o[name].type) for name in names)
+                held.c.id,
+                *(bindparam(f"p_o_{name}", type_=o[name].type) for name in REPLY_COLUMNS),
             )
             new = (
                 insert(outbox)
-                .from_select(["conversation_id", *names], rows)
+                .from_select(["conversation_id", *REPLY_COLUMNS], rows)
                 .returning(o.id)
                 .cte("new_reply")
             )
@@ -289,9 +288,9 @@ def _ack_writes(acks: tuple[frozenset[str], ...], held: Any) -> list[Any]:
     ]
 
 
-# The columns a new reply is written with (Store.commit).
-NEW_OUTBOX_COLUMNS = (
-    "conversation_id",
+# The columns a new reply is written with in commit_in_one, besides its conversation's id
+# (which comes from the guarded update).
+REPLY_COLUMNS = (
     "inbox_id",
     "channel",
     "address",
