@@ -1069,6 +1069,46 @@ async def test_acks_are_recorded_with_the_next_commit_or_finish(
     assert [r["status"] for r in await rows(engine, outbox)] == [SENT, SENT, PENDING]
 
 
+async def test_finish_decides_on_the_queues_as_its_acks_leave_them(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    """finish() records its acks and then decides: a reply the acks settle no longer keeps
+    the lease, and one they reschedule makes the conversation due at its new time."""
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    (only,) = await add_outbox(store, cid, 1)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE}), "telegram")
+
+    retry = {"attempts": 1, "next_attempt_at": clock.now + 100}
+    assert await store.finish(cid, A, TTL, [OutboxAck(only, retry)]) is None
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["due_at"]) == (None, clock.now + 100)
+
+    clock.advance(100)
+    work = await store.claim(cid, A, TTL)
+    assert work is not None and [o.id for o in work.outbox] == [only]
+    sent = {"status": SENT, "finished_at": clock.now}
+    assert await store.finish(cid, A, TTL, [OutboxAck(only, sent)]) is None
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (None, None, None)
+    assert [r["status"] for r in await rows(engine, outbox)] == [SENT]
+
+
+async def test_finish_records_every_ack_of_a_reply_acked_twice(
+    store: Store, engine: AsyncEngine
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    (reply,) = await add_outbox(store, cid, 1)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE}), "telegram")
+    acks = [OutboxAck(reply, {"parts_done": 1}), OutboxAck(reply, {"status": SENT})]
+    assert await store.finish(cid, A, TTL, acks) is None
+    ((row,),) = [await rows(engine, outbox)]
+    assert (row["status"], row["parts_done"]) == (SENT, 1)
+
+
 # --- an unreachable database -----------------------------------------------------------------
 
 

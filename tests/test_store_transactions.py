@@ -405,6 +405,38 @@ async def test_postgres_dead_connection_under_the_direct_runner_is_replaced(
         await store.close()
 
 
+async def test_postgres_never_opens_more_connections_than_the_pool_size(
+    pg_engine: AsyncEngine, database_url: str
+) -> None:
+    """database.pool_size bounds a replica's connections (replicas x pool_size must fit the
+    server's max_connections); callers beyond it wait for a pooled one. Extra connections
+    opened under load and closed again each cost a connect and the preparing anew of every
+    statement they run."""
+    from bridge.store.database import create_engine
+    from bridge.store.repository import NewEvent, Store
+
+    engine = create_engine(database_url, pool_size=2)
+    opened = 0
+
+    def on_connect(_dbapi_connection: Any, _record: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    event.listen(engine.sync_engine, "connect", on_connect)
+    store = Store(engine)
+    try:
+        events = [NewEvent(f"e{n}", f"k{n}", "u", "text", "hi", None, None) for n in range(40)]
+        cids = [cid for _, cid in await store.accept_many("c", events)]
+        works = await asyncio.gather(*(store.claim(cid, "me", 30) for cid in cids))
+        assert all(work is not None and work.inbox is not None for work in works)
+        kept = await asyncio.gather(*(store.finish(cid, "me", 30) for cid in cids))
+        assert all(work is not None for work in kept)  # each event is still pending
+        assert opened == 2
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def server_commands(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the
@@ -501,6 +533,36 @@ async def test_postgres_commit_is_one_statement_unless_it_adds_several_replies(
         await store.close()
 
 
+async def test_postgres_finish_is_one_statement_without_begin_or_commit(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A finish that records an ack and releases the lease is one round trip on PostgreSQL;
+    one that keeps the lease reads its work in a second statement, no transaction either."""
+    from bridge.store.repository import SENT, NewEvent, NewOutbox, OutboxAck, Step, Store
+
+    store = Store(pg_engine)
+    try:
+        cid = await one_event_done(store)
+        (reply,) = await store.commit(cid, "me", Step(outbox=[NewOutbox([{"t": 1}], None)]), "c")
+        async with server_commands(pg_engine) as seen:
+            sent = OutboxAck(reply.id, {"status": SENT})
+            assert await store.finish(cid, "me", 30, [sent]) is None
+            await asyncio.sleep(0)
+            assert "BEGIN" not in seen and "COMMIT" not in seen, seen
+            assert await store.head_outbox(cid) is None  # recorded sent
+            assert await store.claim(cid, "other", 30) is not None  # released
+
+            await store.accept_many("c", [NewEvent("e2", "k1", "u1", "text", "2", None, None)])
+            await asyncio.sleep(0)
+            seen.clear()
+            work = await store.finish(cid, "other", 30)
+            await asyncio.sleep(0)
+            assert "BEGIN" not in seen and "COMMIT" not in seen, seen
+            assert work is not None and work.inbox is not None and work.inbox.event_id == "e2"
+    finally:
+        await store.close()
+
+
 async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
     pg_engine: AsyncEngine,
 ) -> None:
@@ -533,9 +595,9 @@ async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
 async def test_postgres_event_accepted_while_finish_waits_is_not_lost(
     pg_engine: AsyncEngine,
 ) -> None:
-    """finish() locks the conversation before it reads the queues, in an earlier statement:
-    an event whose intake held the row's lock meanwhile is then seen, and the lease kept
-    for it."""
+    """finish() is one statement that reads the queues with the snapshot it started with.
+    An intake that held the conversation's row meanwhile left a newer version of the row:
+    finish keeps the lease for it and hands back the event, read afresh."""
     from bridge.store.repository import Store
 
     store = Store(pg_engine)

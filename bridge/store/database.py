@@ -89,7 +89,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
                 parsed,
                 echo=echo,
                 pool_size=pool_size,
-                max_overflow=pool_size,
+                # pool_size is the replica's bound (the contract's database.pool_size). No
+                # overflow: under load, connections opened past it and closed again churned
+                # ten or more a second, each a connect and every statement prepared anew.
+                max_overflow=0,
                 # No ping per checkout (a round trip each): a dead pooled connection fails
                 # its first statement, SQLAlchemy then discards every connection older than
                 # that failure, and the store runs the unit again (transactions.py).

@@ -469,27 +469,11 @@ class Store:
         q = self._q
         key = {"p_cid": conversation_id, "p_owner": owner}
 
-        def finish_locked(sql: StatementRunner) -> Work | None:
-            """PostgreSQL: lock the row first (recording the acks in the same statement): an
-            accept() updating it either committed before, and the next statement, which
-            keeps or releases the lease, sees its event; or it waits for us, and sets due_at
-            after we wrote ours."""
-            locked = q.lock_held_with_acks(_ack_shape(acks))
-            if sql.first(locked, {**key, **_ack_params(acks)}) is None:
-                return None
-            row = sql.first(
-                q.keep_or_release,
-                {"p_cid": conversation_id, "p_now": now, "p_until": now + ttl},
-            )
-            assert row is not None  # the row is locked by this transaction
-            if not row["kept"]:
-                return None
-            return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+        if q.dialect == "postgresql":
+            return await self._tx.each_statement(self._finish_in_one(key, acks, now, ttl))
 
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
-            if q.dialect == "postgresql":
-                return finish_locked(sql)
             # SQLite, one writer at a time: the lease check and the queue heads in one read,
             # after the acks (recorded only if the lease is still held).
             self._record_acks(sql, acks, conversation_id, owner)
@@ -505,6 +489,30 @@ class Store:
             return None
 
         return await self._tx.write(unit)
+
+    def _finish_in_one(
+        self, key: dict[str, Any], acks: Sequence[OutboxAck], now: float, ttl: float
+    ) -> Callable[[Connection], Work | None]:
+        """PostgreSQL: finish as one statement, its own transaction (HotStatements.
+        finish_in_one: how an event accepted meanwhile is not lost). The work of a lease
+        kept is read in a second statement, under that lease."""
+        # One statement may not change a row twice: a reply acked twice gets both outcomes
+        # in one write, the later one's values winning.
+        merged: dict[int, dict[str, Any]] = {}
+        for ack in acks:
+            merged.setdefault(ack.outbox_id, {}).update(ack.values)
+        acks = [OutboxAck(outbox_id, values) for outbox_id, values in merged.items()]
+        values = {**key, **_ack_params(acks), "p_now": now, "p_until": now + ttl}
+        stmt = self._q.finish_in_one(_ack_shape(acks))
+
+        def unit(conn: Connection) -> Work | None:
+            sql = self._runner(conn)
+            row = sql.first(stmt, values)
+            if row is None or not row["kept"]:
+                return None
+            return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+
+        return unit
 
     async def release_all(self, owner: str) -> int:
         """Give up every lease this process holds (shutdown): others may take over at once."""

@@ -12,7 +12,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, case, exists, func, insert, null, or_, select, true, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.schema import channel_state, conversations, inbox, outbox
@@ -108,8 +121,8 @@ class HotStatements:
             for t in (inbox, outbox)
         ]
         # SQLite only (one writer at a time, so nothing can change between the lease check
-        # and the heads): the lease check and the heads in one statement. PostgreSQL must
-        # lock first and read the heads in a later statement (keep_or_release, below).
+        # and the heads): the lease check and the heads in one statement. PostgreSQL's
+        # finish is finish_in_one (below).
         self.held_with_heads = select(
             *conversations.c,
             heads[0].label("inbox_next"),
@@ -136,33 +149,8 @@ class HotStatements:
         self._inbox_update: dict[frozenset[str], Any] = {}
         self._outbox_update: dict[tuple[frozenset[str], Guard], Any] = {}
         self._commits: dict[CommitShape, Any] = {}
-        self._locks_with_acks: dict[tuple[frozenset[str], ...], Any] = {}
-        # PostgreSQL's finish (Store.finish), once the row is locked: whether work is due now
-        # decides, in the same statement, between keeping the lease and releasing it.
-        self.keep_or_release: Any = None
-        if dialect == "postgresql":
-            due_heads = select(
-                heads[0].label("inbox_next"), heads[1].label("outbox_next")
-            ).subquery("due_heads")
-            due = least(due_heads.c.inbox_next, due_heads.c.outbox_next)
-            keep = due <= now
-            self.keep_or_release = (
-                update(conversations)
-                .where(c.id == _p("cid"))
-                .values(
-                    lease_owner=case((keep, c.lease_owner), else_=None),
-                    lease_until=case(
-                        (keep, bindparam("p_until", type_=c.lease_until.type)), else_=None
-                    ),
-                    due_at=case((keep, c.due_at), else_=due),
-                )
-                .returning(
-                    *conversations.c,
-                    due_heads.c.inbox_next,
-                    due_heads.c.outbox_next,
-                    c.lease_owner.is_not(None).label("kept"),
-                )
-            )
+        self._finishes: dict[tuple[frozenset[str], ...], Any] = {}
+        self._least = least
 
     @staticmethod
     def _has_outbox() -> Any:
@@ -211,14 +199,84 @@ class HotStatements:
             self._outbox_update[key] = stmt
         return stmt
 
-    def lock_held_with_acks(self, acks: tuple[frozenset[str], ...]) -> Any:
-        """PostgreSQL: lock_held, with each ack (``p_a<n>_id``, ``p_a<n>_<column>``) written
-        in the same statement, only if the row is held."""
-        stmt = self._locks_with_acks.get(acks)
-        if stmt is None:
-            locked = self.lock_held.cte("locked")
-            stmt = select(locked).add_cte(*_ack_writes(acks, locked))
-            self._locks_with_acks[acks] = stmt
+    def finish_in_one(self, acks: tuple[frozenset[str], ...]) -> Any:
+        """PostgreSQL: a worker's finish as one statement, its own transaction. It records
+        each ack (``p_a<n>_id``, ``p_a<n>_<column>``) if the lease is held (``p_cid``,
+        ``p_owner``); then, if work is due now (``p_now``), keeps the lease (until
+        ``p_until``), otherwise releases it and records when work is next due. Returns the
+        conversation, its queues' heads (``inbox_next``, ``outbox_next``) and ``kept``;
+        nothing if the lease is not held.
+
+        The queues are read with the statement's snapshot, taken before the row is locked.
+        An intake that held the row meanwhile (its event unseen) has left a newer version
+        of it: the row the UPDATE writes is then not the one the snapshot reads (their
+        ``xmin``, the writing transaction, differ), and the lease is kept: the worker reads
+        its work afresh, and the next finish sees the event. An intake that comes after the
+        lock waits for it and then sets ``due_at`` itself."""
+        stmt = self._finishes.get(acks)
+        if stmt is not None:
+            return stmt
+        c, i, o = conversations.c, inbox.c, outbox.c
+        locked = self.lock_held.cte("locked")
+        writes = _ack_writes(acks, locked)
+        inbox_next = (
+            select(i.next_attempt_at)
+            .where(i.conversation_id == _p("cid"), i.status == PENDING)
+            .order_by(i.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        # The outbox's head once the acks are in: the snapshot does not see this statement's
+        # own writes, so acked rows count as they are after the ack (their RETURNING).
+        pending: Any = select(o.id, o.next_attempt_at).where(
+            o.conversation_id == _p("cid"), o.status == PENDING
+        )
+        if writes:
+            acked = union_all(*(select(ack.c.id) for ack in writes))
+            pending = union_all(
+                pending.where(o.id.not_in(acked)),
+                *(
+                    select(ack.c.id, ack.c.next_attempt_at).where(ack.c.status == PENDING)
+                    for ack in writes
+                ),
+            )
+        rows = pending.subquery("pending")
+        outbox_next = (
+            select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
+        )
+        heads = select(inbox_next.label("inbox_next"), outbox_next.label("outbox_next")).subquery(
+            "heads"
+        )
+        snapshot = conversations.alias("snapshot")
+        read_version = (
+            select(literal_column("snapshot.xmin::text"))
+            .select_from(snapshot)
+            .where(snapshot.c.id == _p("cid"))
+            .scalar_subquery()
+        )
+        changed = literal_column("conversations.xmin::text") != read_version
+        due = self._least(heads.c.inbox_next, heads.c.outbox_next)
+        keep = or_(due <= _p("now"), changed)
+        stmt = (
+            update(conversations)
+            .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
+            .values(
+                lease_owner=case((keep, c.lease_owner), else_=None),
+                lease_until=case(
+                    (keep, bindparam("p_until", type_=c.lease_until.type)), else_=None
+                ),
+                due_at=case((keep, c.due_at), else_=due),
+            )
+            .returning(
+                *conversations.c,
+                heads.c.inbox_next,
+                heads.c.outbox_next,
+                c.lease_owner.is_not(None).label("kept"),
+            )
+        )
+        if writes:
+            stmt = stmt.add_cte(*writes)
+        self._finishes[acks] = stmt
         return stmt
 
     def commit_in_one(self, shape: CommitShape) -> Any:
@@ -282,7 +340,7 @@ def _ack_writes(acks: tuple[frozenset[str], ...], held: Any) -> list[Any]:
         update(outbox)
         .where(o.id == _p(f"a{n}_id"), o.conversation_id == held_id)
         .values({name: _p(f"a{n}_{name}") for name in sorted(columns)})
-        .returning(o.id)
+        .returning(o.id, o.status, o.next_attempt_at)
         .cte(f"ack{n}")
         for n, columns in enumerate(acks)
     ]
