@@ -437,6 +437,29 @@ async def test_postgres_never_opens_more_connections_than_the_pool_size(
         await engine.dispose()
 
 
+async def test_store_with_database_echo_commits_as_without(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """database.echo sends the hot statements through SQLAlchemy's execute (it logs them),
+    which opens a transaction of its own around PostgreSQL's one-statement units: they are
+    committed all the same, and their connection goes back to the pool clean."""
+    from bridge.store.database import create_engine
+    from bridge.store.repository import Store
+
+    echoing = create_engine(database_url, pool_size=1, echo=True)
+    store = Store(echoing)
+    try:
+        cid = await one_event_done(store)  # claim and commit, each seen by others at once
+        assert await Store(engine).claim(cid, "other", 30) is None
+        assert await store.finish(cid, "me", 30) is None  # nothing left: released
+        work = await Store(engine).claim(cid, "other", 30)
+        assert work is not None and work.inbox is None
+        await store.renew(cid, "me", 30)  # a transaction on the same pooled connection
+    finally:
+        await store.close()
+        await echoing.dispose()
+
+
 @contextlib.asynccontextmanager
 async def server_commands(engine: AsyncEngine) -> AsyncIterator[list[str]]:
     """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the

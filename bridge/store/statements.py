@@ -106,11 +106,6 @@ class HotStatements:
             .order_by(o.id)
             .limit(OUTBOX_BATCH)
         )
-        self.lock_held = (
-            select(conversations)
-            .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
-            .with_for_update()
-        )
         # The head of each queue decides when work is next due: later items wait behind it.
         heads = [
             select(t.c.next_attempt_at)
@@ -120,6 +115,7 @@ class HotStatements:
             .scalar_subquery()
             for t in (inbox, outbox)
         ]
+        self._inbox_next = heads[0]
         # SQLite only (one writer at a time, so nothing can change between the lease check
         # and the heads): the lease check and the heads in one statement. PostgreSQL's
         # finish is finish_in_one (below).
@@ -216,16 +212,14 @@ class HotStatements:
         stmt = self._finishes.get(acks)
         if stmt is not None:
             return stmt
-        c, i, o = conversations.c, inbox.c, outbox.c
-        locked = self.lock_held.cte("locked")
-        writes = _ack_writes(acks, locked)
-        inbox_next = (
-            select(i.next_attempt_at)
-            .where(i.conversation_id == _p("cid"), i.status == PENDING)
-            .order_by(i.id)
-            .limit(1)
-            .scalar_subquery()
+        c, o = conversations.c, outbox.c
+        locked = (
+            select(c.id)
+            .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
+            .with_for_update()
+            .cte("locked")
         )
+        writes = _ack_writes(acks, locked)
         # The outbox's head once the acks are in: the snapshot does not see this statement's
         # own writes, so acked rows count as they are after the ack (their RETURNING).
         pending: Any = select(o.id, o.next_attempt_at).where(
@@ -244,9 +238,6 @@ class HotStatements:
         outbox_next = (
             select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
         )
-        heads = select(inbox_next.label("inbox_next"), outbox_next.label("outbox_next")).subquery(
-            "heads"
-        )
         snapshot = conversations.alias("snapshot")
         read_version = (
             select(literal_column("snapshot.xmin::text"))
@@ -254,8 +245,19 @@ class HotStatements:
             .where(snapshot.c.id == _p("cid"))
             .scalar_subquery()
         )
-        changed = literal_column("conversations.xmin::text") != read_version
-        due = self._least(heads.c.inbox_next, heads.c.outbox_next)
+        # Read once for the three SET clauses and RETURNING (scalar subqueries on a CTE: a
+        # subquery in UPDATE's FROM would be a cross join).
+        heads = select(
+            self._inbox_next.label("inbox_next"),
+            outbox_next.label("outbox_next"),
+            read_version.label("version"),
+        ).cte("heads")
+        inbox_at = select(heads.c.inbox_next).scalar_subquery()
+        outbox_at = select(heads.c.outbox_next).scalar_subquery()
+        changed = literal_column("conversations.xmin::text") != select(
+            heads.c.version
+        ).scalar_subquery()
+        due = self._least(inbox_at, outbox_at)
         keep = or_(due <= _p("now"), changed)
         stmt = (
             update(conversations)
@@ -269,8 +271,8 @@ class HotStatements:
             )
             .returning(
                 *conversations.c,
-                heads.c.inbox_next,
-                heads.c.outbox_next,
+                inbox_at.label("inbox_next"),
+                outbox_at.label("outbox_next"),
                 c.lease_owner.is_not(None).label("kept"),
             )
         )
