@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.runners import CoreRunner, DirectRunner, StatementRunner
+from bridge.store.runners import CoreRunner, DirectRunner, Row, StatementRunner
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import (
     OUTBOX_BATCH,
@@ -324,28 +324,23 @@ class Store:
         keys = sorted({e.conversation_key for e in events})
         requester = {e.conversation_key: e.requester_id for e in events}
         q = self._q
-        conn.execute(
-            q.new_conversation,
-            [
-                {
-                    "channel": channel,
-                    "conversation_key": key,
-                    "requester_id": requester[key],
-                    "state": "new",
-                    "created_at": now,
-                    "updated_at": now,
-                    "last_activity_at": now,
-                }
-                for key in keys
-            ],
-        )
-        # Row locks first, in id order (two batches never wait on each other in a cycle), so
-        # a worker finishing one of these conversations sees its events (see accept()).
-        ids = {
-            key: cid
-            for cid, key in conn.execute(q.lock_by_keys, {"p_channel": channel, "p_keys": keys})
-        }
-        conn.execute(q.touch_by_ids, {"p_ids": list(ids.values()), "p_now": now})
+        # In key order: two batches lock the rows they share in the same order, so they
+        # never wait on each other in a cycle.
+        created = [
+            {
+                "channel": channel,
+                "conversation_key": key,
+                "requester_id": requester[key],
+                "state": "new",
+                "created_at": now,
+                "updated_at": now,
+                "last_activity_at": now,
+                "due_at": now,
+            }
+            for key in keys
+        ]
+        returned = self._insert_rows(conn, q.upsert_conversation, created)
+        ids = {row["conversation_key"]: row["id"] for row in returned}
         first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
         for index, event in enumerate(events):
             first.setdefault(event.event_id, index)
@@ -366,11 +361,21 @@ class Store:
             for index, e in enumerate(events)
             if first[e.event_id] == index
         ]
-        inserted = {event_id for (event_id,) in conn.execute(q.new_inbox_events, rows)}
+        inserted = {row["event_id"] for row in self._insert_rows(conn, q.new_inbox_events, rows)}
         return [
             (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
             for index, e in enumerate(events)
         ]
+
+    def _insert_rows(
+        self, conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]
+    ) -> list[Row]:
+        """An INSERT ... RETURNING of ``rows``: one row (an event on its own: a webhook, a
+        Slack event, a poll at a quiet time) by the statement runner, several in SQLAlchemy's
+        batched VALUES."""
+        if len(rows) == 1:
+            return self._runner(conn).all(stmt, rows[0])
+        return list(conn.execute(stmt, rows).mappings())
 
     # --- leases on conversations -------------------------------------------------------------
 

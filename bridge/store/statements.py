@@ -50,21 +50,17 @@ class HotStatements:
         now = _p("now")
         c, i, o = conversations.c, inbox.c, outbox.c
 
-        self.new_conversation = insert(conversations).on_conflict_do_nothing(
-            index_elements=["channel", "conversation_key"]
-        )
-        keys: Any = bindparam("p_keys", expanding=True)
-        self.lock_by_keys = (
-            select(c.id, c.conversation_key)
-            .where(c.channel == _p("channel"), c.conversation_key.in_(keys))
-            .order_by(c.id)
-            .with_for_update()
-        )
-        self.touch_by_ids = (
-            update(conversations)
-            .where(c.id.in_(bindparam("p_ids", expanding=True)))
-            .values(due_at=func.coalesce(least(c.due_at, now), now), updated_at=now)
-        )
+        # Intake: a conversation created, or touched (due now, its row locked until the
+        # intake commits), in one statement, with its id returned either way. A worker's
+        # finish that comes later waits for the lock, then sees the events (Store.finish).
+        new = insert(conversations)
+        self.upsert_conversation = new.on_conflict_do_update(
+            index_elements=["channel", "conversation_key"],
+            set_={
+                "due_at": func.coalesce(least(c.due_at, new.excluded.due_at), new.excluded.due_at),
+                "updated_at": new.excluded.updated_at,
+            },
+        ).returning(c.id, c.conversation_key)
         self.new_inbox_events = (
             insert(inbox)
             .on_conflict_do_nothing(index_elements=["channel", "event_id"])
