@@ -895,12 +895,14 @@ class Store:
         now = self.clock()
 
         def unit(conn: Connection) -> None:
-            conn.execute(
+            # An upsert: one statement, which may run again (a suggestion keyboard's
+            # values are put with every reply that shows one).
+            self._runner(conn).rowcount(
                 self._q.put_state,
                 {"channel": channel, "key": key, "value": value, "updated_at": now},
             )
 
-        await self._tx.write(unit)
+        await self._tx.each_statement(unit)
 
     async def state_delete(self, channel: str, key: str) -> None:
         def unit(conn: Connection) -> None:
