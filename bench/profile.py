@@ -445,7 +445,8 @@ async def statements(args: argparse.Namespace) -> None:
         for line in lines:
             # SQLAlchemy's own echo handler ("INFO sqlalchemy.engine.Engine <SQL>")
             match = re.search(r" INFO sqlalchemy\.engine\.Engine (\w+)", line)
-            if match and match[1] in ("SELECT", "INSERT", "UPDATE", "DELETE", "COMMIT", "ROLLBACK"):
+            verbs = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "COMMIT", "ROLLBACK")
+            if match and match[1] in verbs:
                 kinds[match[1]] += 1
             elif match and match[1] == "BEGIN" and "(implicit)" in line:
                 kinds["BEGIN"] += 1
@@ -454,11 +455,17 @@ async def statements(args: argparse.Namespace) -> None:
             f"{args.backend}: {answered} warm messages; per message: "
             + ", ".join(f"{k} {v / answered:.1f}" for k, v in sorted(kinds.items()))
         )
-        statements_total = sum(kinds[k] for k in ("SELECT", "INSERT", "UPDATE", "DELETE"))
+        statements_total = sum(
+            kinds[k] for k in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+        )
         print(
             f"  statements {statements_total / answered:.1f}, transactions "
             f"{kinds['BEGIN'] / answered:.1f} (COMMIT or ROLLBACK each)"
         )
+        if args.backend == "postgres":
+            # SQLAlchemy logs BEGIN (implicit) and COMMIT around every unit; a one-statement
+            # unit runs in the driver's autocommit, which sends neither.
+            print("  (PostgreSQL: one-statement units log BEGIN/COMMIT that are not sent)")
     finally:
         await bridge.stop(fast=True)
         await fakes.close()
