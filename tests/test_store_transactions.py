@@ -282,6 +282,21 @@ def test_the_checkpointer_reports_a_failure_once_and_keeps_going(
     conn.close()
 
 
+async def test_a_begin_that_fails_is_raised_as_sqlalchemy_raises_it(units: SqliteThread) -> None:
+    """The store thread begins on the driver itself (database.py); a BEGIN IMMEDIATE that
+    fails still surfaces as SQLAlchemy's OperationalError (which callers turn into "store
+    unavailable"), and the store starts afresh on a new connection."""
+
+    def refuse_writes(conn: Connection) -> None:
+        conn.connection.driver_connection.execute("PRAGMA query_only = 1")  # type: ignore[union-attr]
+
+    await units.read(refuse_writes)
+    with pytest.raises(OperationalError, match="readonly"):
+        await units.write(put("x"))
+    await units.write(put("y"))  # a fresh connection, which writes
+    assert await units.read(keys) == ["y"]
+
+
 async def test_closed_runner_refuses_new_units(sqlite: AsyncEngine) -> None:
     runner = SqliteThread(sqlite)
     await runner.write(put("x"))
