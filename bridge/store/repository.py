@@ -307,7 +307,7 @@ class Store:
             if events:
                 results = self._accept_batch(conn, channel, events, now)
             for key, value in (state or {}).items():
-                conn.execute(
+                self._runner(conn).rowcount(
                     self._q.put_state,
                     {"channel": channel, "key": key, "value": value, "updated_at": now},
                 )
