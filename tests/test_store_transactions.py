@@ -601,6 +601,34 @@ async def test_postgres_finish_is_one_statement_without_begin_or_commit(
         await store.close()
 
 
+async def test_postgres_one_event_is_accepted_in_one_statement(pg_engine: AsyncEngine) -> None:
+    """An event on its own (a webhook, a Slack event, a quiet poll with its offset) is one
+    round trip on PostgreSQL: conversation, event and channel state in one statement."""
+    from bridge.store.repository import NewEvent, Store
+
+    store = Store(pg_engine)
+    try:
+        async with server_commands(pg_engine) as seen:
+            first = NewEvent("e1", "k1", "u1", "text", "hi", {"chat_id": 7}, None)
+            ((accepted, cid),) = await store.accept_many("c", [first], {"offset": "11"})
+            await asyncio.sleep(0)
+            assert "BEGIN" not in seen and "COMMIT" not in seen, seen
+            assert accepted
+            assert await store.state_get("c", "offset") == "11"
+            head = await store.head_inbox(cid)
+            assert head is not None and (head.event_id, head.address) == ("e1", {"chat_id": 7})
+            # the same event again: a duplicate, in the same conversation, stored once
+            assert await store.accept_many("c", [first], {"offset": "12"}) == [(False, cid)]
+            assert await store.state_get("c", "offset") == "12"
+            second = NewEvent("e2", "k1", "u1", "text", "again", None, None)
+            assert await store.accept_many("c", [second]) == [(True, cid)]
+            work = await store.claim(cid, "me", 30)
+            assert work is not None and work.inbox is not None and work.inbox.event_id == "e1"
+            assert (work.conversation.requester_id, work.conversation.state) == ("u1", "new")
+    finally:
+        await store.close()
+
+
 async def test_postgres_event_accepted_while_a_claim_waits_is_not_lost(
     pg_engine: AsyncEngine,
 ) -> None:

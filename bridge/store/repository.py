@@ -247,6 +247,37 @@ def _outbox(row: Any) -> OutboxItem:
 PURGE_BATCH = 1000
 
 
+def _new_conversation(channel: str, key: str, requester_id: str, now: float) -> dict[str, Any]:
+    """A conversation as intake creates it: due at once (statements.CONVERSATION_COLUMNS)."""
+    return {
+        "channel": channel,
+        "conversation_key": key,
+        "requester_id": requester_id,
+        "state": "new",
+        "created_at": now,
+        "updated_at": now,
+        "last_activity_at": now,
+        "due_at": now,
+    }
+
+
+def _new_event(channel: str, event: NewEvent, now: float) -> dict[str, Any]:
+    """An inbox row as intake writes it, but for its conversation's id
+    (statements.EVENT_COLUMNS)."""
+    return {
+        "channel": channel,
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "text": event.text,
+        "address": dict(event.address) if event.address else None,
+        "context": dict(event.context) if event.context else None,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 class _AlreadyQueued(Exception):
     """Raised inside a unit to undo it: units never end their transaction themselves (on
     SQLite several share one, see transactions.py)."""
@@ -302,6 +333,14 @@ class Store:
             return []
         now = self.clock()
 
+        if self._q.dialect == "postgresql" and len(events) == 1 and len(state or {}) <= 1:
+            try:
+                return await self._tx.each_statement(
+                    self._accept_in_one(channel, events[0], state or {}, now)
+                )
+            except (OperationalError, DBAPIError, OSError) as exc:
+                raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
+
         def unit(conn: Connection) -> list[tuple[bool, int]]:
             results: list[tuple[bool, int]] = []
             if events:
@@ -318,6 +357,28 @@ class Store:
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
 
+    def _accept_in_one(
+        self, channel: str, event: NewEvent, state: Mapping[str, str], now: float
+    ) -> Callable[[Connection], list[tuple[bool, int]]]:
+        """PostgreSQL: one event (a webhook, a Slack event, a quiet poll with its offset) as
+        one statement, its own transaction (HotStatements.accept_in_one)."""
+        conversation = _new_conversation(channel, event.conversation_key, event.requester_id, now)
+        values = {f"p_c_{name}": value for name, value in conversation.items()}
+        values.update(
+            {f"p_i_{name}": value for name, value in _new_event(channel, event, now).items()}
+        )
+        for key, value in state.items():
+            entry = {"channel": channel, "key": key, "value": value, "updated_at": now}
+            values.update({f"p_s_{name}": value for name, value in entry.items()})
+        stmt = self._q.accept_in_one(bool(state))
+
+        def unit(conn: Connection) -> list[tuple[bool, int]]:
+            row = self._runner(conn).first(stmt, values)
+            assert row is not None  # a SELECT of two scalar subqueries: always one row
+            return [(row["event_id"] is not None, int(row["conversation_id"]))]
+
+        return unit
+
     def _accept_batch(
         self, conn: Connection, channel: str, events: Sequence[NewEvent], now: float
     ) -> list[tuple[bool, int]]:
@@ -326,38 +387,14 @@ class Store:
         q = self._q
         # In key order: two batches lock the rows they share in the same order, so they
         # never wait on each other in a cycle.
-        created = [
-            {
-                "channel": channel,
-                "conversation_key": key,
-                "requester_id": requester[key],
-                "state": "new",
-                "created_at": now,
-                "updated_at": now,
-                "last_activity_at": now,
-                "due_at": now,
-            }
-            for key in keys
-        ]
+        created = [_new_conversation(channel, key, requester[key], now) for key in keys]
         returned = self._insert_rows(conn, q.upsert_conversation, created)
         ids = {row["conversation_key"]: row["id"] for row in returned}
         first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
         for index, event in enumerate(events):
             first.setdefault(event.event_id, index)
         rows = [
-            {
-                "channel": channel,
-                "event_id": e.event_id,
-                "conversation_id": ids[e.conversation_key],
-                "kind": e.kind,
-                "text": e.text,
-                "address": dict(e.address) if e.address else None,
-                "context": dict(e.context) if e.context else None,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
+            {**_new_event(channel, e, now), "conversation_id": ids[e.conversation_key]}
             for index, e in enumerate(events)
             if first[e.event_id] == index
         ]

@@ -71,6 +71,7 @@ class HotStatements:
             index_elements=["channel", "key"],
             set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
         )
+        self._accepts: dict[bool, Any] = {}
         self.claim = (
             update(conversations)
             .where(
@@ -231,9 +232,7 @@ class HotStatements:
                 ),
             )
         rows = pending.subquery("pending")
-        outbox_next = (
-            select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
-        )
+        outbox_next = select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
         snapshot = conversations.alias("snapshot")
         read_version = (
             select(literal_column("snapshot.xmin::text"))
@@ -250,9 +249,9 @@ class HotStatements:
         ).cte("heads")
         inbox_at = select(heads.c.inbox_next).scalar_subquery()
         outbox_at = select(heads.c.outbox_next).scalar_subquery()
-        changed = literal_column("conversations.xmin::text") != select(
-            heads.c.version
-        ).scalar_subquery()
+        changed = (
+            literal_column("conversations.xmin::text") != select(heads.c.version).scalar_subquery()
+        )
         due = self._least(inbox_at, outbox_at)
         keep = or_(due <= _p("now"), changed)
         stmt = (
@@ -275,6 +274,61 @@ class HotStatements:
         if writes:
             stmt = stmt.add_cte(*writes)
         self._finishes[acks] = stmt
+        return stmt
+
+    def accept_in_one(self, with_state: bool) -> Any:
+        """PostgreSQL: one event accepted as one statement, its own transaction (no BEGIN,
+        no COMMIT: one round trip where there were four or five). The conversation is
+        upserted as in upsert_conversation (``p_c_<column>``), the event inserted unless its
+        id is known (``p_i_<column>``), and with ``with_state`` one channel state entry put
+        (``p_s_<column>``). Returns ``conversation_id`` and ``event_id`` (None for a
+        duplicate)."""
+        stmt = self._accepts.get(with_state)
+        if stmt is not None:
+            return stmt
+        c, i = conversations.c, inbox.c
+        new = postgresql.insert(conversations).values(
+            {name: bindparam(f"p_c_{name}", type_=c[name].type) for name in CONVERSATION_COLUMNS}
+        )
+        conv = (
+            new.on_conflict_do_update(
+                index_elements=["channel", "conversation_key"],
+                set_={
+                    "due_at": func.coalesce(
+                        func.least(c.due_at, new.excluded.due_at), new.excluded.due_at
+                    ),
+                    "updated_at": new.excluded.updated_at,
+                },
+            )
+            .returning(c.id)
+            .cte("conv")
+        )
+        rows = select(
+            conv.c.id, *(bindparam(f"p_i_{name}", type_=i[name].type) for name in EVENT_COLUMNS)
+        )
+        event = (
+            postgresql.insert(inbox)
+            .from_select(["conversation_id", *EVENT_COLUMNS], rows)
+            .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+            .returning(i.event_id)
+            .cte("event")
+        )
+        stmt = select(
+            select(conv.c.id).scalar_subquery().label("conversation_id"),
+            select(event.c.event_id).scalar_subquery().label("event_id"),
+        )
+        if with_state:
+            s = channel_state.c
+            put = postgresql.insert(channel_state).values(
+                {name: bindparam(f"p_s_{name}", type_=s[name].type) for name in STATE_COLUMNS}
+            )
+            stmt = stmt.add_cte(
+                put.on_conflict_do_update(
+                    index_elements=["channel", "key"],
+                    set_={"value": put.excluded.value, "updated_at": put.excluded.updated_at},
+                ).cte("state")
+            )
+        self._accepts[with_state] = stmt
         return stmt
 
     def commit_in_one(self, shape: CommitShape) -> Any:
@@ -343,6 +397,32 @@ def _ack_writes(acks: tuple[frozenset[str], ...], held: Any) -> list[Any]:
         for n, columns in enumerate(acks)
     ]
 
+
+# The columns accept_in_one writes: a new conversation's, a new event's (besides its
+# conversation's id, from the upsert), a channel state entry's.
+CONVERSATION_COLUMNS = (
+    "channel",
+    "conversation_key",
+    "requester_id",
+    "state",
+    "created_at",
+    "updated_at",
+    "last_activity_at",
+    "due_at",
+)
+EVENT_COLUMNS = (
+    "channel",
+    "event_id",
+    "kind",
+    "text",
+    "address",
+    "context",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+STATE_COLUMNS = ("channel", "key", "value", "updated_at")
 
 # The columns a new reply is written with in commit_in_one, besides its conversation's id
 # (which comes from the guarded update).
