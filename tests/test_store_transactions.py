@@ -734,5 +734,7 @@ async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> 
             )
             if waiting:
                 return
+            # pg_stat_activity is read once per transaction: look again in a new one.
+            await conn.rollback()
             await asyncio.sleep(0.01)
     raise AssertionError("no session waited for the row lock")
