@@ -1109,6 +1109,18 @@ async def test_finish_records_every_ack_of_a_reply_acked_twice(
     assert (row["status"], row["parts_done"]) == (SENT, 1)
 
 
+async def test_commit_records_every_ack_of_a_reply_acked_twice(
+    store: Store, engine: AsyncEngine
+) -> None:
+    _, cid = await accept(store, "e1")
+    (reply,) = await add_outbox(store, cid, 1)
+    assert await store.claim(cid, A, TTL)
+    acks = [OutboxAck(reply, {"parts_done": 1}), OutboxAck(reply, {"status": SENT})]
+    await store.commit(cid, A, Step(conversation={"state": "active"}), "telegram", acks)
+    ((row,),) = [await rows(engine, outbox)]
+    assert (row["status"], row["parts_done"]) == (SENT, 1)
+
+
 # --- an unreachable database -----------------------------------------------------------------
 
 

@@ -28,10 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from telegram import (
-    Bot,
-    Update,
-)
+from telegram import Bot, Update
 from telegram.error import (
     BadRequest,
     ChatMigrated,

@@ -232,11 +232,14 @@ def _ack_params(acks: Sequence[OutboxAck]) -> dict[str, Any]:
     return values
 
 
-def _fits_one_statement(step: Step, acks: Sequence[OutboxAck]) -> bool:
-    """Whether HotStatements.commit_in_one can write this commit: at most one new reply
-    (several would need their ids handed out in order), each acked reply once (one statement
-    may not change a row twice)."""
-    return len(step.outbox) <= 1 and len({ack.outbox_id for ack in acks}) == len(acks)
+def _one_ack_per_reply(acks: Sequence[OutboxAck]) -> list[OutboxAck]:
+    """``acks`` for a one-statement write, which may not change a row twice: a reply acked
+    more than once gets one ack with all their values, the later ones winning (as when they
+    are written one after the other)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for ack in acks:
+        merged.setdefault(ack.outbox_id, {}).update(ack.values)
+    return [OutboxAck(outbox_id, values) for outbox_id, values in merged.items()]
 
 
 def _outbox(row: Any) -> OutboxItem:
@@ -333,14 +336,6 @@ class Store:
             return []
         now = self.clock()
 
-        if self._q.dialect == "postgresql" and len(events) == 1 and len(state or {}) <= 1:
-            try:
-                return await self._tx.each_statement(
-                    self._accept_in_one(channel, events[0], state or {}, now)
-                )
-            except (OperationalError, DBAPIError, OSError) as exc:
-                raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
-
         def unit(conn: Connection) -> list[tuple[bool, int]]:
             results: list[tuple[bool, int]] = []
             if events:
@@ -353,6 +348,10 @@ class Store:
             return results
 
         try:
+            if self._q.dialect == "postgresql" and len(events) == 1 and len(state or {}) <= 1:
+                return await self._tx.each_statement(
+                    self._accept_in_one(channel, events[0], state or {}, now)
+                )
             return await self._tx.write(unit)
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
@@ -538,12 +537,7 @@ class Store:
         """PostgreSQL: finish as one statement, its own transaction (HotStatements.
         finish_in_one: how an event accepted meanwhile is not lost). The work of a lease
         kept is read in a second statement, under that lease."""
-        # One statement may not change a row twice: a reply acked twice gets both outcomes
-        # in one write, the later one's values winning.
-        merged: dict[int, dict[str, Any]] = {}
-        for ack in acks:
-            merged.setdefault(ack.outbox_id, {}).update(ack.values)
-        acks = [OutboxAck(outbox_id, values) for outbox_id, values in merged.items()]
+        acks = _one_ack_per_reply(acks)
         values = {**key, **_ack_params(acks), "p_now": now, "p_until": now + ttl}
         stmt = self._q.finish_in_one(_ack_shape(acks))
 
@@ -639,7 +633,8 @@ class Store:
         acks = list(acks)  # the caller clears its list while this may still run
         q = self._q
 
-        if q.dialect == "postgresql" and _fits_one_statement(step, acks):
+        # Several new replies keep the transaction: their ids are handed out in order.
+        if q.dialect == "postgresql" and len(step.outbox) <= 1:
             return await self._tx.each_statement(
                 self._commit_in_one(conversation_id, owner, step, channel, acks, now)
             )
@@ -677,6 +672,7 @@ class Store:
         now: float,
     ) -> Callable[[Connection], list[OutboxItem]]:
         """PostgreSQL: the commit as one statement (HotStatements.commit_in_one)."""
+        acks = _one_ack_per_reply(acks)
         conversation = {"updated_at": now, **step.conversation}
         changes_inbox = step.inbox_id is not None and bool(step.inbox)
         shape = CommitShape(

@@ -71,7 +71,6 @@ class HotStatements:
             index_elements=["channel", "key"],
             set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
         )
-        self._accepts: dict[bool, Any] = {}
         self.claim = (
             update(conversations)
             .where(
@@ -143,7 +142,7 @@ class HotStatements:
         self._outbox_update: dict[tuple[frozenset[str], Guard], Any] = {}
         self._commits: dict[CommitShape, Any] = {}
         self._finishes: dict[tuple[frozenset[str], ...], Any] = {}
-        self._least = least
+        self._accepts: dict[bool, Any] = {}
 
     @staticmethod
     def _has_outbox() -> Any:
@@ -252,7 +251,7 @@ class HotStatements:
         changed = (
             literal_column("conversations.xmin::text") != select(heads.c.version).scalar_subquery()
         )
-        due = self._least(inbox_at, outbox_at)
+        due = func.least(inbox_at, outbox_at)
         keep = or_(due <= _p("now"), changed)
         stmt = (
             update(conversations)
@@ -286,23 +285,10 @@ class HotStatements:
         stmt = self._accepts.get(with_state)
         if stmt is not None:
             return stmt
-        c, i = conversations.c, inbox.c
-        new = postgresql.insert(conversations).values(
+        c, i, st = conversations.c, inbox.c, channel_state.c
+        conv = self.upsert_conversation.values(
             {name: bindparam(f"p_c_{name}", type_=c[name].type) for name in CONVERSATION_COLUMNS}
-        )
-        conv = (
-            new.on_conflict_do_update(
-                index_elements=["channel", "conversation_key"],
-                set_={
-                    "due_at": func.coalesce(
-                        func.least(c.due_at, new.excluded.due_at), new.excluded.due_at
-                    ),
-                    "updated_at": new.excluded.updated_at,
-                },
-            )
-            .returning(c.id)
-            .cte("conv")
-        )
+        ).cte("conv")
         rows = select(
             conv.c.id, *(bindparam(f"p_i_{name}", type_=i[name].type) for name in EVENT_COLUMNS)
         )
@@ -318,16 +304,10 @@ class HotStatements:
             select(event.c.event_id).scalar_subquery().label("event_id"),
         )
         if with_state:
-            s = channel_state.c
-            put = postgresql.insert(channel_state).values(
-                {name: bindparam(f"p_s_{name}", type_=s[name].type) for name in STATE_COLUMNS}
+            put = self.put_state.values(
+                {name: bindparam(f"p_s_{name}", type_=st[name].type) for name in STATE_COLUMNS}
             )
-            stmt = stmt.add_cte(
-                put.on_conflict_do_update(
-                    index_elements=["channel", "key"],
-                    set_={"value": put.excluded.value, "updated_at": put.excluded.updated_at},
-                ).cte("state")
-            )
+            stmt = stmt.add_cte(put.cte("state"))
         self._accepts[with_state] = stmt
         return stmt
 
