@@ -326,12 +326,16 @@ async def store_bench(args: argparse.Namespace) -> None:
         }
         context = {"platform": "telegram", "chatType": "private", "userName": "Bench"}
         elements = [{"type": "text", "content": "You said: hello", "id": "x"}]
-        timings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        timings: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
+        server = args.backend == "postgres"
 
         async def timed(name: str, coro: Any) -> Any:
+            # the server's CPU is read outside the timed span: scanning /proc costs this process
+            before = postgres_cpu() if server else {}
             c0, w0 = time.process_time(), time.perf_counter()
             result = await coro
-            timings[name].append((time.process_time() - c0, time.perf_counter() - w0))
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            timings[name].append((cpu, wall, postgres_cpu_since(before) if server else 0.0))
             return result
 
         conversations = 50
@@ -382,18 +386,18 @@ async def store_bench(args: argparse.Namespace) -> None:
             f"store calls on {args.backend}, {args.messages} messages, "
             f"{conversations} conversations (CPU of this process incl. driver threads):"
         )
-        total_cpu = total_wall = 0.0
+        totals = [0.0, 0.0, 0.0]
+
+        def line(name: str, cpu: float, wall: float, server_cpu: float) -> str:
+            text = f"  {name:18s} CPU {cpu * 1000:6.2f} ms  wall {wall * 1000:6.2f} ms"
+            return text + (f"  server CPU {server_cpu * 1000:6.2f} ms" if server else "")
+
         for name, values in timings.items():
             values = values[len(values) // 10 :]  # skip the warm-up tenth
-            cpu = sum(v[0] for v in values) / len(values)
-            wall = sum(v[1] for v in values) / len(values)
-            total_cpu += cpu
-            total_wall += wall
-            print(f"  {name:18s} CPU {cpu * 1000:6.2f} ms  wall {wall * 1000:6.2f} ms")
-        print(
-            f"  {'per message':18s} CPU {total_cpu * 1000:6.2f} ms  "
-            f"wall {total_wall * 1000:6.2f} ms"
-        )
+            means = [sum(v[i] for v in values) / len(values) for i in range(3)]
+            totals = [t + m for t, m in zip(totals, means, strict=True)]
+            print(line(name, *means))
+        print(line("per message", *totals))
     finally:
         await store.close()
         await engine.dispose()
@@ -455,9 +459,7 @@ async def statements(args: argparse.Namespace) -> None:
             f"{args.backend}: {answered} warm messages; per message: "
             + ", ".join(f"{k} {v / answered:.1f}" for k, v in sorted(kinds.items()))
         )
-        statements_total = sum(
-            kinds[k] for k in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
-        )
+        statements_total = sum(kinds[k] for k in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"))
         print(
             f"  statements {statements_total / answered:.1f}, transactions "
             f"{kinds['BEGIN'] / answered:.1f} (COMMIT or ROLLBACK each)"
@@ -708,12 +710,14 @@ async def timeline(args: argparse.Namespace) -> None:
             records = await resp.json()
         wanted = {f"tg:{chat}" for chat in chats}
         mine = [r for r in records if r.get("requester_id") in wanted]
-        start = min((r["at"] for r in mine), default=0.0)
+        start = result["started"]
+        latency = result["latency"] or {}
         print(
             f"{result['answered']}/{len(chats)} first contacts answered, slowest after "
-            f"{result['elapsed']:.2f} s (Parloa {args.latency:g} s per call)"
+            f"{result['elapsed']:.2f} s (Parloa {args.latency:g} s per call); answers p50 "
+            f"{latency.get('p50') or 0:.2f} s, p95 {latency.get('p95') or 0:.2f} s"
         )
-        print("Parloa calls arriving, seconds after the first launch:")
+        print("Parloa calls arriving, seconds after the updates were offered:")
         for kind in ("launch", "message"):
             times = sorted(r["at"] - start for r in mine if r.get("event_type") == kind)
             if not times:

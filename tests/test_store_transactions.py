@@ -462,26 +462,30 @@ async def test_store_with_database_echo_commits_as_without(
     from bridge.store.repository import Store
 
     echoing = create_engine(database_url, pool_size=1, echo=True)
-    store = Store(echoing)
+    store, other = Store(echoing), Store(engine)
     try:
         cid = await one_event_done(store)  # claim and commit, each seen by others at once
-        assert await Store(engine).claim(cid, "other", 30) is None
+        assert await other.claim(cid, "other", 30) is None
         assert await store.finish(cid, "me", 30) is None  # nothing left: released
-        work = await Store(engine).claim(cid, "other", 30)
+        work = await other.claim(cid, "other", 30)
         assert work is not None and work.inbox is None
         await store.renew(cid, "me", 30)  # a transaction on the same pooled connection
     finally:
         await store.close()
+        await other.close()
         await echoing.dispose()
 
 
 @contextlib.asynccontextmanager
-async def server_commands(engine: AsyncEngine) -> AsyncIterator[list[str]]:
-    """The simple-protocol commands (BEGIN, COMMIT, ROLLBACK...) asyncpg sends on the
-    connections ``engine`` opens from now on; the pool is emptied first. asyncpg hands each
-    record to the logger with ``call_soon``: read the list after a turn of the loop."""
+async def server_commands(engine: AsyncEngine, store: Any) -> AsyncIterator[list[str]]:
+    """The commands asyncpg logs on the connections ``engine`` opens from now on: the
+    simple-protocol ones (BEGIN, COMMIT, ROLLBACK...) and the statements the store runs on
+    asyncpg directly (native.py), not those SQLAlchemy runs as prepared statements. The
+    store's kept connections and the pool are emptied first. asyncpg hands each record to
+    the logger with ``call_soon``: read the list after a turn of the loop."""
     seen: list[str] = []
-    await engine.dispose()  # pooled connections would not have the logger
+    await store.close()  # its kept connections would not have the logger
+    await engine.dispose()  # nor would pooled ones
 
     def log(record: Any) -> None:
         seen.append(record.query.split()[0].rstrip(";").upper())
@@ -507,7 +511,7 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
         ((_, cid),) = await store.accept_many(
             "c", [NewEvent("e1", "k1", "u1", "text", "hi", None, None)]
         )
-        async with server_commands(pg_engine) as seen:
+        async with server_commands(pg_engine, store) as seen:
             work = await store.claim(cid, "me", 30)
             await asyncio.sleep(0)  # the logger's records arrive
             assert work is not None and work.inbox is not None
@@ -515,6 +519,7 @@ async def test_postgres_claim_is_one_statement_without_begin_or_commit(
             assert "BEGIN" not in seen and "COMMIT" not in seen, seen
             # The lease was taken and is visible to others at once: it was committed.
             assert await store.claim(cid, "other", 30) is None
+            await asyncio.sleep(0)
             seen.clear()
             await store.renew(cid, "me", 30)  # an ordinary write, for contrast
             await asyncio.sleep(0)
@@ -538,7 +543,7 @@ async def test_postgres_commit_is_one_statement_unless_it_adds_several_replies(
         )
         work = await store.claim(cid, "me", 30)
         assert work is not None and work.inbox is not None
-        async with server_commands(pg_engine) as seen:
+        async with server_commands(pg_engine, store) as seen:
             step = Step(
                 conversation={"state": "active", "session_id": "s-1"},
                 inbox_id=work.inbox.id,
@@ -582,7 +587,7 @@ async def test_postgres_finish_is_one_statement_without_begin_or_commit(
     try:
         cid = await one_event_done(store)
         (reply,) = await store.commit(cid, "me", Step(outbox=[NewOutbox([{"t": 1}], None)]), "c")
-        async with server_commands(pg_engine) as seen:
+        async with server_commands(pg_engine, store) as seen:
             sent = OutboxAck(reply.id, {"status": SENT})
             assert await store.finish(cid, "me", 30, [sent]) is None
             await asyncio.sleep(0)
@@ -608,7 +613,7 @@ async def test_postgres_one_event_is_accepted_in_one_statement(pg_engine: AsyncE
 
     store = Store(pg_engine)
     try:
-        async with server_commands(pg_engine) as seen:
+        async with server_commands(pg_engine, store) as seen:
             first = NewEvent("e1", "k1", "u1", "text", "hi", {"chat_id": 7}, None)
             ((accepted, cid),) = await store.accept_many("c", [first], {"offset": "11"})
             await asyncio.sleep(0)
@@ -738,3 +743,131 @@ async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> 
             await conn.rollback()
             await asyncio.sleep(0.01)
     raise AssertionError("no session waited for the row lock")
+
+
+# --- PostgreSQL: the hot statements on kept asyncpg connections (native.py) -------------------
+
+
+async def one_message(store: Any, key: str) -> None:
+    """A message's store calls as a worker makes them: accept, claim, commit, finish."""
+    from bridge.store.repository import DONE, NewEvent, Step
+
+    ((_, cid),) = await store.accept_many(
+        "c", [NewEvent(f"e-{key}", key, "u1", "text", "hi", None, None)]
+    )
+    work = await store.claim(cid, "me", 30)
+    assert work is not None and work.inbox is not None
+    done = {"status": DONE, "finished_at": time.time()}
+    await store.commit(cid, "me", Step(inbox_id=work.inbox.id, inbox=done), "c")
+    assert await store.finish(cid, "me", 30) is None
+
+
+async def test_postgres_hot_statements_run_on_kept_asyncpg_connections(
+    database_url: str, pg_engine: AsyncEngine
+) -> None:
+    """Once SQLAlchemy has run a hot statement, the store runs it on asyncpg itself (asyncpg
+    logs those; SQLAlchemy's prepared statements it does not), each its own transaction, on
+    connections it keeps: at most half the pool, all given back by close()."""
+    from bridge.store.database import create_engine
+    from bridge.store.repository import Store
+
+    engine = create_engine(database_url, pool_size=4)
+    store = Store(engine)
+    try:
+        await one_message(store, "k0")  # SQLAlchemy runs each statement once
+        async with server_commands(engine, store) as seen:
+            for n in range(1, 4):
+                await one_message(store, f"k{n}")
+            await asyncio.sleep(0)
+            statements = [cmd for cmd in seen if cmd not in ("BEGIN", "COMMIT", "ROLLBACK")]
+            assert len(statements) >= 12 and "BEGIN" not in seen, seen
+        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+        await asyncio.gather(*(one_message(store, f"m{n}") for n in range(20)))
+        assert engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+        await store.close()
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        await one_message(store, "after")  # a closed store keeps connections anew
+    finally:
+        await store.close()
+        await engine.dispose()
+
+
+async def wait_for_no_lock_waiter(engine: AsyncEngine) -> None:
+    database = engine.url.database
+    async with engine.connect() as conn:
+        for _ in range(500):
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = :db AND wait_event_type = 'Lock'"
+                ),
+                {"db": database},
+            )
+            if not waiting:
+                return
+            await conn.rollback()
+            await asyncio.sleep(0.01)
+    raise AssertionError("a session still waits for a row lock")
+
+
+async def test_postgres_kept_connection_killed_mid_statement_is_replaced(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A kept connection that dies under a statement: the call runs again through the pool
+    and succeeds; the dead connection's slot goes back to the pool."""
+    from bridge.store.repository import Store
+
+    store = Store(pg_engine)
+    try:
+        cid = await one_event_done(store)  # claim and commit learned
+        assert await store.finish(cid, "me", 30) is None
+        async with intake_holding_the_row(pg_engine, cid, "e2") as intake:
+            claim = asyncio.create_task(store.claim(cid, "me", 30))
+            await wait_for_lock_waiter(pg_engine, claim)
+            killed = await intake.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND wait_event_type = 'Lock'"
+                ),
+                {"db": pg_engine.url.database},
+            )
+            assert killed == 1
+            await wait_for_lock_waiter(pg_engine, claim)  # again, through the pool
+            await intake.commit()
+        work = await claim
+        assert work is not None
+        if work.inbox is None:  # not in the claim's snapshot: finish has it
+            work = await store.finish(cid, "me", 30)
+        assert work is not None and work.inbox is not None and work.inbox.event_id == "e2"
+    finally:
+        await store.close()
+    assert pg_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_postgres_cancelled_native_call_leaves_no_statement_behind(
+    pg_engine: AsyncEngine,
+) -> None:
+    """A caller cancelled while its statement waits on asyncpg: the server cancels the
+    statement (the lease is not taken behind the caller's back) and the kept connection
+    serves the next call."""
+    from bridge.store.repository import Store
+
+    store, other = Store(pg_engine), Store(pg_engine)
+    try:
+        cid = await one_event_done(store)
+        assert await store.finish(cid, "me", 30) is None
+        async with intake_holding_the_row(pg_engine, cid, "e2") as intake:
+            claim = asyncio.create_task(store.claim(cid, "me", 30))
+            await wait_for_lock_waiter(pg_engine, claim)
+            claim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await claim
+            await wait_for_no_lock_waiter(pg_engine)
+            await intake.commit()
+        work = await other.claim(cid, "other", 30)
+        assert work is not None  # the cancelled claim did not take the lease
+        assert await store.claim(cid, "me", 30) is None  # the kept connection still works
+    finally:
+        await store.close()
+        await other.close()
+    assert pg_engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -11,9 +11,9 @@ Each method's database work is a synchronous function over a Connection, run who
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,7 +21,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.runners import CoreRunner, DirectRunner, Row, StatementRunner
+from bridge.store.native import NativeStatements
+from bridge.store.runners import (
+    Compiled,
+    CoreRunner,
+    DirectRunner,
+    Program,
+    Query,
+    Row,
+    StatementRunner,
+    run_program,
+)
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import (
     OUTBOX_BATCH,
@@ -36,6 +46,7 @@ from bridge.store.transactions import Transactions, transactions_for
 __all__ = ["OUTBOX_BATCH", "PENDING"]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 DONE = "done"
 DEAD = "dead"
@@ -293,14 +304,33 @@ class Store:
         self._q = HotStatements(engine.dialect.name)
         self._tx: Transactions = transactions_for(engine)
         self._runner: Callable[[Connection], StatementRunner] = CoreRunner
+        compiled: dict[Any, Compiled] = {}
         if not engine.echo:
             # With database.echo the statements go through SQLAlchemy, which logs them.
-            compiled: dict[Any, Any] = {}
             self._runner = lambda conn: DirectRunner(conn, compiled)
+        self._native = NativeStatements.for_engine(engine, compiled)
 
     async def close(self) -> None:
-        """Release the store's own connection (SQLite); the engine is the caller's."""
+        """Release the store's own connections (SQLite's; on PostgreSQL those it keeps for
+        the hot statements, which later calls would take anew); the engine is the
+        caller's."""
+        if self._native is not None:
+            await self._native.close()
         await self._tx.close()
+
+    async def _hot(self, make: Callable[[], Program[T]]) -> T:
+        """A program of hot statements (runners.Program), each its own transaction
+        (Transactions.each_statement); on PostgreSQL on asyncpg itself (native.py)."""
+
+        def unit(conn: Connection) -> T:
+            return run_program(make(), self._runner(conn))
+
+        def fallback() -> Awaitable[T]:
+            return self._tx.each_statement(unit)
+
+        if self._native is None:
+            return await fallback()
+        return await self._native.run(make, fallback)
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -349,16 +379,14 @@ class Store:
 
         try:
             if self._q.dialect == "postgresql" and len(events) == 1 and len(state or {}) <= 1:
-                return await self._tx.each_statement(
-                    self._accept_in_one(channel, events[0], state or {}, now)
-                )
+                return await self._hot(self._accept_in_one(channel, events[0], state or {}, now))
             return await self._tx.write(unit)
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
 
     def _accept_in_one(
         self, channel: str, event: NewEvent, state: Mapping[str, str], now: float
-    ) -> Callable[[Connection], list[tuple[bool, int]]]:
+    ) -> Callable[[], Program[list[tuple[bool, int]]]]:
         """PostgreSQL: one event (a webhook, a Slack event, a quiet poll with its offset) as
         one statement, its own transaction (HotStatements.accept_in_one)."""
         conversation = _new_conversation(channel, event.conversation_key, event.requester_id, now)
@@ -371,12 +399,12 @@ class Store:
             values.update({f"p_s_{name}": value for name, value in entry.items()})
         stmt = self._q.accept_in_one(bool(state))
 
-        def unit(conn: Connection) -> list[tuple[bool, int]]:
-            row = self._runner(conn).first(stmt, values)
+        def program() -> Program[list[tuple[bool, int]]]:
+            row = yield Query("first", stmt, values)
             assert row is not None  # a SELECT of two scalar subqueries: always one row
             return [(row["event_id"] is not None, int(row["conversation_id"]))]
 
-        return unit
+        return program
 
     def _accept_batch(
         self, conn: Connection, channel: str, events: Sequence[NewEvent], now: float
@@ -446,7 +474,7 @@ class Store:
         values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": now + ttl}
 
         if self._q.claim_with_inbox_head is not None:
-            return await self._tx.each_statement(self._claim_in_one(values))
+            return await self._hot(self._claim_in_one(values))
 
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
@@ -457,34 +485,38 @@ class Store:
 
         return await self._tx.write(unit)
 
-    def _claim_in_one(self, values: Mapping[str, Any]) -> Callable[[Connection], Work | None]:
+    def _claim_in_one(self, values: Mapping[str, Any]) -> Callable[[], Program[Work | None]]:
         """PostgreSQL: the claim is one statement and its own transaction. Its inbox head is
         read with the statement's snapshot: an event accepted while the claim waited for the
         row's lock can be missing from it, and finish() then finds it (it locks the row
         before reading the heads). Pending replies, rare, are read in a second statement,
         under the lease just taken."""
 
-        def unit(conn: Connection) -> Work | None:
-            sql = self._runner(conn)
-            row = sql.first(self._q.claim_with_inbox_head, values)
+        def program() -> Program[Work | None]:
+            row = yield Query("first", self._q.claim_with_inbox_head, values)
             if row is None:
                 return None
             conv = _conversation(row)
             head = None
             if row["inbox_id"] is not None:
                 head = _inbox({name: row[f"inbox_{name}"] for name in InboxItem.__slots__})
-            return Work(conv, head, self._replies(sql, conv.id) if row["has_outbox"] else [])
+            replies = (yield from self._replies(conv.id)) if row["has_outbox"] else []
+            return Work(conv, head, replies)
 
-        return unit
+        return program
 
     def _work(self, sql: StatementRunner, conv: Conversation, has_outbox: bool) -> Work:
-        in_row = sql.first(self._q.inbox_head, {"p_cid": conv.id})
-        replies = self._replies(sql, conv.id) if has_outbox else []
+        return run_program(self._work_program(conv, has_outbox), sql)
+
+    def _work_program(self, conv: Conversation, has_outbox: bool) -> Program[Work]:
+        in_row = yield Query("first", self._q.inbox_head, {"p_cid": conv.id})
+        replies = (yield from self._replies(conv.id)) if has_outbox else []
         return Work(conv, _inbox(in_row) if in_row else None, replies)
 
-    def _replies(self, sql: StatementRunner, conversation_id: int) -> list[OutboxItem]:
+    def _replies(self, conversation_id: int) -> Program[list[OutboxItem]]:
         """The oldest pending replies of a conversation (up to OUTBOX_BATCH)."""
-        return [_outbox(r) for r in sql.all(self._q.outbox_heads, {"p_cid": conversation_id})]
+        rows = yield Query("all", self._q.outbox_heads, {"p_cid": conversation_id})
+        return [_outbox(r) for r in rows]
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
         until = self.clock() + ttl
@@ -511,7 +543,7 @@ class Store:
         key = {"p_cid": conversation_id, "p_owner": owner}
 
         if q.dialect == "postgresql":
-            return await self._tx.each_statement(self._finish_in_one(key, acks, now, ttl))
+            return await self._hot(self._finish_in_one(key, acks, now, ttl))
 
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
@@ -533,7 +565,7 @@ class Store:
 
     def _finish_in_one(
         self, key: dict[str, Any], acks: Sequence[OutboxAck], now: float, ttl: float
-    ) -> Callable[[Connection], Work | None]:
+    ) -> Callable[[], Program[Work | None]]:
         """PostgreSQL: finish as one statement, its own transaction (HotStatements.
         finish_in_one: how an event accepted meanwhile is not lost). The work of a lease
         kept is read in a second statement, under that lease."""
@@ -541,14 +573,14 @@ class Store:
         values = {**key, **_ack_params(acks), "p_now": now, "p_until": now + ttl}
         stmt = self._q.finish_in_one(_ack_shape(acks))
 
-        def unit(conn: Connection) -> Work | None:
-            sql = self._runner(conn)
-            row = sql.first(stmt, values)
+        def program() -> Program[Work | None]:
+            row = yield Query("first", stmt, values)
             if row is None or not row["kept"]:
                 return None
-            return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+            conv = _conversation(row)
+            return (yield from self._work_program(conv, row["outbox_next"] is not None))
 
-        return unit
+        return program
 
     async def release_all(self, owner: str) -> int:
         """Give up every lease this process holds (shutdown): others may take over at once."""
@@ -635,7 +667,7 @@ class Store:
 
         # Several new replies keep the transaction: their ids are handed out in order.
         if q.dialect == "postgresql" and len(step.outbox) <= 1:
-            return await self._tx.each_statement(
+            return await self._hot(
                 self._commit_in_one(conversation_id, owner, step, channel, acks, now)
             )
 
@@ -670,7 +702,7 @@ class Store:
         channel: str,
         acks: Sequence[OutboxAck],
         now: float,
-    ) -> Callable[[Connection], list[OutboxItem]]:
+    ) -> Callable[[], Program[list[OutboxItem]]]:
         """PostgreSQL: the commit as one statement (HotStatements.commit_in_one)."""
         acks = _one_ack_per_reply(acks)
         conversation = {"updated_at": now, **step.conversation}
@@ -692,13 +724,13 @@ class Store:
             values.update({f"p_o_{name}": value for name, value in reply.items()})
         stmt = self._q.commit_in_one(shape)
 
-        def unit(conn: Connection) -> list[OutboxItem]:
-            row = self._runner(conn).first(stmt, values)
+        def program() -> Program[list[OutboxItem]]:
+            row = yield Query("first", stmt, values)
             if row is None or not row["held"]:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
             return [] if reply is None else [_created(int(row["outbox_id"]), reply)]
 
-        return unit
+        return program
 
     async def update_outbox(
         self, conversation_id: int, owner: str, outbox_id: int, **values: Any
@@ -927,15 +959,16 @@ class Store:
     async def state_put(self, channel: str, key: str, value: str) -> None:
         now = self.clock()
 
-        def unit(conn: Connection) -> None:
+        def program() -> Program[None]:
             # An upsert: one statement, which may run again (a suggestion keyboard's
             # values are put with every reply that shows one).
-            self._runner(conn).rowcount(
+            yield Query(
+                "rowcount",
                 self._q.put_state,
                 {"channel": channel, "key": key, "value": value, "updated_at": now},
             )
 
-        await self._tx.each_statement(unit)
+        await self._hot(program)
 
     async def state_delete(self, channel: str, key: str) -> None:
         def unit(conn: Connection) -> None:

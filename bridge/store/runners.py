@@ -8,12 +8,18 @@ statement on SQLite against about 14 µs for SQLite to run it, and about 110 µs
 PostgreSQL (docs/benchmarks.md); each message takes about eight of them. The statements are
 still SQLAlchemy's: compiled once for the dialect, their parameters and results converted by
 their own column types' processors (JSON in and out, booleans, floats).
+
+A store call that is a few hot statements in a row is written once, as a *program*: a
+generator that yields each ``Query`` and is sent its result. ``run_program`` runs one on a
+``StatementRunner`` inside a unit of work; on PostgreSQL ``bridge/store/native.py`` runs the
+same program on asyncpg directly, without a greenlet or a pool checkout per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +27,7 @@ from sqlalchemy.sql.dml import Insert
 
 _REQUIRED = object()
 Row = Mapping[Any, Any]  # column name -> value
+T = TypeVar("T")
 
 
 class StatementRunner(Protocol):
@@ -29,6 +36,30 @@ class StatementRunner(Protocol):
     def all(self, stmt: Any, params: Mapping[str, Any]) -> list[Row]: ...
 
     def rowcount(self, stmt: Any, params: Mapping[str, Any]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of a program, and which of a runner's methods runs it."""
+
+    kind: Literal["first", "all", "rowcount"]
+    stmt: Any
+    params: Mapping[str, Any]
+
+
+# Yields each statement to run, is sent its result (a Row or None, a list of Rows, a count),
+# returns the call's result. Must be safe to run again from the start (see Transactions).
+Program = Generator[Query, Any, T]
+
+
+def run_program(program: Program[T], runner: StatementRunner) -> T:
+    """Run ``program`` to its end on ``runner`` (inside a unit of work)."""
+    try:
+        query = next(program)
+        while True:
+            query = program.send(getattr(runner, query.kind)(query.stmt, query.params))
+    except StopIteration as done:
+        return cast(T, done.value)
 
 
 class CoreRunner:
@@ -48,7 +79,7 @@ class CoreRunner:
 Processor = Callable[[Any], Any] | None
 
 
-class _Compiled:
+class Compiled:
     """One statement compiled for a dialect: its SQL, and how to bind and read it."""
 
     __slots__ = ("binds", "columns", "dialect", "names", "readers", "sql")
@@ -104,17 +135,17 @@ class DirectRunner:
     """Runs statements on the DBAPI connection under ``conn``, in its open transaction.
     ``cache`` is shared by all units of one store."""
 
-    def __init__(self, conn: Connection, cache: dict[Any, _Compiled]) -> None:
+    def __init__(self, conn: Connection, cache: dict[Any, Compiled]) -> None:
         self._conn = conn
         self._dbapi: Any = conn.connection.dbapi_connection
         self._dialect = conn.dialect
         self._cache = cache
 
-    def _run(self, stmt: Any, params: Mapping[str, Any], fetch: bool) -> tuple[_Compiled, Any]:
+    def _run(self, stmt: Any, params: Mapping[str, Any], fetch: bool) -> tuple[Compiled, Any]:
         key = (stmt, frozenset(params))
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = self._cache[key] = _Compiled(stmt, key[1], self._dialect)
+            compiled = self._cache[key] = Compiled(stmt, key[1], self._dialect)
         values = compiled.values(params)
         cursor = self._dbapi.cursor()
         try:

@@ -1,0 +1,175 @@
+"""PostgreSQL: the hot store calls' statements run on asyncpg itself, on connections the
+store keeps checked out.
+
+Through SQLAlchemy, each one-statement store call (claim, commit, finish, one event's
+intake) also paid for a pool checkout and checkin and a greenlet around the unit: 137 µs of
+CPU for a trivial statement, against 60 µs on the asyncpg connection itself
+(docs/benchmarks.md). The statements are still SQLAlchemy's, compiled for the dialect and
+their values and rows converted by their column types' processors (runners.Compiled); a
+statement runs here only after SQLAlchemy has run it once (the row processors depend on
+the types the server reports).
+
+Bound: the connections are checked out of the engine's pool and kept, at most half of
+``pool_size``: ``database.pool_size`` still bounds the replica's connections, and the other
+half is left to the pool for everything else (intake batches, the dispatcher's scans,
+renewals). When every kept connection is busy, a call goes through the pool as before.
+
+Failures: a statement the server refuses, and a connection that died, send the whole call
+through SQLAlchemy instead (``Transactions.each_statement``): its errors come out as
+SQLAlchemy's (IntegrityError, OperationalError...) and its handling of a dead connection
+applies. A program's statements may run again from the start (runners.Program). A kept
+connection that died is dropped (an idle one when it is next taken). A call cancelled
+mid-statement keeps its connection: asyncpg asks the server to cancel the statement, and
+the connection's next statement waits for that to be done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
+
+from bridge.store.runners import Compiled, Program, Query
+
+T = TypeVar("T")
+log = logging.getLogger("bridge.store")
+
+
+class _NotLearned(Exception):
+    """A statement SQLAlchemy has not run yet: its row processors are not known."""
+
+
+class _DriverFailed(Exception):
+    """asyncpg raised (the server refused a statement, or the connection failed)."""
+
+
+@dataclass(slots=True)
+class _Kept:
+    conn: Connection  # SQLAlchemy's, checked out of the pool
+    adapter: Any  # SQLAlchemy's asyncpg adapter connection
+    driver: Any  # the asyncpg connection
+
+
+def _status_count(status: str) -> int:
+    """The row count of a command tag ("UPDATE 3", "INSERT 0 1"); -1 when it has none."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class NativeStatements:
+    """Runs programs (runners.Program) on kept asyncpg connections; see the module's doc."""
+
+    def __init__(self, engine: AsyncEngine, cache: dict[Any, Compiled], limit: int) -> None:
+        self._sync = engine.sync_engine
+        self._cache = cache
+        self._limit = limit
+        self._idle: list[_Kept] = []
+        self._count = 0  # kept connections, idle or busy
+
+    @classmethod
+    def for_engine(cls, engine: AsyncEngine, cache: dict[Any, Compiled]) -> NativeStatements | None:
+        """For a PostgreSQL engine that does not log its statements (database.echo goes
+        through SQLAlchemy, which logs them) and has a pool of more than one."""
+        size = getattr(engine.pool, "size", None)
+        if engine.dialect.name != "postgresql" or engine.echo or not callable(size):
+            return None
+        limit = int(size()) // 2
+        return cls(engine, cache, limit) if limit > 0 else None
+
+    @property
+    def kept(self) -> int:
+        """Connections kept out of the pool, idle or busy."""
+        return self._count
+
+    async def run(self, make: Callable[[], Program[T]], fallback: Callable[[], Awaitable[T]]) -> T:
+        """Run the program ``make()`` on a kept connection; through ``fallback`` (the same
+        program as a SQLAlchemy unit) when none is free or asyncpg raised."""
+        kept = await self._take()
+        if kept is None:
+            return await fallback()
+        try:
+            return await self._drive(make(), kept.driver)
+        except (_NotLearned, _DriverFailed):
+            pass  # the program's own exceptions (LeaseLost...) and cancellation propagate
+        finally:
+            self._give(kept)
+        return await fallback()
+
+    async def close(self) -> None:
+        """Give every idle kept connection back to the pool (later calls keep new ones)."""
+        idle, self._idle = self._idle, []
+        for kept in idle:
+            self._count -= 1
+            kept.adapter.autocommit = False
+            try:
+                await greenlet_spawn(kept.conn.close)
+            except Exception as exc:
+                log.debug("a kept connection did not close cleanly: %s", exc)
+                self._count += 1
+                self._drop(kept)
+
+    async def _take(self) -> _Kept | None:
+        while self._idle:
+            kept = self._idle.pop()
+            if not kept.driver.is_closed():
+                return kept
+            self._drop(kept)  # the server closed it while it was idle
+        if self._count >= self._limit:
+            return None
+        self._count += 1
+        try:
+            conn = await greenlet_spawn(self._sync.connect)
+        except Exception:
+            self._count -= 1
+            return None  # the pool's path fails the same way, with SQLAlchemy's error
+        except BaseException:
+            self._count -= 1
+            raise
+        adapter: Any = conn.connection.dbapi_connection
+        # Each statement is its own transaction, as Transactions.each_statement runs them.
+        adapter.autocommit = True
+        return _Kept(conn, adapter, adapter.driver_connection)
+
+    def _give(self, kept: _Kept) -> None:
+        if kept.driver.is_closed():
+            self._drop(kept)  # idle ones the server closed too are dropped when taken
+        else:
+            self._idle.append(kept)
+
+    def _drop(self, kept: _Kept) -> None:
+        """Close a kept connection at once and give its slot back to the pool."""
+        self._count -= 1
+        try:
+            # Outside a greenlet SQLAlchemy terminates the socket without waiting on it.
+            kept.conn.invalidate()
+            kept.conn.close()
+        except Exception as exc:  # pragma: no cover - invalidate does not do I/O here
+            log.debug("dropping a kept connection: %s", exc)
+
+    async def _drive(self, program: Program[T], driver: Any) -> T:
+        try:
+            query = next(program)
+            while True:
+                query = program.send(await self._execute(query, driver))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    async def _execute(self, query: Query, driver: Any) -> Any:
+        compiled = self._cache.get((query.stmt, frozenset(query.params)))
+        if compiled is None or (compiled.columns and compiled.readers is None):
+            raise _NotLearned
+        try:
+            values = compiled.values(query.params)
+            if query.kind == "rowcount":
+                return _status_count(await driver.execute(compiled.sql, *values))
+            rows = await driver.fetch(compiled.sql, *values)
+        except Exception as exc:
+            raise _DriverFailed(str(exc)) from exc
+        if query.kind == "first":
+            return compiled.mapping(rows[0]) if rows else None
+        return [compiled.mapping(row) for row in rows]
