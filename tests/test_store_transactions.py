@@ -779,11 +779,15 @@ async def test_postgres_hot_statements_run_on_kept_asyncpg_connections(
             for n in range(1, 4):
                 await one_message(store, f"k{n}")
             await asyncio.sleep(0)
-            statements = [cmd for cmd in seen if cmd not in ("BEGIN", "COMMIT", "ROLLBACK")]
-            assert len(statements) >= 12 and "BEGIN" not in seen, seen
-        assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
-        await asyncio.gather(*(one_message(store, f"m{n}") for n in range(20)))
-        assert engine.pool.checkedout() == 2  # type: ignore[attr-defined]
+            # accept, claim, commit, finish: one statement each, all on asyncpg
+            assert seen == ["WITH"] * 12, seen
+            assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+            seen.clear()
+            # 20 at once: they wait for the 2 kept connections rather than take the pool's
+            await asyncio.gather(*(one_message(store, f"m{n}") for n in range(20)))
+            await asyncio.sleep(0)
+            assert len(seen) == 80 and "BEGIN" not in seen, seen
+            assert engine.pool.checkedout() == 2  # type: ignore[attr-defined]
         await store.close()
         assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
         await one_message(store, "after")  # a closed store keeps connections anew
@@ -871,3 +875,44 @@ async def test_postgres_cancelled_native_call_leaves_no_statement_behind(
         await store.close()
         await other.close()
     assert pg_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_postgres_a_call_waits_for_a_kept_connection_then_goes_through_the_pool(
+    database_url: str, pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kept connection busy (here the one of a pool of 2, its claim waiting on a row
+    lock): another call waits for it, and after a while goes through the pool instead. A
+    waiter that is cancelled leaves the kept connection to the others."""
+    from bridge.store import native
+    from bridge.store.database import create_engine
+    from bridge.store.repository import Store
+
+    monkeypatch.setattr(native, "WAIT_SECONDS", 0.2)
+    engine = create_engine(database_url, pool_size=2)
+    store = Store(engine)
+    try:
+        cid = await one_event_done(store)
+        assert await store.finish(cid, "me", 30) is None
+        await one_message(store, "warm")  # every statement learned, one connection kept
+        async with intake_holding_the_row(pg_engine, cid, "e2") as intake:
+            blocked = asyncio.create_task(store.claim(cid, "me", 30))
+            await wait_for_lock_waiter(pg_engine, blocked)
+            cancelled = asyncio.create_task(store.claim(cid + 1000, "me", 30))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            started = time.monotonic()
+            # through the pool, after the wait
+            await asyncio.wait_for(one_message(store, "meanwhile"), 5)
+            assert 0.2 <= time.monotonic() - started < 5
+            assert not blocked.done()
+            await intake.commit()
+        assert await blocked is not None
+        async with server_commands(engine, store) as seen:
+            await one_message(store, "after")
+            await asyncio.sleep(0)
+            assert len(seen) == 4 and "BEGIN" not in seen, seen  # on a kept connection
+    finally:
+        await store.close()
+        await engine.dispose()
