@@ -76,8 +76,10 @@ class NativeStatements:
         self._limit = limit
         self._idle: list[_Kept] = []
         self._count = 0  # kept connections, idle or busy
-        # Calls waiting for a kept connection; None wakes one to open a new connection.
-        self._waiters: deque[asyncio.Future[_Kept | None]] = deque()
+        # Calls waiting for a kept connection, since when; None wakes one to open one anew.
+        self._waiters: deque[tuple[float, asyncio.Future[_Kept | None]]] = deque()
+        # One timer for every waiter's timeout: a timer per wait cost 2% of the CPU.
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
     def for_engine(cls, engine: AsyncEngine, cache: dict[Any, Compiled]) -> NativeStatements | None:
@@ -137,24 +139,35 @@ class NativeStatements:
         TimeoutError after WAIT_SECONDS."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Kept | None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(WAIT_SECONDS, waiter.cancel)
+        self._waiters.append((loop.time(), waiter))
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(WAIT_SECONDS / 2, self._sweep)
         try:
-            kept = await waiter
+            return await waiter
         except asyncio.CancelledError:
             if waiter.cancelled():
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the caller was cancelled
-                raise TimeoutError from None
+                raise TimeoutError from None  # by _sweep
             # Given a connection in the same turn as the caller was cancelled: pass it on.
             result = waiter.result()
             if result is not None:
                 self._give(result)
             raise
-        finally:
-            timer.cancel()
-        return kept
+
+    def _sweep(self) -> None:
+        """Time out the calls that waited WAIT_SECONDS or more (each within half as long
+        again); look again later while any wait."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for since, waiter in self._waiters:
+            if now - since >= WAIT_SECONDS:
+                waiter.cancel()
+        self._waiters = deque(entry for entry in self._waiters if not entry[1].done())
+        if self._waiters:
+            self._sweeper = loop.call_later(WAIT_SECONDS / 2, self._sweep)
 
     async def _open(self) -> _Kept | None:
         self._count += 1
@@ -181,7 +194,7 @@ class NativeStatements:
 
     def _wake(self, kept: _Kept | None) -> bool:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _since, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(kept)
                 return True
