@@ -42,24 +42,32 @@ def validate_channel(channel: ChannelConfig, where: str) -> list[str]:
     return []
 
 
+# Allocations (less deallocations) of container objects between two young collections
+# (CPython's default is 700). A message allocates thousands, and with hundreds of
+# conversations in flight most of what a young collection walks is still alive: it was 10-15%
+# of the CPU at 1000 chats (docs/benchmarks.md). A young collection of 10,000 objects takes
+# about a millisecond.
+YOUNG_COLLECTION_EVERY = 10_000
 # How many generation-1 collections may pass before a full one (CPython's default is 10).
 # Under a burst, with 1000 conversations in flight, every full collection walked them all and
-# freed nothing: 4 of them, 100-130 ms each, in a 3 s burst (docs/benchmarks.md). Cyclic
-# garbage that reached the oldest generation is still freed, ten times later.
-FULL_COLLECTION_EVERY = 100
+# freed nothing: 4 of them, 100-130 ms each, in a 3 s burst (docs/benchmarks.md). With the
+# young threshold above, a full collection comes about every 700,000 allocations, as it did
+# with CPython's young threshold and 100 here: cyclic garbage that reached the oldest
+# generation is freed ten times later than with CPython's defaults.
+FULL_COLLECTION_EVERY = 7
 
 
 def tune_garbage_collector() -> None:
     """For the ``run`` command: move everything alive after start-up (imported modules,
-    configuration, clients) out of the garbage collector's sight, and make full collections
+    configuration, clients) out of the garbage collector's sight, and make collections
     rarer. A full collection otherwise walks all of it; under load that paused the bridge
     for 85-98 ms, against 15 ms with the heap frozen (docs/benchmarks.md). Not for processes
     that run several services (tests): frozen objects that later become cyclic garbage are
     never freed."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+    _young, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, FULL_COLLECTION_EVERY)
 
 
 class Service:
