@@ -916,3 +916,14 @@ async def test_postgres_a_call_waits_for_a_kept_connection_then_goes_through_the
     finally:
         await store.close()
         await engine.dispose()
+
+
+def test_command_tags_give_their_row_counts() -> None:
+    """asyncpg's execute() answers with the command tag; a rowcount statement run natively
+    reads its count from it, as SQLAlchemy's adapter does."""
+    from bridge.store.native import _status_count
+
+    assert _status_count("UPDATE 3") == 3
+    assert _status_count("INSERT 0 1") == 1
+    assert _status_count("DELETE 0") == 0
+    assert _status_count("BEGIN") == -1
