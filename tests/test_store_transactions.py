@@ -686,13 +686,13 @@ async def test_postgres_event_accepted_while_finish_waits_is_not_lost(
         await store.close()
 
 
-async def one_event_done(store: Any) -> int:
-    """A conversation whose one event "e1" was claimed by "me" and committed done; the
-    lease is still held (the worker has not finished). Its id."""
+async def one_event_done(store: Any, key: str = "k1", event_id: str = "e1") -> int:
+    """A conversation whose one event ``event_id`` was claimed by "me" and committed done;
+    the lease is still held (the worker has not finished). Its id."""
     from bridge.store.repository import DONE, NewEvent, Step
 
     ((_, cid),) = await store.accept_many(
-        "c", [NewEvent("e1", "k1", "u1", "text", "one", None, None)]
+        "c", [NewEvent(event_id, key, "u1", "text", "one", None, None)]
     )
     work = await store.claim(cid, "me", 30)
     assert work is not None and work.inbox is not None
@@ -723,26 +723,28 @@ async def intake_holding_the_row(
         yield intake
 
 
-async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> None:
-    """Until a session of this database waits for a row lock (bounded; fails if ``task``,
-    the one meant to wait, ends first)."""
+async def wait_for_lock_waiter(
+    engine: AsyncEngine, task: asyncio.Task[Any] | None, waiting: bool = True
+) -> None:
+    """Until a session of this database waits for a row lock, or with ``waiting=False``
+    until none does (bounded; fails if ``task``, the one meant to wait, ends first)."""
     database = engine.url.database
     async with engine.connect() as conn:
         for _ in range(500):
-            assert not task.done(), "the task did not wait for the row lock"
-            waiting = await conn.scalar(
+            assert task is None or not task.done(), "the task did not wait for the row lock"
+            waiters = await conn.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE datname = :db AND wait_event_type = 'Lock'"
                 ),
                 {"db": database},
             )
-            if waiting:
+            if bool(waiters) == waiting:
                 return
             # pg_stat_activity is read once per transaction: look again in a new one.
             await conn.rollback()
             await asyncio.sleep(0.01)
-    raise AssertionError("no session waited for the row lock")
+    raise AssertionError("no session waited for the row lock" if waiting else "one still waits")
 
 
 # --- PostgreSQL: the hot statements on kept asyncpg connections (native.py) -------------------
@@ -750,15 +752,7 @@ async def wait_for_lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any]) -> 
 
 async def one_message(store: Any, key: str) -> None:
     """A message's store calls as a worker makes them: accept, claim, commit, finish."""
-    from bridge.store.repository import DONE, NewEvent, Step
-
-    ((_, cid),) = await store.accept_many(
-        "c", [NewEvent(f"e-{key}", key, "u1", "text", "hi", None, None)]
-    )
-    work = await store.claim(cid, "me", 30)
-    assert work is not None and work.inbox is not None
-    done = {"status": DONE, "finished_at": time.time()}
-    await store.commit(cid, "me", Step(inbox_id=work.inbox.id, inbox=done), "c")
+    cid = await one_event_done(store, key, f"e-{key}")
     assert await store.finish(cid, "me", 30) is None
 
 
@@ -794,24 +788,6 @@ async def test_postgres_hot_statements_run_on_kept_asyncpg_connections(
     finally:
         await store.close()
         await engine.dispose()
-
-
-async def wait_for_no_lock_waiter(engine: AsyncEngine) -> None:
-    database = engine.url.database
-    async with engine.connect() as conn:
-        for _ in range(500):
-            waiting = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = :db AND wait_event_type = 'Lock'"
-                ),
-                {"db": database},
-            )
-            if not waiting:
-                return
-            await conn.rollback()
-            await asyncio.sleep(0.01)
-    raise AssertionError("a session still waits for a row lock")
 
 
 async def test_postgres_kept_connection_killed_mid_statement_is_replaced(
@@ -866,7 +842,7 @@ async def test_postgres_cancelled_native_call_leaves_no_statement_behind(
             claim.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await claim
-            await wait_for_no_lock_waiter(pg_engine)
+            await wait_for_lock_waiter(pg_engine, None, waiting=False)
             await intake.commit()
         work = await other.claim(cid, "other", 30)
         assert work is not None  # the cancelled claim did not take the lease

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from bridge.store.runners import Compiled, Program, Query
+from bridge.store.runners import Compiled, Program, Query, cache_key
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
@@ -109,14 +109,14 @@ class NativeStatements:
         """Give every idle kept connection back to the pool (later calls keep new ones)."""
         idle, self._idle = self._idle, []
         for kept in idle:
-            self._count -= 1
             kept.adapter.autocommit = False
             try:
                 await greenlet_spawn(kept.conn.close)
             except Exception as exc:
                 log.debug("a kept connection did not close cleanly: %s", exc)
-                self._count += 1
                 self._drop(kept)
+            else:
+                self._count -= 1
 
     async def _take(self) -> _Kept | None:
         while True:
@@ -219,7 +219,7 @@ class NativeStatements:
             return cast(T, done.value)
 
     async def _execute(self, query: Query, driver: Any) -> Any:
-        compiled = self._cache.get((query.stmt, frozenset(query.params)))
+        compiled = self._cache.get(cache_key(query.stmt, query.params))
         if compiled is None or (compiled.columns and compiled.readers is None):
             raise _NotLearned
         try:

@@ -6,7 +6,10 @@ lease, so a process that lost its lease (it stalled past ``lease_until`` and ano
 over) cannot commit. ``conversations.due_at`` says when a conversation next has work.
 
 Each method's database work is a synchronous function over a Connection, run whole by
-``Transactions`` (one thread hop per call on SQLite; see bridge/store/transactions.py)."""
+``Transactions`` (one thread hop per call on SQLite; see bridge/store/transactions.py). The
+hot calls whose statements are each a transaction of their own (claim, commit, finish, one
+event's intake, state_put) are programs instead (runners.Program): on PostgreSQL they run on
+asyncpg itself (bridge/store/native.py), elsewhere inside a unit like the rest."""
 
 from __future__ import annotations
 
@@ -275,6 +278,11 @@ def _new_conversation(channel: str, key: str, requester_id: str, now: float) -> 
     }
 
 
+def _state_row(channel: str, key: str, value: str, now: float) -> dict[str, Any]:
+    """A channel state entry as put_state writes it."""
+    return {"channel": channel, "key": key, "value": value, "updated_at": now}
+
+
 def _new_event(channel: str, event: NewEvent, now: float) -> dict[str, Any]:
     """An inbox row as intake writes it, but for its conversation's id
     (statements.EVENT_COLUMNS)."""
@@ -373,7 +381,7 @@ class Store:
             for key, value in (state or {}).items():
                 self._runner(conn).rowcount(
                     self._q.put_state,
-                    {"channel": channel, "key": key, "value": value, "updated_at": now},
+                    _state_row(channel, key, value, now),
                 )
             return results
 
@@ -395,7 +403,7 @@ class Store:
             {f"p_i_{name}": value for name, value in _new_event(channel, event, now).items()}
         )
         for key, value in state.items():
-            entry = {"channel": channel, "key": key, "value": value, "updated_at": now}
+            entry = _state_row(channel, key, value, now)
             values.update({f"p_s_{name}": value for name, value in entry.items()})
         stmt = self._q.accept_in_one(bool(state))
 
@@ -965,7 +973,7 @@ class Store:
             yield Query(
                 "rowcount",
                 self._q.put_state,
-                {"channel": channel, "key": key, "value": value, "updated_at": now},
+                _state_row(channel, key, value, now),
             )
 
         await self._hot(program)

@@ -79,6 +79,12 @@ class CoreRunner:
 Processor = Callable[[Any], Any] | None
 
 
+def cache_key(stmt: Any, params: Mapping[str, Any]) -> tuple[Any, frozenset[str]]:
+    """A statement's entry in a store's cache of Compiled: one per set of parameters given
+    (an INSERT's columns are those given)."""
+    return (stmt, frozenset(params))
+
+
 class Compiled:
     """One statement compiled for a dialect: its SQL, and how to bind and read it."""
 
@@ -142,7 +148,7 @@ class DirectRunner:
         self._cache = cache
 
     def _run(self, stmt: Any, params: Mapping[str, Any], fetch: bool) -> tuple[Compiled, Any]:
-        key = (stmt, frozenset(params))
+        key = cache_key(stmt, params)
         compiled = self._cache.get(key)
         if compiled is None:
             compiled = self._cache[key] = Compiled(stmt, key[1], self._dialect)
