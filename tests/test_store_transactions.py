@@ -854,17 +854,15 @@ async def test_postgres_cancelled_native_call_leaves_no_statement_behind(
 
 
 async def test_postgres_a_call_waits_for_a_kept_connection_then_goes_through_the_pool(
-    database_url: str, pg_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    database_url: str, pg_engine: AsyncEngine
 ) -> None:
     """Every kept connection busy (here the one of a pool of 2, its claim waiting on a row
-    lock): another call waits for it, and after a while goes through the pool instead. A
-    waiter that is cancelled leaves the kept connection to the others."""
-    from bridge.store import native
+    lock): another call waits for it, as long as the pool's timeout, then goes through the
+    pool instead. A waiter that is cancelled leaves the kept connection to the others."""
     from bridge.store.database import create_engine
     from bridge.store.repository import Store
 
-    monkeypatch.setattr(native, "WAIT_SECONDS", 0.2)
-    engine = create_engine(database_url, pool_size=2)
+    engine = create_engine(database_url, pool_size=2, pool_timeout=0.2)
     store = Store(engine)
     try:
         cid = await one_event_done(store)

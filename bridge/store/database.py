@@ -56,8 +56,11 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs."""
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, pool_timeout: float = 30.0
+) -> AsyncEngine:
+    """An async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://`` URLs.
+    ``pool_timeout``: how long a PostgreSQL store call waits for a connection."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -90,6 +93,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
                 parsed,
                 echo=echo,
                 pool_size=pool_size,
+                pool_timeout=pool_timeout,
                 # pool_size is the replica's bound (the contract's database.pool_size). No
                 # overflow: under load, connections opened past it and closed again churned
                 # ten or more a second, each a connect and every statement prepared anew.

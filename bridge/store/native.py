@@ -41,8 +41,8 @@ from bridge.store.runners import Compiled, Program, Query, cache_key
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
-# How long a call waits for a kept connection before it goes through the pool instead (whose
-# own wait is bounded the same way: database.create_engine's pool_timeout).
+# How long a call waits for a kept connection before it goes through the pool instead, when
+# the pool does not say how long its own checkouts wait (a QueuePool's timeout()).
 WAIT_SECONDS = 30.0
 
 
@@ -70,10 +70,17 @@ def _status_count(status: str) -> int:
 class NativeStatements:
     """Runs programs (runners.Program) on kept asyncpg connections; see the module's doc."""
 
-    def __init__(self, engine: AsyncEngine, cache: dict[Any, Compiled], limit: int) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cache: dict[Any, Compiled],
+        limit: int,
+        wait_seconds: float = WAIT_SECONDS,
+    ) -> None:
         self._sync = engine.sync_engine
         self._cache = cache
         self._limit = limit
+        self._wait_seconds = wait_seconds
         self._idle: list[_Kept] = []
         self._count = 0  # kept connections, idle or busy
         # Calls waiting for a kept connection, since when; None wakes one to open one anew.
@@ -89,7 +96,12 @@ class NativeStatements:
         if engine.dialect.name != "postgresql" or engine.echo or not callable(size):
             return None
         limit = int(size()) // 2
-        return cls(engine, cache, limit) if limit > 0 else None
+        if limit <= 0:
+            return None
+        # A call waits for a kept connection as long as a checkout waits for the pool's.
+        timeout = getattr(engine.pool, "timeout", None)
+        wait = float(timeout()) if callable(timeout) else WAIT_SECONDS
+        return cls(engine, cache, limit, wait)
 
     async def run(self, make: Callable[[], Program[T]], fallback: Callable[[], Awaitable[T]]) -> T:
         """Run the program ``make()`` on a kept connection; through ``fallback`` (the same
@@ -136,12 +148,12 @@ class NativeStatements:
 
     async def _wait(self) -> _Kept | None:
         """Until a kept connection is given back (it) or one was dropped (None: look again);
-        TimeoutError after WAIT_SECONDS."""
+        TimeoutError after the wait (the pool's timeout)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[_Kept | None] = loop.create_future()
         self._waiters.append((loop.time(), waiter))
         if self._sweeper is None:
-            self._sweeper = loop.call_later(WAIT_SECONDS / 2, self._sweep)
+            self._sweeper = loop.call_later(self._wait_seconds / 2, self._sweep)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -157,17 +169,17 @@ class NativeStatements:
             raise
 
     def _sweep(self) -> None:
-        """Time out the calls that waited WAIT_SECONDS or more (each within half as long
-        again); look again later while any wait."""
+        """Time out the calls that waited the pool's timeout or more (each within half as
+        long again); look again later while any wait."""
         self._sweeper = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         for since, waiter in self._waiters:
-            if now - since >= WAIT_SECONDS:
+            if now - since >= self._wait_seconds:
                 waiter.cancel()
         self._waiters = deque(entry for entry in self._waiters if not entry[1].done())
         if self._waiters:
-            self._sweeper = loop.call_later(WAIT_SECONDS / 2, self._sweep)
+            self._sweeper = loop.call_later(self._wait_seconds / 2, self._sweep)
 
     async def _open(self) -> _Kept | None:
         self._count += 1
