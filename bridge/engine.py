@@ -101,8 +101,9 @@ class BotHealth:
     def __init__(self) -> None:
         self.refused: dict[str, str] = {}
 
-    def ok(self, bot: str) -> None:
-        self.refused.pop(bot, None)
+    def ok(self, bot: str) -> bool:
+        """Parloa answered this bot; True when it had been refusing it until now."""
+        return self.refused.pop(bot, None) is not None
 
     def refuse(self, bot: str, reason: str) -> None:
         self.refused[bot] = reason
@@ -263,6 +264,8 @@ class Engine:
         self.messages = messages
         self.metrics = metrics
         self.health = BotHealth()
+        for name in bots:  # 0 from the start: an alert can tell "fine" from "no data"
+            metrics.bot_refused.labels(name).set(0)
         self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
         self._poll_interval = poll_interval
         self._housekeeping_interval = housekeeping_interval
@@ -709,8 +712,8 @@ class Engine:
             async with self._typing(run, adapter, address, event):
                 result = await bot.client.send(event, requester, session, items)
             status = str(result.status)
-            self.health.ok(bot.name)
-            self.metrics.bot_refused.labels(bot.name).set(0)
+            if self.health.ok(bot.name):
+                self.metrics.bot_refused.labels(bot.name).set(0)
             return result
         except TextchatError as exc:
             status = str(getattr(exc, "status", type(exc).__name__))

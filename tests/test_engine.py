@@ -312,12 +312,19 @@ async def test_refused_token_keeps_the_event_for_a_retry(
     store: Store, simulator: RunningSimulator
 ) -> None:
     async with harness(store, simulator) as h:
+
+        def refused_gauge() -> float | None:
+            return h.engine.metrics.registry.get_sample_value(
+                "parloa_bridge_bot_refused", {"bot": "bot"}
+            )
+
+        assert refused_gauge() == 0  # from the start, not only once Parloa has answered
         simulator.state.token = "the-right-one"  # our client sends another: 401
         await h.send("a", "hello")
         await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 1)
         assert "not available" in h.adapter.texts("a")[0]
         assert [r.status for r in simulator.state.requests] == [401]  # never retried
-        assert "bot" in h.engine.health.refused
+        assert "bot" in h.engine.health.refused and refused_gauge() == 1
         dead = await store.dead_letters()
         assert len(dead) == 1 and "refused the API token" in (dead[0].last_error or "")
         # the operator fixes the token and retries the dead letter
@@ -325,7 +332,7 @@ async def test_refused_token_keeps_the_event_for_a_retry(
         assert await store.retry_dead() == 1
         h.engine.notify(dead[0].conversation_id)
         await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1] == "You said: hello")
-        assert "bot" not in h.engine.health.refused
+        assert "bot" not in h.engine.health.refused and refused_gauge() == 0
 
 
 async def test_retry_budget_exhausted_gives_up(store: Store, simulator: RunningSimulator) -> None:

@@ -1,0 +1,38 @@
+"""The metrics registry: labelled children are remembered, and what they count is exported."""
+
+from __future__ import annotations
+
+from bridge.metrics import Metrics
+
+
+def test_a_labelled_child_is_made_once_and_counts_in_the_export() -> None:
+    metrics = Metrics()
+    sent = metrics.deliveries.labels("tg", "sent")
+    assert metrics.deliveries.labels("tg", "sent") is sent
+    assert metrics.deliveries.labels("tg", "failed") is not sent
+    sent.inc()
+    metrics.deliveries.labels("tg", "sent").inc()
+    metrics.deliveries.labels("tg", "failed").inc()
+    metrics.parloa_latency.labels("demo").observe(0.2)
+    assert (
+        metrics.registry.get_sample_value(
+            "parloa_bridge_deliveries_total", {"channel": "tg", "outcome": "sent"}
+        )
+        == 2
+    )
+    text = metrics.render().decode()
+    assert 'parloa_bridge_deliveries_total{channel="tg",outcome="failed"} 1.0' in text
+    assert 'parloa_bridge_parloa_latency_seconds_count{bot="demo"} 1.0' in text
+
+
+def test_two_services_keep_separate_counts() -> None:
+    """One registry per service instance: a child remembered by one is not the other's."""
+    first, second = Metrics(), Metrics()
+    first.inbound.labels("tg", "accepted").inc()
+    assert first.inbound.labels("tg", "accepted") is not second.inbound.labels("tg", "accepted")
+    assert (
+        second.registry.get_sample_value(
+            "parloa_bridge_inbound_events_total", {"channel": "tg", "outcome": "accepted"}
+        )
+        == 0
+    )
