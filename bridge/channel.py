@@ -62,6 +62,17 @@ class AcceptResult(enum.StrEnum):
     DUPLICATE = "duplicate"
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """A reply the core stored for delivery, read again by its ``Delivery.outbox_id``: an
+    adapter resolves a chip pressed on a sent message from the reply itself (render it again,
+    deterministically) instead of storing its own copy of the chips."""
+
+    outbox_id: int
+    address: Mapping[str, Any]
+    elements: Sequence[ResponseElement]
+
+
 class IntakeUnavailable(Exception):
     """The event could not be committed (the database is unavailable). Do not acknowledge it
     to the platform: let the platform send it again."""
@@ -149,6 +160,12 @@ class Intake(Protocol):
     async def conversation_exists(self, conversation_key: str) -> bool:
         """Whether this channel has had a conversation under that key (e.g. a Slack thread
         the bot was mentioned in). Raises IntakeUnavailable when it cannot tell."""
+        ...
+
+    async def stored_reply(self, outbox_id: int) -> StoredReply | None:
+        """The reply this channel stored under ``outbox_id``; None when there is none (never
+        this channel's, or purged after ``engine.retention_days``). Raises IntakeUnavailable
+        when it cannot tell."""
         ...
 
 

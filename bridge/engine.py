@@ -31,6 +31,7 @@ from bridge.channel import (
     Inbound,
     IntakeUnavailable,
     RecipientGone,
+    StoredReply,
 )
 from bridge.config import EngineConfig, MessagesConfig
 from bridge.metrics import Metrics
@@ -153,6 +154,20 @@ class _ChannelIntake:
         except Exception as exc:
             raise IntakeUnavailable(f"cannot look up the conversation: {exc}") from exc
         return found is not None
+
+    async def stored_reply(self, outbox_id: int) -> StoredReply | None:
+        try:
+            item = await self._engine.store.outbox_item(outbox_id)
+        except Exception as exc:
+            raise IntakeUnavailable(f"cannot read the reply: {exc}") from exc
+        if item is None or item.channel != self._channel:
+            return None
+        try:
+            elements = [parse_element(e) for e in item.elements]
+        except Exception as exc:  # stored by this code, so not expected: a reply to forget
+            log.warning("reply %s cannot be read again: %s", outbox_id, exc)
+            return None
+        return StoredReply(outbox_id, item.address or {}, elements)
 
 
 class _ChannelStateView:

@@ -43,6 +43,7 @@ class FakeAdapter(Adapter):
 
     name: str = CHANNEL
     sent: list[Sent] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
     typing_calls: int = 0
     failures: list[DeliveryError] = field(default_factory=list)
     intake: Intake | None = None
@@ -63,6 +64,7 @@ class FakeAdapter(Adapter):
     async def deliver(self, delivery: Delivery) -> None:
         if self.failures:
             raise self.failures.pop(0)
+        self.deliveries.append(delivery)
         conversation = str(delivery.address.get("conversation", "?"))
         for index, element in enumerate(delivery.elements):
             if index < delivery.parts_done:

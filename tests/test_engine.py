@@ -143,6 +143,19 @@ async def test_a_message_accepted_while_its_worker_ends_is_answered_at_once(
         await gated.close()
 
 
+async def test_a_reply_is_read_again_by_its_own_channel(h: Harness) -> None:
+    """What an adapter resolves a chip press from (adapters/telegram/keyboards.py)."""
+    await h.send("a", "hello")
+    await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: hello"])
+    welcome = h.adapter.deliveries[0]
+    reply = await h.engine.intake(CHANNEL).stored_reply(welcome.outbox_id)
+    assert reply is not None and reply.outbox_id == welcome.outbox_id
+    assert (reply.address, reply.elements) == (welcome.address, welcome.elements)
+    assert await h.engine.intake("elsewhere").stored_reply(welcome.outbox_id) is None
+    last = max(d.outbox_id for d in h.adapter.deliveries)
+    assert await h.engine.intake(CHANNEL).stored_reply(last + 1) is None
+
+
 async def test_multi_turn_chip_card_and_end(h: Harness) -> None:
     await h.send("a", "one")
     await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)

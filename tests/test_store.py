@@ -517,6 +517,9 @@ async def test_commit_applies_a_step_atomically(
         assert (item.status, item.parts_done, item.attempts) == (PENDING, 0, 0)
         assert (item.next_attempt_at, item.last_error) == (clock.now, None)
     assert await store.head_outbox(cid) == created[0]
+    # Each reply is read again by its id (a chip pressed on it: adapters/telegram/keyboards.py).
+    assert [await store.outbox_item(i) for i in ids] == created
+    assert await store.outbox_item(max(ids) + 1) is None
 
     assert await store.commit(cid, A, Step(), "telegram") == []  # an empty step is fine
 

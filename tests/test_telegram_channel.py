@@ -138,6 +138,69 @@ async def test_chip_press_sends_value_once_and_removes_keyboard(
         await tg.wait_for(lambda: len(tg.answered_callbacks) == 3)
 
 
+def keyboard_state_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM channel_state WHERE key LIKE 'tmp:kb:%'"
+        ).fetchone()
+    return int(count)
+
+
+async def test_a_chip_is_read_back_from_the_stored_reply_in_its_own_chat_only(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    """A keyboard costs no write of its own: a press renders the stored reply again. Its
+    callback data is whatever a client sends, so a press counts only in the chat the reply
+    went to, and only where that button still is."""
+    db = tmp_path / "b.db"
+    async with bridge(f"sqlite+aiosqlite:///{db}", tg, sim):
+        tg.push_update(tg.private_text(42, "hi"))
+        tg.push_update(tg.private_text(43, "hello"))
+        await tg.wait_for_messages(2, chat_id=42)
+        await tg.wait_for_messages(2, chat_id=43)
+        assert keyboard_state_rows(db) == 0
+        welcome = tg.sent_messages(42)[0]
+        data = [b["callback_data"] for b in welcome.buttons]
+        message_id = welcome.message["message_id"]
+        # chat 42's keyboard pressed from chat 43, and a button moved to another place
+        other = tg.sent_messages(43)[0].message["message_id"]
+        tg.push_update(tg.callback_query(43, 43, other, data[1]))
+        kind, outbox_id, part, _index, check = data[1].split(":")
+        moved = f"{kind}:{outbox_id}:{part}:2:{check}"
+        tg.push_update(tg.callback_query(42, 42, message_id, moved))
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 2)
+        assert {c.text for c in tg.answered_callbacks} == {"This choice is no longer available."}
+        # the real press still counts, once
+        tg.push_update(tg.callback_query(42, 42, message_id, data[1]))
+        await tg.wait_for(lambda: len(tg.sent_messages(42)) >= 3)
+        messages = [r.text for r in sim.state.requests if r.event_type == "message"]
+        assert sorted(messages) == ["What can you do?", "hello", "hi"]
+
+
+async def test_a_keyboard_sent_by_an_earlier_version_still_works(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    """Earlier versions kept a keyboard's values in channel state (``b:<token>:<index>``)."""
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim) as service:
+        tg.push_update(tg.private_text(42, "hi"))
+        await tg.wait_for_messages(2, chat_id=42)
+        await service.store.state_put("tg", "tmp:kb:tok123", '[["Bye", "bye"]]')
+        tg.push_update(tg.callback_query(42, 42, 1, "b:tok123:0"))
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        await tg.wait_for(
+            lambda: (
+                [r.text for r in sim.state.requests if r.event_type == "message"][-1:] == ["bye"]
+            )
+        )
+        tg.push_update(tg.callback_query(42, 42, 1, "b:tok123:0"))  # pressed again
+        tg.push_update(tg.callback_query(42, 42, 1, "b:tok123:1"))  # no such button
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 3)
+        assert sorted(str(c.text) for c in tg.answered_callbacks[1:]) == [
+            "Already chosen.",
+            "This choice is no longer available.",
+        ]
+
+
 async def test_commands_groups_topics_and_unsupported(
     tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
 ) -> None:

@@ -5,8 +5,9 @@ getUpdates; an update's offset is passed on (which confirms it to Telegram) only
 update was committed to the inbox. Webhook: the update is committed before the 2xx; when the
 database is unavailable Telegram gets 503 with Retry-After and sends the update again.
 
-A chip press is deduplicated per keyboard (its event id is the keyboard's token), so a
-keyboard can be used once however often it is pressed.
+A chip press is deduplicated per keyboard (its event id names the keyboard), so a keyboard
+can be used once however often it is pressed. Its value is read back from the stored reply
+(keyboards.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import logging
 import random
 import re
-import secrets
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -43,6 +43,14 @@ from telegram.warnings import PTBDeprecationWarning
 
 from adapters.telegram.aiohttp_request import AiohttpRequest
 from adapters.telegram.budgets import SendBudgets
+from adapters.telegram.keyboards import (
+    LEGACY_STATE_KEY,
+    LegacyButton,
+    ReplyButton,
+    inline_keyboard,
+    pressed_value,
+    read_press,
+)
 from adapters.telegram.normalize import (
     BotIdentity,
     ButtonPress,
@@ -52,13 +60,12 @@ from adapters.telegram.normalize import (
     to_inbound,
 )
 from adapters.telegram.options import TelegramOptions
-from adapters.telegram.render import Button, PhotoPart, RenderOptions, TextPart, render
+from adapters.telegram.render import PhotoPart, RenderOptions, TextPart, render
 from bridge.channel import (
     AcceptResult,
     Adapter,
     AdapterServices,
     AdapterType,
-    ChannelState,
     Delivery,
     DeliveryRejected,
     DeliveryRetryable,
@@ -71,7 +78,6 @@ from bridge.channel import (
 log = logging.getLogger("adapters.telegram")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-KEYBOARD_KEY = "tmp:kb:"  # channel state of a sent keyboard; "tmp:" rows are purged by age
 RETRY_AFTER_SECONDS = 5
 LEASE_RENEW_SECONDS = 1.0
 _PHOTO_FAILURES = re.compile(
@@ -158,8 +164,6 @@ class TelegramAdapter(Adapter):
         )
         self._identity: BotIdentity | None = None
         self._intake: Intake | None = None
-        # Kept after intake stops: deliveries during the drain still store keyboards.
-        self._channel_state: ChannelState | None = None
         self._poller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._role = "stopped"
@@ -203,7 +207,6 @@ class TelegramAdapter(Adapter):
                 ]
             )
         self._intake = intake
-        self._channel_state = intake.state
         if self.options.mode == "webhook":
             assert self.options.webhook_secret is not None
             url = f"{self._services.public_url.rstrip('/')}{self.webhook_path}"  # type: ignore[union-attr]
@@ -249,7 +252,6 @@ class TelegramAdapter(Adapter):
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
             self._initialized = False
-        self._channel_state = None
         self._role = "stopped"
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -439,23 +441,20 @@ class TelegramAdapter(Adapter):
         return normal
 
     async def _press(self, intake: Intake, press: ButtonPress) -> None:
+        pressed = read_press(press.data)
         value: str | None = None
-        token = ""
-        if press.data and press.data.startswith("b:"):
-            token, _, index = press.data[2:].partition(":")
-            stored = await self._state_get(intake, KEYBOARD_KEY + token)
-            if stored is not None and index.isdigit():
-                buttons = json.loads(stored)
-                if int(index) < len(buttons):
-                    value = buttons[int(index)][1]
-        if value is None:
+        if isinstance(pressed, ReplyButton):
+            value = await self._reply_value(intake, press, pressed)
+        elif isinstance(pressed, LegacyButton):
+            value = await self._legacy_value(intake, pressed)
+        if pressed is None or value is None:
             self._spawn(
                 self._answer(press.callback_query_id, "This choice is no longer available."),
                 "telegram-answer-callback",
             )
             return
-        # The keyboard's token is the event id: a second press is a duplicate.
-        event = dataclasses.replace(press.inbound(value), event_id=f"tg:kb:{token}")
+        # The keyboard is the event id: a second press of it is a duplicate.
+        event = dataclasses.replace(press.inbound(value), event_id=f"tg:kb:{pressed.keyboard}")
         result = await intake.accept(event)
         note = None if result is AcceptResult.ACCEPTED else "Already chosen."
         self._spawn(self._answer(press.callback_query_id, note), "telegram-answer-callback")
@@ -464,11 +463,26 @@ class TelegramAdapter(Adapter):
                 self._remove_keyboard(press.chat_id, press.message_id), "telegram-remove-keyboard"
             )
 
-    async def _state_get(self, intake: Intake, key: str) -> str | None:
+    async def _reply_value(
+        self, intake: Intake, press: ButtonPress, pressed: ReplyButton
+    ) -> str | None:
+        reply = await intake.stored_reply(pressed.outbox_id)
+        # Only in the chat the reply went to: callback data is whatever a client sends.
+        if reply is None or press.chat_id is None or reply.address.get("chat_id") != press.chat_id:
+            return None
+        return pressed_value(render(reply.elements, self._render), pressed)
+
+    async def _legacy_value(self, intake: Intake, pressed: LegacyButton) -> str | None:
         try:
-            return await intake.state.get(key)
+            stored = await intake.state.get(LEGACY_STATE_KEY + pressed.token)
         except Exception as exc:
             raise IntakeUnavailable(f"cannot read channel state: {exc}") from exc
+        try:
+            buttons = json.loads(stored) if stored is not None else []
+            value = buttons[pressed.index][1]
+        except (ValueError, LookupError, TypeError):
+            return None
+        return value if isinstance(value, str) else None
 
     async def _answer(self, callback_query_id: str, text: str | None) -> None:
         try:
@@ -503,11 +517,16 @@ class TelegramAdapter(Adapter):
             if paused:
                 raise DeliveryRetryable("chat paused after a 429", paused, rate_limited=True)
             await self._budgets.acquire(chat_id, is_group)
-            message_id = await self._send(parts[index], chat_id, address)
+            markup = inline_keyboard(parts[index].buttons, delivery.outbox_id, index)
+            message_id = await self._send(parts[index], chat_id, address, markup)
             await delivery.progress(index, message_id)
 
     async def _send(
-        self, part: TextPart | PhotoPart, chat_id: int, address: Mapping[str, Any]
+        self,
+        part: TextPart | PhotoPart,
+        chat_id: int,
+        address: Mapping[str, Any],
+        markup: dict[str, Any] | None,
     ) -> str | None:
         common: dict[str, Any] = {"chat_id": chat_id}
         if address.get("thread_id"):
@@ -517,7 +536,6 @@ class TelegramAdapter(Adapter):
                 "message_id": address["reply_to_message_id"],
                 "allow_sending_without_reply": True,
             }
-        markup = await self._keyboard(part.buttons)
         try:
             if isinstance(part, PhotoPart):
                 try:
@@ -572,29 +590,6 @@ class TelegramAdapter(Adapter):
             raise DeliveryRejected(exc.message) from None
         except (NetworkError, TelegramError) as exc:  # TimedOut is a NetworkError
             raise DeliveryRetryable(f"Telegram request failed: {exc}") from None
-
-    async def _keyboard(self, rows: Sequence[Sequence[Button]]) -> dict[str, Any] | None:
-        """The reply_markup of an inline keyboard, as the JSON the Bot API takes. Built as
-        plain data: PTB's InlineKeyboardMarkup is turned back into it by introspecting each
-        object (to_dict), a tenth of the CPU of a message with suggestion chips."""
-        flat = [button for row in rows for button in row]
-        if not flat:
-            return None
-        # callback_data holds at most 64 bytes: the values wait in channel state behind a
-        # short token ("b:<token>:<index>").
-        token = secrets.token_urlsafe(9)
-        state = self._channel_state
-        if state is None:
-            raise DeliveryRetryable("channel is not running")
-        await state.put(KEYBOARD_KEY + token, json.dumps([[b.title, b.value] for b in flat]))
-        keyboard: list[list[dict[str, str]]] = []
-        index = 0
-        for row in rows:
-            keyboard.append([])
-            for button in row:
-                keyboard[-1].append({"text": button.title, "callback_data": f"b:{token}:{index}"})
-                index += 1
-        return {"inline_keyboard": keyboard}
 
 
 TELEGRAM = AdapterType(TelegramOptions, TelegramAdapter)

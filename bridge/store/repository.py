@@ -650,6 +650,13 @@ class Store:
 
         return await self._tx.read(unit)
 
+    async def outbox_item(self, outbox_id: int) -> OutboxItem | None:
+        def unit(conn: Connection) -> OutboxItem | None:
+            row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
+            return _outbox(row) if row else None
+
+        return await self._tx.read(unit)
+
     async def head_outbox(self, conversation_id: int) -> OutboxItem | None:
         def unit(conn: Connection) -> OutboxItem | None:
             row = conn.execute(self._q.outbox_heads, {"p_cid": conversation_id}).first()
@@ -838,8 +845,8 @@ class Store:
 
     async def purge(self, older_than_seconds: float) -> tuple[int, int]:
         """Delete finished inbox and outbox rows (message content) older than the age given,
-        and adapters' temporary state (keys starting ``tmp:``, e.g. sent keyboards).
-        Conversation mappings stay. Rows go PURGE_BATCH per transaction: on SQLite every
+        and adapters' temporary state (keys starting ``tmp:``, e.g. keyboards sent by earlier
+        versions). Conversation mappings stay. Rows go PURGE_BATCH per transaction: on SQLite every
         message waits behind a store call, so none may take long."""
         cutoff = self.clock() - older_than_seconds
 
