@@ -5,8 +5,10 @@ A button's data names where its value is kept: the reply the bridge stored for d
 (``r:<outbox id>:<part>:<index>:<check>``). A press reads that reply, renders it again
 (rendering is deterministic) and takes the value of the button at that place. The check (a
 short hash of the button's title and value) refuses a press whose place now holds another
-button: the reply rendered differently after a configuration change, or made-up data.
-Nothing is written per keyboard: the reply is already stored.
+button: the reply rendered differently after a configuration change, or made-up data. A press
+counts only in the chat the reply was sent to (channel.py), so a group upgraded to a
+supergroup, which gets a new chat id, cannot use the keyboards sent before. Nothing is written
+per keyboard: the reply is already stored.
 
 Keyboards sent by earlier versions carry ``b:<token>:<index>``, their values in channel
 state (``tmp:kb:<token>``) until the retention purge.
