@@ -177,6 +177,31 @@ async def test_a_chip_is_read_back_from_the_stored_reply_in_its_own_chat_only(
         assert sorted(messages) == ["What can you do?", "hello", "hi"]
 
 
+async def test_a_press_whose_reply_cannot_be_rendered_again_does_not_stall_polling(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in rendering a stored reply again is answered like a keyboard that is gone;
+    the poller moves on to the next update instead of asking for this one for ever."""
+    from adapters.telegram import channel
+
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        tg.push_update(tg.private_text(42, "hi"))
+        await tg.wait_for_messages(2, chat_id=42)
+        welcome = tg.sent_messages(42)[0]
+
+        def broken(*_args: Any) -> Any:
+            raise RuntimeError("render bug")
+
+        monkeypatch.setattr(channel, "render", broken)
+        data = welcome.buttons[0]["callback_data"]
+        tg.push_update(tg.callback_query(42, 42, welcome.message["message_id"], data))
+        await tg.wait_for(lambda: len(tg.answered_callbacks) == 1)
+        assert tg.answered_callbacks[0].text == "This choice is no longer available."
+        monkeypatch.undo()
+        tg.push_update(tg.private_text(42, "still there?"))
+        await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: still there?"])
+
+
 async def test_a_keyboard_sent_by_an_earlier_version_still_works(
     tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
 ) -> None:

@@ -470,7 +470,17 @@ class TelegramAdapter(Adapter):
         # Only in the chat the reply went to: callback data is whatever a client sends.
         if reply is None or press.chat_id is None or reply.address.get("chat_id") != press.chat_id:
             return None
-        return pressed_value(render(reply.elements, self._render), pressed)
+        try:
+            parts = render(reply.elements, self._render)
+        except Exception as exc:  # a bug must not stall the poller on this update for good
+            log.warning(
+                "telegram channel %s: reply %s not rendered again: %s",
+                self.name,
+                pressed.outbox_id,
+                exc,
+            )
+            return None
+        return pressed_value(parts, pressed)
 
     async def _legacy_value(self, intake: Intake, pressed: LegacyButton) -> str | None:
         try:
