@@ -35,15 +35,13 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from bridge.store.runners import Compiled, Program, Query, cache_key
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
-# How long a call waits for a kept connection before it goes through the pool instead, when
-# the pool does not say how long its own checkouts wait (a QueuePool's timeout()).
-WAIT_SECONDS = 30.0
 
 
 class _NotLearned(Exception):
@@ -71,15 +69,13 @@ class NativeStatements:
     """Runs programs (runners.Program) on kept asyncpg connections; see the module's doc."""
 
     def __init__(
-        self,
-        engine: AsyncEngine,
-        cache: dict[Any, Compiled],
-        limit: int,
-        wait_seconds: float = WAIT_SECONDS,
+        self, engine: AsyncEngine, cache: dict[Any, Compiled], limit: int, wait_seconds: float
     ) -> None:
         self._sync = engine.sync_engine
         self._cache = cache
         self._limit = limit
+        # How long a call waits for a kept connection before it goes through the pool: as
+        # long as a checkout waits for the pool's own (database.create_engine's pool_timeout).
         self._wait_seconds = wait_seconds
         self._idle: list[_Kept] = []
         self._count = 0  # kept connections, idle or busy
@@ -91,17 +87,16 @@ class NativeStatements:
     @classmethod
     def for_engine(cls, engine: AsyncEngine, cache: dict[Any, Compiled]) -> NativeStatements | None:
         """For a PostgreSQL engine that does not log its statements (database.echo goes
-        through SQLAlchemy, which logs them) and has a pool of more than one."""
-        size = getattr(engine.pool, "size", None)
-        if engine.dialect.name != "postgresql" or engine.echo or not callable(size):
+        through SQLAlchemy, which logs them) and has a queue pool of more than one."""
+        pool = engine.pool
+        if (
+            engine.dialect.name != "postgresql"
+            or engine.echo
+            or not isinstance(pool, QueuePool)
+            or pool.size() < 2
+        ):
             return None
-        limit = int(size()) // 2
-        if limit <= 0:
-            return None
-        # A call waits for a kept connection as long as a checkout waits for the pool's.
-        timeout = getattr(engine.pool, "timeout", None)
-        wait = float(timeout()) if callable(timeout) else WAIT_SECONDS
-        return cls(engine, cache, limit, wait)
+        return cls(engine, cache, pool.size() // 2, pool.timeout())
 
     async def run(self, make: Callable[[], Program[T]], fallback: Callable[[], Awaitable[T]]) -> T:
         """Run the program ``make()`` on a kept connection; through ``fallback`` (the same
