@@ -41,6 +41,7 @@ from bridge.store.repository import (
     FAILED,
     OUTBOX_BATCH,
     SENT,
+    Claim,
     Conversation,
     InboxItem,
     LeaseLost,
@@ -324,21 +325,40 @@ class Engine:
             )
             for event in events
         ]
+        # Idle conversations are leased as their events are stored, up to the free worker
+        # slots, so their workers start at once on the work intake returns: one store call
+        # (on PostgreSQL one round trip) per message fewer than a claim of their own.
+        free = self.config.max_concurrent_conversations - len(self._workers)
+        claim = None
+        if free > 0 and not self._stopping:
+            claim = Claim(self.instance_id, self.config.lease_seconds, free)
         try:
-            outcomes = await self.store.accept_many(channel, batch, state)
+            outcome = await self.store.accept_claiming(channel, batch, state, claim)
         except StoreUnavailable as exc:
             self.metrics.inbound.labels(channel, "unavailable").inc(len(batch))
             raise IntakeUnavailable(str(exc)) from exc
+        claimed_at = time.monotonic()
         results = []
-        for accepted, cid in outcomes:
+        for accepted, cid in outcome.results:
             if accepted:
                 self.metrics.inbound.labels(channel, "accepted").inc()
-                self.notify(cid)
+                if cid not in outcome.claimed:
+                    self.notify(cid)
                 results.append(AcceptResult.ACCEPTED)
             else:
                 self.metrics.inbound.labels(channel, "duplicate").inc()
                 self.metrics.duplicates.labels(channel).inc()
                 results.append(AcceptResult.DUPLICATE)
+        for cid, work in outcome.claimed.items():
+            if cid in self._workers or self._stopping:
+                # A worker that has not claimed yet, or whose finish released the lease
+                # just before intake took it: it claims again (the lease is this process's
+                # own). At a stop, release_all gives the lease up.
+                self.notify(cid)
+            else:
+                self._workers[cid] = asyncio.create_task(
+                    self._work(cid, work, claimed_at), name=f"conversation-{cid}"
+                )
         return results
 
     def notify(self, conversation_id: int) -> None:
@@ -416,7 +436,7 @@ class Engine:
         free = self.config.max_concurrent_conversations - len(self._workers)
         if free > len(candidates):
             try:
-                candidates += await self.store.due_conversations(free)
+                candidates += await self.store.due_conversations(free, self.instance_id)
             except Exception as exc:
                 log.warning("cannot look for due work: %s", exc)
         return candidates
@@ -451,12 +471,22 @@ class Engine:
 
     # --- one conversation ---------------------------------------------------------------
 
-    async def _work(self, cid: int) -> None:
+    async def _work(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
+        """Work on a conversation while it has work due. ``claimed``: its lease and work,
+        taken at intake at ``claimed_at`` (monotonic); used if a slot came before the
+        lease's first renewal would be due, otherwise claimed again."""
         acks: list[OutboxAck] = []
+        fresh = self.config.lease_seconds / 3  # the heartbeat's interval
         try:
             async with self._slots:
                 while not self._stopping:
-                    work = await self.store.claim(cid, self.instance_id, self.config.lease_seconds)
+                    if claimed is not None and time.monotonic() - claimed_at < fresh:
+                        work: Work | None = claimed
+                    else:
+                        work = await self.store.claim(
+                            cid, self.instance_id, self.config.lease_seconds
+                        )
+                    claimed = None
                     if work is None:
                         return  # another process is on it
                     async with self._heartbeat(cid):
@@ -525,7 +555,8 @@ class Engine:
             if len(work.outbox) >= OUTBOX_BATCH:
                 run.blocked = True  # older replies remain unread: new ones wait behind them
             item = work.inbox
-            if item is not None and item.next_attempt_at <= time.time():
+            # Never tried: due whatever the clock says (as Store.finish sees it).
+            if item is not None and (item.attempts == 0 or item.next_attempt_at <= time.time()):
                 await self._process(run, item)
         finally:
             await run.settle()

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
-from bridge.config import EngineConfig
 from bridge.engine import TYPING_DELAY, Engine
-from bridge.store.repository import Store, StoreUnavailable
+from bridge.store.repository import Claim, NewEvent, Store, StoreUnavailable
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
 from tests.engine_harness import CHANNEL, FAST, FakeAdapter, Harness, harness, inbound
 
@@ -132,15 +131,107 @@ async def test_a_message_accepted_while_its_worker_ends_is_answered_at_once(
     claims the conversation again instead of leaving the message to the next scan of the
     database (a minute away here)."""
     gated = NextMessageOnRelease(store)
+    simulator.state.faults = Faults(latency=0.2)
     try:
         async with harness(gated, simulator, poll_interval=60) as h:
             gated.engine_under_test = h.engine
             gated.next_text = "two"
             await h.send("a", "one")
+            # Intake found the conversation released and leased it, but its worker had not
+            # ended yet: that worker goes on (one worker per conversation, still counted).
+            async with asyncio.timeout(5):
+                await simulator.state.wait_for(lambda state: len(state.requests) == 3)
+            assert h.engine.busy == 1
             await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: two"])
             assert h.events("a") == [("launch", None), ("message", "one"), ("message", "two")]
     finally:
         await gated.close()
+
+
+class CountingClaims(Store):
+    """Counts the claims workers make themselves: a worker that starts on the lease intake
+    took makes none."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.engine)
+        self.claims = 0
+
+    async def claim(self, conversation_id: int, owner: str, ttl: float) -> Any:
+        self.claims += 1
+        return await super().claim(conversation_id, owner, ttl)
+
+
+async def until_idle(engine: Engine) -> None:
+    """Until every worker has ended (the engine has no event for that: polled, bounded)."""
+    async with asyncio.timeout(10):
+        while engine.busy:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def test_an_idle_conversation_is_worked_on_under_the_lease_intake_took(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    counting = CountingClaims(store)
+    try:
+        async with harness(counting, simulator, poll_interval=60) as h:
+            for text in ("one", "two"):
+                await h.send("a", text)
+                await h.adapter.wait_for(
+                    lambda t=text: h.adapter.texts("a")[-1:] == [f"You said: {t}"]
+                )
+                await until_idle(h.engine)
+            assert counting.claims == 0
+            assert h.events("a") == [("launch", None), ("message", "one"), ("message", "two")]
+    finally:
+        await counting.close()
+
+
+async def test_intake_leases_no_more_conversations_than_there_are_free_workers(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """One worker slot: intake leases one of the two conversations; the other waits for the
+    dispatcher and a claim (a lease taken for a worker that must wait could expire)."""
+    counting = CountingClaims(store)
+    config = FAST.model_copy(update={"max_concurrent_conversations": 1})
+    try:
+        async with harness(counting, simulator, config=config) as h:
+            await h.engine.intake(CHANNEL).accept_many([inbound("a", "x"), inbound("b", "y")])
+            await h.adapter.wait_for(
+                lambda: (
+                    (h.adapter.texts("a")[-1:], h.adapter.texts("b")[-1:])
+                    == (["You said: x"], ["You said: y"])
+                )
+            )
+            assert counting.claims == 1
+    finally:
+        await counting.close()
+
+
+async def test_work_leased_at_intake_is_claimed_again_once_stale(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """A worker that waited for its slot past the lease's first renewal claims afresh rather
+    than work on what intake read then (the lease may have passed to another process)."""
+    counting = CountingClaims(store)
+    try:
+        async with harness(counting, simulator, poll_interval=60) as h:
+            got = await counting.accept_claiming(
+                CHANNEL,
+                [
+                    NewEvent(
+                        "e-stale", "a", "test:user-a", "text", "late", {"conversation": "a"}, None
+                    )
+                ],
+                None,
+                Claim(h.engine.instance_id, FAST.lease_seconds, 1),
+            )
+            ((cid, work),) = got.claimed.items()
+            await h.engine._work(cid, work, claimed_at=time.monotonic() - FAST.lease_seconds)
+            assert counting.claims == 1
+            assert h.adapter.texts("a")[-1:] == ["You said: late"]
+            assert [t for _, t in h.events("a")] == [None, "late"]
+    finally:
+        await counting.close()
 
 
 async def test_a_reply_is_read_again_by_its_own_channel(h: Harness) -> None:
@@ -425,12 +516,9 @@ async def test_a_call_longer_than_the_lease_keeps_it(
         assert h.calls("a") == [("launch", 200), ("message", 200)]
 
 
-async def test_two_engines_share_one_database(
-    store: Store, simulator: RunningSimulator
-) -> None:
+async def test_two_engines_share_one_database(store: Store, simulator: RunningSimulator) -> None:
     """Two engines (as two replicas would) on one database: each message processed once."""
-    config = EngineConfig(retry_initial_seconds=0.05, retry_max_seconds=0.2, lease_seconds=5,
-                          idle_timeout_seconds=0, retention_days=0)
+    config = FAST
     simulator.state.faults = Faults(latency=0.02)
     shared = FakeAdapter()
     async with (

@@ -22,6 +22,7 @@ from bridge.store.repository import (
     OUTBOX_BATCH,
     PENDING,
     SENT,
+    Claim,
     LeaseLost,
     NewEvent,
     NewOutbox,
@@ -1017,12 +1018,11 @@ async def test_accept_many_stores_a_batch_with_its_state_in_one_go(
     ]
     results = await store.accept_many("telegram", batch, {"offset": "17"})
     cid2 = results[1][1]
-    assert results == [
-        (True, old_cid), (True, cid2), (False, old_cid), (True, cid2), (False, cid2)
-    ]
+    assert results == [(True, old_cid), (True, cid2), (False, old_cid), (True, cid2), (False, cid2)]
     assert cid2 != old_cid
     assert [r["text"] for r in await rows(engine, inbox, inbox.c.conversation_id == cid2)] == [
-        "first", "second"
+        "first",
+        "second",
     ]
     old_rows = await rows(engine, inbox, inbox.c.conversation_id == old_cid)
     assert [r["event_id"] for r in old_rows] == ["e0", "e1"]
@@ -1168,3 +1168,156 @@ async def test_purge_removes_old_temporary_channel_state(store: Store, clock: Fa
     assert await store.state_get("tg", "tmp:kb:old") is None
     assert await store.state_get("tg", "tmp:kb:new") == "[]"
     assert await store.state_get("tg", "offset") == "41"  # only tmp: keys age out
+
+
+# --- leases taken at intake ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-event", "batch"])
+async def test_intake_leases_an_idle_conversation_with_the_work_claim_would_read(
+    store: Store, engine: AsyncEngine, clock: FakeClock, batch: bool
+) -> None:
+    """One event goes through each backend's one-row path (on PostgreSQL one statement), a
+    batch through SQLAlchemy's batched VALUES: both must lease and hand back the same work."""
+    events = [new_event("e1", "chat-1")] + ([new_event("x", "chat-0")] if batch else [])
+    got = await store.accept_claiming("telegram", events, None, Claim(A, TTL, 10))
+    cid = got.results[0][1]
+    assert got.results[0] == (True, cid)
+    assert set(got.claimed) == {cid for _, cid in got.results}
+    row = await conv_row(engine, cid)
+    assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (A, T0 + TTL, T0)
+    # Exactly what the lease holder's own claim reads now (it is re-entrant).
+    assert got.claimed[cid] == await store.claim(cid, A, TTL)
+    assert got.claimed[cid].inbox is not None and got.claimed[cid].inbox.event_id == "e1"
+
+    # Released with nothing left: idle again, and the next event leases it again (its row
+    # now with an address: JSON read back through each path's result processing).
+    (iid,) = await inbox_ids(engine, cid)
+    step = Step(conversation={"address": {"chat_id": 42}}, inbox_id=iid, inbox={"status": DONE})
+    await store.commit(cid, A, step, "telegram")
+    assert await store.finish(cid, A, TTL) is None
+    clock.advance(5)
+    events = [new_event("e2", "chat-1")] + ([new_event("y", "chat-0")] if batch else [])
+    got = await store.accept_claiming("telegram", events, None, Claim(B, TTL, 10))
+    work = got.claimed[cid]
+    assert work.inbox is not None and work.inbox.event_id == "e2"
+    assert work.conversation.address == {"chat_id": 42}
+    assert work == await store.claim(cid, B, TTL)
+    assert (await conv_row(engine, cid))["lease_owner"] == B
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-event", "batch"])
+async def test_intake_leases_only_conversations_without_a_lease_or_work_due(
+    store: Store, engine: AsyncEngine, clock: FakeClock, batch: bool
+) -> None:
+    _, held = await accept(store, "h1", key="held")
+    _, waiting = await accept(store, "w1", key="waiting")
+    assert await store.claim(held, B, TTL)
+    assert await store.claim(waiting, B, TTL)
+    (w1,) = await inbox_ids(engine, waiting)
+    # A retry waits 100 s: no lease, but work is due later (due_at is set).
+    await store.commit(
+        waiting,
+        B,
+        Step(inbox_id=w1, inbox={"attempts": 1, "next_attempt_at": T0 + 100}),
+        "telegram",
+    )
+    assert await store.finish(waiting, B, TTL) is None
+    for key in ("held", "waiting"):
+        extra = [new_event(f"{key}-x", "zz-idle")] if batch else []
+        got = await store.accept_claiming(
+            "telegram", [new_event(f"{key}-2", key), *extra], None, Claim(A, TTL, 10)
+        )
+        cid = got.results[0][1]
+        assert got.results[0] == (True, cid)
+        assert cid not in got.claimed
+    assert (await conv_row(engine, held))["lease_owner"] == B
+    row = await conv_row(engine, waiting)
+    assert (row["lease_owner"], row["lease_until"], row["due_at"]) == (None, None, T0)
+    # Without a claim nothing is leased.
+    got = await store.accept_claiming("telegram", [new_event("n1", "new")], None, None)
+    assert got.claimed == {}
+    assert (await conv_row(engine, got.results[0][1]))["lease_owner"] is None
+
+
+async def test_intake_leases_up_to_its_limit_in_key_order_and_the_first_event_leads(
+    store: Store, engine: AsyncEngine
+) -> None:
+    batch = [
+        new_event("c1", "chat-c"),
+        new_event("a1", "chat-a", "first"),
+        new_event("b1", "chat-b"),
+        new_event("a2", "chat-a", "second"),
+    ]
+    got = await store.accept_claiming("telegram", batch, None, Claim(A, TTL, 2))
+    cid = {e.conversation_key: c for e, (_, c) in zip(batch, got.results, strict=True)}
+    assert set(got.claimed) == {cid["chat-a"], cid["chat-b"]}
+    head = got.claimed[cid["chat-a"]].inbox
+    assert head is not None and (head.event_id, head.text) == ("a1", "first")
+    assert (await conv_row(engine, cid["chat-c"]))["lease_owner"] is None
+    assert await store.due_conversations(10) == [cid["chat-c"]]
+
+
+async def test_a_duplicate_leases_an_idle_conversation_with_nothing_to_do(
+    store: Store, engine: AsyncEngine
+) -> None:
+    _, cid = await accept(store, "e1")
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE}), "telegram")
+    assert await store.finish(cid, A, TTL) is None
+    got = await store.accept_claiming("telegram", [new_event("e1")], None, Claim(A, TTL, 1))
+    assert got.results == [(False, cid)]
+    assert got.claimed[cid].inbox is None and got.claimed[cid].outbox == []
+    assert await store.finish(cid, A, TTL) is None  # the worker just lets it go
+    assert (await conv_row(engine, cid))["lease_owner"] is None
+
+
+async def test_intake_does_not_mistake_its_owners_earlier_lease_for_one_it_took(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """The fake clock stands still: a lease the same owner took at the same reading, for the
+    same length, must still not look like one intake took (its worker is already at it)."""
+    _, cid = await accept(store, "e1")
+    assert await store.claim(cid, A, TTL)
+    got = await store.accept_claiming("telegram", [new_event("e2")], None, Claim(A, TTL, 1))
+    assert got.results == [(True, cid)]
+    assert got.claimed == {}
+
+
+async def test_due_conversations_with_an_owner_lists_its_own_leases(
+    store: Store, clock: FakeClock
+) -> None:
+    """A lease intake took for a worker that never started is found at the next scan."""
+    _, mine = await accept(store, "e1", key="k1")
+    _, theirs = await accept(store, "e2", key="k2")
+    assert await store.claim(mine, A, TTL)
+    assert await store.claim(theirs, B, TTL)
+    assert await store.due_conversations(10) == []
+    assert await store.due_conversations(10, A) == [mine]
+
+
+async def test_finish_goes_on_with_an_event_stored_after_its_clock_reading(
+    store: Store, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    """An event that was never tried is due now, even if the intake that stored it read the
+    clock after finish did (a user who writes again while the answer is being delivered)."""
+    _, cid = await accept(store, "e1")
+    (first,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=first, inbox={"status": DONE}), "telegram")
+    clock.advance(1)
+    await accept(store, "e2")
+    clock.now -= 0.5  # finish's reading came first
+    work = await store.finish(cid, A, TTL)
+    assert work is not None and work.inbox is not None and work.inbox.event_id == "e2"
+
+    # A retry that waits is not due before its time, whatever its age.
+    await store.commit(
+        cid,
+        A,
+        Step(inbox_id=work.inbox.id, inbox={"attempts": 1, "next_attempt_at": clock.now + 1}),
+        "telegram",
+    )
+    assert await store.finish(cid, A, TTL) is None
+    assert (await conv_row(engine, cid))["due_at"] == clock.now + 1

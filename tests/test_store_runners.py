@@ -80,8 +80,8 @@ def exercise(conn: Connection, sql: StatementRunner, key: str) -> dict[str, Any]
     )
     again = sql.first(q.claim, {"p_cid": cid, "p_owner": "o", "p_now": now, "p_until": now + 60})
     heads = sql.all(q.outbox_heads, {"p_cid": cid})
-    held = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "o"})
-    nobody = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "x"})
+    held = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "o", "p_now": now})
+    nobody = sql.first(q.held_with_heads, {"p_cid": cid, "p_owner": "x", "p_now": now})
     strip = lambda m: {k: v for k, v in dict(m).items() if k not in ("id", "conversation_id")}  # noqa: E731
     assert claimed is not None and again is not None and held is not None
     return {

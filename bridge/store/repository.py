@@ -131,6 +131,25 @@ class OutboxAck:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """Take the lease of up to ``limit`` idle conversations while accepting their events
+    (Store.accept_claiming), for ``ttl`` seconds, as ``owner``."""
+
+    owner: str
+    ttl: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What Store.accept_claiming did: (accepted, conversation id) per event, in order, and
+    the work of each conversation whose lease it took, as Store.claim would have read it."""
+
+    results: list[tuple[bool, int]]
+    claimed: dict[int, Work]
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """An inbound event to accept (see Store.accept_many)."""
 
@@ -264,8 +283,12 @@ def _outbox(row: Any) -> OutboxItem:
 PURGE_BATCH = 1000
 
 
-def _new_conversation(channel: str, key: str, requester_id: str, now: float) -> dict[str, Any]:
-    """A conversation as intake creates it: due at once (statements.CONVERSATION_COLUMNS)."""
+def _new_conversation(
+    channel: str, key: str, requester_id: str, now: float, lease: tuple[str, float] | None
+) -> dict[str, Any]:
+    """A conversation as intake creates it: due at once, leased to ``lease`` (owner, until)
+    if given (statements.CONVERSATION_COLUMNS)."""
+    owner, until = lease or (None, None)
     return {
         "channel": channel,
         "conversation_key": key,
@@ -275,7 +298,35 @@ def _new_conversation(channel: str, key: str, requester_id: str, now: float) -> 
         "updated_at": now,
         "last_activity_at": now,
         "due_at": now,
+        "lease_owner": owner,
+        "lease_until": until,
     }
+
+
+def _claimed(row: Row, lease: tuple[str, float] | None) -> bool:
+    """Whether intake took this conversation's lease: the row holds exactly the lease it
+    offered. A lease its owner held before ends at another time (Store._expiry)."""
+    return lease is not None and (row["lease_owner"], row["lease_until"]) == lease
+
+
+def _accepted_item(row: Mapping[str, Any], inbox_id: int, conversation_id: int) -> InboxItem:
+    """An event just accepted as the inbox holds it (``row``: _new_event's columns)."""
+    return InboxItem(
+        id=inbox_id,
+        channel=row["channel"],
+        event_id=row["event_id"],
+        conversation_id=conversation_id,
+        kind=row["kind"],
+        text=row["text"],
+        address=row["address"],
+        context=row["context"],
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=row["next_attempt_at"],
+        last_error=None,
+        created_at=row["created_at"],
+        finished_at=None,
+    )
 
 
 def _state_row(channel: str, key: str, value: str, now: float) -> dict[str, Any]:
@@ -317,6 +368,15 @@ class Store:
             # With database.echo the statements go through SQLAlchemy, which logs them.
             self._runner = lambda conn: DirectRunner(conn, compiled)
         self._native = NativeStatements.for_engine(engine, compiled)
+        self._lease_reading = 0.0
+
+    def _expiry(self, now: float, ttl: float) -> float:
+        """When a lease taken or renewed at ``now`` for ``ttl`` ends. The clock reading is
+        made strictly later than this store's previous one, so that two leases it writes for
+        the same length never share an expiry: intake recognises a lease it took by its
+        expiry (_claimed), and one the same owner held before cannot look the same."""
+        self._lease_reading = max(now, self._lease_reading + 1e-6)
+        return self._lease_reading + ttl
 
     async def close(self) -> None:
         """Release the store's own connections (SQLite's; on PostgreSQL those it keeps for
@@ -370,61 +430,102 @@ class Store:
         """accept() for a batch in one transaction, plus channel state written with it (a
         poller's offset: confirmed only together with what it confirms). Returns
         (accepted, conversation id) per event, in order; a repeated event id is a duplicate."""
-        if not events and not state:
-            return []
-        now = self.clock()
+        return (await self.accept_claiming(channel, events, state, None)).results
 
-        def unit(conn: Connection) -> list[tuple[bool, int]]:
-            results: list[tuple[bool, int]] = []
+    async def accept_claiming(
+        self,
+        channel: str,
+        events: Sequence[NewEvent],
+        state: Mapping[str, str] | None,
+        claim: Claim | None,
+    ) -> Accepted:
+        """accept_many(), and with ``claim`` also take the lease of the idle conversations
+        among the events' (no lease held, no work due; at most ``claim.limit`` of them, in
+        key order) in the same statements: the worker then starts on the returned work
+        without a claim of its own, one transaction fewer per message."""
+        if not events and not state:
+            return Accepted([], {})
+        now = self.clock()
+        lease = None
+        if claim is not None and claim.limit > 0:
+            lease = (claim.owner, self._expiry(now, claim.ttl))
+        limit = claim.limit if claim is not None else 0
+
+        def unit(conn: Connection) -> Accepted:
+            accepted = Accepted([], {})
             if events:
-                results = self._accept_batch(conn, channel, events, now)
+                accepted = self._accept_batch(conn, channel, events, now, lease, limit)
             for key, value in (state or {}).items():
                 self._runner(conn).rowcount(
                     self._q.put_state,
                     _state_row(channel, key, value, now),
                 )
-            return results
+            return accepted
 
         try:
             if self._q.dialect == "postgresql" and len(events) == 1 and len(state or {}) <= 1:
-                return await self._hot(self._accept_in_one(channel, events[0], state or {}, now))
+                return await self._hot(
+                    self._accept_in_one(channel, events[0], state or {}, now, lease)
+                )
             return await self._tx.write(unit)
         except (OperationalError, DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"cannot store the events: {type(exc).__name__}") from exc
 
     def _accept_in_one(
-        self, channel: str, event: NewEvent, state: Mapping[str, str], now: float
-    ) -> Callable[[], Program[list[tuple[bool, int]]]]:
+        self,
+        channel: str,
+        event: NewEvent,
+        state: Mapping[str, str],
+        now: float,
+        lease: tuple[str, float] | None,
+    ) -> Callable[[], Program[Accepted]]:
         """PostgreSQL: one event (a webhook, a Slack event, a quiet poll with its offset) as
         one statement, its own transaction (HotStatements.accept_in_one)."""
-        conversation = _new_conversation(channel, event.conversation_key, event.requester_id, now)
-        values = {f"p_c_{name}": value for name, value in conversation.items()}
-        values.update(
-            {f"p_i_{name}": value for name, value in _new_event(channel, event, now).items()}
+        conversation = _new_conversation(
+            channel, event.conversation_key, event.requester_id, now, lease
         )
+        values = {f"p_c_{name}": value for name, value in conversation.items()}
+        row = _new_event(channel, event, now)
+        values.update({f"p_i_{name}": value for name, value in row.items()})
         for key, value in state.items():
             entry = _state_row(channel, key, value, now)
             values.update({f"p_s_{name}": value for name, value in entry.items()})
         stmt = self._q.accept_in_one(bool(state))
 
-        def program() -> Program[list[tuple[bool, int]]]:
-            row = yield Query("first", stmt, values)
-            assert row is not None  # a SELECT of two scalar subqueries: always one row
-            return [(row["event_id"] is not None, int(row["conversation_id"]))]
+        def program() -> Program[Accepted]:
+            got = yield Query("first", stmt, values)
+            assert got is not None  # the upsert returns its row whatever happens
+            cid = int(got["id"])
+            accepted = got["inbox_id"] is not None
+            claimed: dict[int, Work] = {}
+            if _claimed(got, lease):
+                head = _accepted_item(row, int(got["inbox_id"]), cid) if accepted else None
+                claimed[cid] = Work(_conversation(got), head, [])
+            return Accepted([(accepted, cid)], claimed)
 
         return program
 
     def _accept_batch(
-        self, conn: Connection, channel: str, events: Sequence[NewEvent], now: float
-    ) -> list[tuple[bool, int]]:
+        self,
+        conn: Connection,
+        channel: str,
+        events: Sequence[NewEvent],
+        now: float,
+        lease: tuple[str, float] | None,
+        limit: int,
+    ) -> Accepted:
         keys = sorted({e.conversation_key for e in events})
         requester = {e.conversation_key: e.requester_id for e in events}
         q = self._q
         # In key order: two batches lock the rows they share in the same order, so they
         # never wait on each other in a cycle.
-        created = [_new_conversation(channel, key, requester[key], now) for key in keys]
+        created = [
+            _new_conversation(channel, key, requester[key], now, lease if n < limit else None)
+            for n, key in enumerate(keys)
+        ]
         returned = self._insert_rows(conn, q.upsert_conversation, created)
-        ids = {row["conversation_key"]: row["id"] for row in returned}
+        ids = {row["conversation_key"]: int(row["id"]) for row in returned}
+        leased = {int(row["id"]): row for row in returned if _claimed(row, lease)}
         first: dict[str, int] = {}  # event id → index of its first occurrence in the batch
         for index, event in enumerate(events):
             first.setdefault(event.event_id, index)
@@ -433,11 +534,24 @@ class Store:
             for index, e in enumerate(events)
             if first[e.event_id] == index
         ]
-        inserted = {row["event_id"] for row in self._insert_rows(conn, q.new_inbox_events, rows)}
-        return [
+        new_rows = self._insert_rows(conn, q.new_inbox_events, rows)
+        inserted = {row["event_id"]: int(row["id"]) for row in new_rows}
+        # An idle conversation's queue held nothing before: its head is its new event with
+        # the lowest id (none if all were duplicates: the worker just releases it).
+        heads: dict[int, InboxItem] = {}
+        for row in rows:
+            cid, inbox_id = row["conversation_id"], inserted.get(row["event_id"])
+            known = heads.get(cid)
+            if cid in leased and inbox_id is not None and (known is None or inbox_id < known.id):
+                heads[cid] = _accepted_item(row, inbox_id, cid)
+        claimed = {
+            cid: Work(_conversation(conv), heads.get(cid), []) for cid, conv in leased.items()
+        }
+        results = [
             (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
             for index, e in enumerate(events)
         ]
+        return Accepted(results, claimed)
 
     def _insert_rows(
         self, conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]
@@ -451,16 +565,20 @@ class Store:
 
     # --- leases on conversations -------------------------------------------------------------
 
-    async def due_conversations(self, limit: int) -> list[int]:
+    async def due_conversations(self, limit: int, owner: str | None = None) -> list[int]:
+        """Conversations with work due and no live lease, oldest work first; with ``owner``,
+        also those whose lease ``owner`` holds (the caller skips those it is working on:
+        a lease intake took for a worker that never started is not left to expire)."""
         now = self.clock()
+        c = conversations.c
+        free = or_(c.lease_owner.is_(None), c.lease_until < now)
+        if owner is not None:
+            free = or_(free, c.lease_owner == owner)
 
         def unit(conn: Connection) -> list[int]:
             rows = conn.execute(
                 select(conversations.c.id)
-                .where(
-                    conversations.c.due_at <= now,
-                    or_(conversations.c.lease_owner.is_(None), conversations.c.lease_until < now),
-                )
+                .where(conversations.c.due_at <= now, free)
                 .order_by(conversations.c.due_at)
                 .limit(limit)
             )
@@ -479,7 +597,8 @@ class Store:
         """Take the conversation's lease and read its work in one transaction; None when
         another process holds it."""
         now = self.clock()
-        values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": now + ttl}
+        until = self._expiry(now, ttl)
+        values = {"p_cid": conversation_id, "p_owner": owner, "p_now": now, "p_until": until}
 
         if self._q.claim_with_inbox_head is not None:
             return await self._hot(self._claim_in_one(values))
@@ -527,7 +646,7 @@ class Store:
         return [_outbox(r) for r in rows]
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
-        until = self.clock() + ttl
+        until = self._expiry(self.clock(), ttl)
 
         def unit(conn: Connection) -> bool:
             result = conn.execute(
@@ -558,13 +677,14 @@ class Store:
             # SQLite, one writer at a time: the lease check and the queue heads in one read,
             # after the acks (recorded only if the lease is still held).
             self._record_acks(sql, acks, conversation_id, owner)
-            row = sql.first(q.held_with_heads, key)
+            row = sql.first(q.held_with_heads, {**key, "p_now": now})
             if row is None:
                 return None
             heads = [float(row[k]) for k in ("inbox_next", "outbox_next") if row[k] is not None]
             due = min(heads) if heads else None
             if due is not None and due <= now:
-                sql.rowcount(q.extend_lease, {"p_cid": conversation_id, "p_until": now + ttl})
+                until = self._expiry(now, ttl)
+                sql.rowcount(q.extend_lease, {"p_cid": conversation_id, "p_until": until})
                 return self._work(sql, _conversation(row), row["outbox_next"] is not None)
             sql.rowcount(q.release, {"p_cid": conversation_id, "p_due": due})
             return None
@@ -578,7 +698,7 @@ class Store:
         finish_in_one: how an event accepted meanwhile is not lost). The work of a lease
         kept is read in a second statement, under that lease."""
         acks = _one_ack_per_reply(acks)
-        values = {**key, **_ack_params(acks), "p_now": now, "p_until": now + ttl}
+        values = {**key, **_ack_params(acks), "p_now": now, "p_until": self._expiry(now, ttl)}
         stmt = self._q.finish_in_one(_ack_shape(acks))
 
         def program() -> Program[Work | None]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
+    and_,
     bindparam,
     case,
     exists,
@@ -51,20 +52,28 @@ class HotStatements:
         c, i, o = conversations.c, inbox.c, outbox.c
 
         # Intake: a conversation created, or touched (due now, its row locked until the
-        # intake commits), in one statement, with its id returned either way. A worker's
+        # intake commits), in one statement, with its row returned either way. A worker's
         # finish that comes later waits for the lock, then sees the events (Store.finish).
+        # The lease the row is written with (``lease_owner``, ``lease_until``; NULL for none)
+        # is taken only if the conversation is idle: no lease and no work due (``due_at`` is
+        # NULL only when both its queues are empty, see release and finish_in_one), so the
+        # events being accepted are all its work (Store.accept_claiming). SET expressions read
+        # the row as it was before the update, on both databases.
         new = insert(conversations)
+        idle = and_(c.lease_owner.is_(None), c.due_at.is_(None))
         self.upsert_conversation = new.on_conflict_do_update(
             index_elements=["channel", "conversation_key"],
             set_={
                 "due_at": func.coalesce(least(c.due_at, new.excluded.due_at), new.excluded.due_at),
                 "updated_at": new.excluded.updated_at,
+                "lease_owner": case((idle, new.excluded.lease_owner), else_=c.lease_owner),
+                "lease_until": case((idle, new.excluded.lease_until), else_=c.lease_until),
             },
-        ).returning(c.id, c.conversation_key)
+        ).returning(*conversations.c)
         self.new_inbox_events = (
             insert(inbox)
             .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-            .returning(i.event_id)
+            .returning(i.id, i.event_id)
         )
         upsert = insert(channel_state)
         self.put_state = upsert.on_conflict_do_update(
@@ -103,13 +112,21 @@ class HotStatements:
             .limit(OUTBOX_BATCH)
         )
         # The head of each queue decides when work is next due: later items wait behind it.
+        # An event never tried is due now (``p_now``): its next_attempt_at is the clock
+        # reading of the intake that stored it, which may be a little later than the
+        # caller's although it committed first (a user who writes again while the answer
+        # is being delivered; the worker then goes on instead of releasing and claiming).
+        typed_now = bindparam("p_now", type_=i.next_attempt_at.type)
+        fresh = case(
+            (i.attempts == 0, least(i.next_attempt_at, typed_now)), else_=i.next_attempt_at
+        )
         heads = [
-            select(t.c.next_attempt_at)
+            select(due)
             .where(t.c.conversation_id == _p("cid"), t.c.status == PENDING)
             .order_by(t.c.id)
             .limit(1)
             .scalar_subquery()
-            for t in (inbox, outbox)
+            for t, due in ((inbox, fresh), (outbox, o.next_attempt_at))
         ]
         self._inbox_next = heads[0]
         # SQLite only (one writer at a time, so nothing can change between the lease check
@@ -280,8 +297,8 @@ class HotStatements:
         no COMMIT: one round trip where there were four or five). The conversation is
         upserted as in upsert_conversation (``p_c_<column>``), the event inserted unless its
         id is known (``p_i_<column>``), and with ``with_state`` one channel state entry put
-        (``p_s_<column>``). Returns ``conversation_id`` and ``event_id`` (None for a
-        duplicate)."""
+        (``p_s_<column>``). Returns the conversation's row, and the event's ``inbox_id`` and
+        ``event_id`` (None for a duplicate)."""
         stmt = self._accepts.get(with_state)
         if stmt is not None:
             return stmt
@@ -296,12 +313,12 @@ class HotStatements:
             postgresql.insert(inbox)
             .from_select(["conversation_id", *EVENT_COLUMNS], rows)
             .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-            .returning(i.event_id)
+            .returning(i.id, i.event_id)
             .cte("event")
         )
-        stmt = select(
-            select(conv.c.id).scalar_subquery().label("conversation_id"),
-            select(event.c.event_id).scalar_subquery().label("event_id"),
+        # The upsert always returns its one row; the event's, none for a duplicate.
+        stmt = select(conv, event.c.id.label("inbox_id"), event.c.event_id).select_from(
+            conv.outerjoin(event, true())
         )
         if with_state:
             put = self.put_state.values(
@@ -389,6 +406,8 @@ CONVERSATION_COLUMNS = (
     "updated_at",
     "last_activity_at",
     "due_at",
+    "lease_owner",
+    "lease_until",
 )
 EVENT_COLUMNS = (
     "channel",
