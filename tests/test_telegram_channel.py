@@ -202,6 +202,35 @@ async def test_a_press_whose_reply_cannot_be_rendered_again_does_not_stall_polli
         await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: still there?"])
 
 
+async def test_an_update_the_normaliser_fails_on_is_skipped_not_polled_for_ever(
+    tmp_path: Path,
+    tg: FakeTelegram,
+    sim: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in reading one kind of update costs that update (logged with its id), not the
+    bot: the updates after it in the same batch and later ones are answered."""
+    from adapters.telegram import channel
+
+    real = channel.to_inbound
+
+    def broken_for_groups(update: Any, *args: Any) -> Any:
+        if update.effective_chat is not None and update.effective_chat.type != "private":
+            raise RuntimeError("normaliser bug")
+        return real(update, *args)
+
+    monkeypatch.setattr(channel, "to_inbound", broken_for_groups)
+    async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
+        bad = tg.push_update(tg.group_text(-100, 42, "@bot hello"))
+        tg.push_update(tg.private_text(42, "hi"))
+        await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: hi"])
+        tg.push_update(tg.private_text(42, "still there?"))
+        await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: still there?"])
+        assert f"update {bad} could not be read; skipped" in caplog.text
+        assert tg.sent_messages(-100) == []
+
+
 async def test_a_keyboard_sent_by_an_earlier_version_still_works(
     tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
 ) -> None:

@@ -425,7 +425,18 @@ class TelegramAdapter(Adapter):
             return None
         if update is None:
             return None
-        normal = to_inbound(update, self._identity, self._normalize)
+        try:
+            normal = to_inbound(update, self._identity, self._normalize)
+        except Exception:
+            # A bug on an update nobody foresaw: skipped, with its id and the traceback.
+            # Raised, it would stall the poller on this batch for good (Telegram sends it
+            # again on every getUpdates), and with it every chat of this bot.
+            log.exception(
+                "telegram channel %s: update %s could not be read; skipped",
+                self.name,
+                update.update_id,
+            )
+            return None
         if isinstance(normal, Ignored):
             if update.callback_query is not None:  # always answered: no endless spinner
                 self._spawn(
