@@ -374,7 +374,8 @@ class Store:
         """When a lease taken or renewed at ``now`` for ``ttl`` ends. The clock reading is
         made strictly later than this store's previous one, so that two leases it writes for
         the same length never share an expiry: intake recognises a lease it took by its
-        expiry (_claimed), and one the same owner held before cannot look the same."""
+        expiry (_claimed), and one the same owner held before cannot look the same. Called
+        on the event loop only (a read-modify-write)."""
         self._lease_reading = max(now, self._lease_reading + 1e-6)
         return self._lease_reading + ttl
 
@@ -671,6 +672,7 @@ class Store:
 
         if q.dialect == "postgresql":
             return await self._hot(self._finish_in_one(key, acks, now, ttl))
+        until = self._expiry(now, ttl)  # here, not on the store's thread: it keeps state
 
         def unit(conn: Connection) -> Work | None:
             sql = self._runner(conn)
@@ -683,7 +685,6 @@ class Store:
             heads = [float(row[k]) for k in ("inbox_next", "outbox_next") if row[k] is not None]
             due = min(heads) if heads else None
             if due is not None and due <= now:
-                until = self._expiry(now, ttl)
                 sql.rowcount(q.extend_lease, {"p_cid": conversation_id, "p_until": until})
                 return self._work(sql, _conversation(row), row["outbox_next"] is not None)
             sql.rowcount(q.release, {"p_cid": conversation_id, "p_due": due})
