@@ -236,9 +236,7 @@ class _Run:
                 await previous
             await self.deliver(await self._store(step))
 
-        self._background = asyncio.create_task(
-            store_then_deliver(), name=f"commit-{self.conv.id}"
-        )
+        self._background = asyncio.create_task(store_then_deliver(), name=f"commit-{self.conv.id}")
 
     async def _store(self, step: Step) -> list[OutboxItem]:
         created = await self.engine.store.commit(
