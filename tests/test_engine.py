@@ -12,6 +12,7 @@ import pytest
 
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
 from bridge.engine import TYPING_DELAY, Engine
+from bridge.store.database import create_engine
 from bridge.store.repository import Claim, NewEvent, Store, StoreUnavailable
 from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
 from tests.engine_harness import CHANNEL, FAST, FakeAdapter, Harness, harness, inbound
@@ -536,6 +537,41 @@ async def test_two_engines_share_one_database(store: Store, simulator: RunningSi
             assert [e for e, _ in h1.events(conv)].count("launch") == 1
             assert shared.texts(conv)[1:] == [f"You said: m{k}" for k in range(5)]
         assert len(shared.sent) == 7 * len(convs)  # welcome + chips + 5 answers, none twice
+
+
+async def test_two_replicas_with_stores_of_their_own_under_load(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """Two processes' worth of engine and store on one PostgreSQL database, every message sent
+    at once through either: each one reaches Parloa once and in its conversation's order,
+    whichever replica leased the conversation at intake or claimed it."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("several replicas on one database is a PostgreSQL deployment")
+    simulator.state.faults = Faults(latency=0.0, latency_max=0.02)
+    shared = FakeAdapter()
+    # Each replica has its own pool, as processes would.
+    other_engine = create_engine(store.engine.url.render_as_string(hide_password=False))
+    other = Store(other_engine)
+    try:
+        async with (
+            harness(store, simulator, adapter=shared) as h1,
+            harness(other, simulator, adapter=shared) as h2,
+        ):
+            convs = [f"c{i}" for i in range(40)]
+            for k in range(6):
+                await asyncio.gather(
+                    *((h1 if (i + k) % 2 else h2).send(c, f"m{k}") for i, c in enumerate(convs))
+                )
+            await shared.wait_for(lambda: len(shared.sent) >= 8 * len(convs), within=30)
+            for conv in convs:
+                assert [t for e, t in h1.events(conv) if e == "message"] == [
+                    f"m{k}" for k in range(6)
+                ]
+                assert shared.texts(conv)[1:] == [f"You said: m{k}" for k in range(6)]
+            assert len(shared.sent) == 8 * len(convs)  # welcome + chips + 6 answers, none twice
+    finally:
+        await other.close()
+        await other_engine.dispose()
 
 
 async def test_event_of_a_removed_channel_is_dead_lettered(h: Harness) -> None:
