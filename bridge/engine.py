@@ -354,9 +354,7 @@ class Engine:
                 # own). At a stop, release_all gives the lease up.
                 self.notify(cid)
             else:
-                self._workers[cid] = asyncio.create_task(
-                    self._work(cid, work, claimed_at), name=f"conversation-{cid}"
-                )
+                self._start_worker(cid, work, claimed_at)
         return results
 
     def notify(self, conversation_id: int) -> None:
@@ -426,9 +424,7 @@ class Engine:
                 candidates = await self._scan(candidates)
             for cid in dict.fromkeys(candidates):
                 if cid not in self._workers:
-                    self._workers[cid] = asyncio.create_task(
-                        self._work(cid), name=f"conversation-{cid}"
-                    )
+                    self._start_worker(cid)
 
     async def _scan(self, candidates: list[int]) -> list[int]:
         free = self.config.max_concurrent_conversations - len(self._workers)
@@ -468,6 +464,12 @@ class Engine:
         self.metrics.outbox_depth.set(stats.outbox_pending)
 
     # --- one conversation ---------------------------------------------------------------
+
+    def _start_worker(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
+        """The one worker of conversation ``cid`` (the caller checked there is none)."""
+        self._workers[cid] = asyncio.create_task(
+            self._work(cid, claimed, claimed_at), name=f"conversation-{cid}"
+        )
 
     async def _work(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
         """Work on a conversation while it has work due. ``claimed``: its lease and work,

@@ -309,24 +309,9 @@ def _claimed(row: Row, lease: tuple[str, float] | None) -> bool:
     return lease is not None and (row["lease_owner"], row["lease_until"]) == lease
 
 
-def _accepted_item(row: Mapping[str, Any], inbox_id: int, conversation_id: int) -> InboxItem:
-    """An event just accepted as the inbox holds it (``row``: _new_event's columns)."""
-    return InboxItem(
-        id=inbox_id,
-        channel=row["channel"],
-        event_id=row["event_id"],
-        conversation_id=conversation_id,
-        kind=row["kind"],
-        text=row["text"],
-        address=row["address"],
-        context=row["context"],
-        status=PENDING,
-        attempts=0,
-        next_attempt_at=row["next_attempt_at"],
-        last_error=None,
-        created_at=row["created_at"],
-        finished_at=None,
-    )
+def _accepted_item(row: Mapping[str, Any], inbox_id: int) -> InboxItem:
+    """An event just accepted as the inbox holds it (``row``: what the intake inserted)."""
+    return _inbox({**row, "id": inbox_id, "last_error": None, "finished_at": None})
 
 
 def _state_row(channel: str, key: str, value: str, now: float) -> dict[str, Any]:
@@ -500,7 +485,8 @@ class Store:
             accepted = got["inbox_id"] is not None
             claimed: dict[int, Work] = {}
             if _claimed(got, lease):
-                head = _accepted_item(row, int(got["inbox_id"]), cid) if accepted else None
+                inserted = {**row, "conversation_id": cid}
+                head = _accepted_item(inserted, int(got["inbox_id"])) if accepted else None
                 claimed[cid] = Work(_conversation(got), head, [])
             return Accepted([(accepted, cid)], claimed)
 
@@ -544,7 +530,7 @@ class Store:
             cid, inbox_id = row["conversation_id"], inserted.get(row["event_id"])
             known = heads.get(cid)
             if cid in leased and inbox_id is not None and (known is None or inbox_id < known.id):
-                heads[cid] = _accepted_item(row, inbox_id, cid)
+                heads[cid] = _accepted_item(row, inbox_id)
         claimed = {
             cid: Work(_conversation(conv), heads.get(cid), []) for cid, conv in leased.items()
         }
