@@ -220,15 +220,26 @@ async def test_an_update_the_normaliser_fails_on_is_skipped_not_polled_for_ever(
             raise RuntimeError("normaliser bug")
         return real(update, *args)
 
+    real_plain = channel.private_text
+
+    def broken_on_boom(data: Any, *args: Any) -> Any:  # the plain-text fast path too
+        if data.get("message", {}).get("text") == "boom":
+            raise RuntimeError("fast path bug")
+        return real_plain(data, *args)
+
     monkeypatch.setattr(channel, "to_inbound", broken_for_groups)
+    monkeypatch.setattr(channel, "private_text", broken_on_boom)
     async with bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", tg, sim):
         bad = tg.push_update(tg.group_text(-100, 42, "@bot hello"))
         tg.push_update(tg.private_text(42, "hi"))
         await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: hi"])
+        boom = tg.push_update(tg.private_text(42, "boom"))
         tg.push_update(tg.private_text(42, "still there?"))
         await tg.wait_for(lambda: texts(tg, 42)[-1:] == ["You said: still there?"])
         assert f"update {bad} could not be read; skipped" in caplog.text
+        assert f"update {boom} could not be read; skipped" in caplog.text
         assert tg.sent_messages(-100) == []
+        assert "You said: boom" not in texts(tg, 42)
 
 
 async def test_a_keyboard_sent_by_an_earlier_version_still_works(

@@ -414,29 +414,31 @@ class TelegramAdapter(Adapter):
 
     def _classify(self, data: Any) -> Inbound | ButtonPress | None:
         """An update as an event to accept, a chip press, or None (skipped, logged)."""
+        try:
+            return self._read(data)
+        except Exception:
+            # A bug on an update nobody foresaw: skipped, with its id and the traceback.
+            # Raised, it would stall the poller on this batch for good (Telegram sends it
+            # again on every getUpdates), and with it every chat of this bot.
+            update_id = data.get("update_id") if isinstance(data, dict) else None
+            log.exception(
+                "telegram channel %s: update %s could not be read; skipped", self.name, update_id
+            )
+            return None
+
+    def _read(self, data: Any) -> Inbound | ButtonPress | None:
         assert self._identity is not None
         plain = private_text(data, self._identity)
         if plain is not None:
             return plain
         try:
             update = Update.de_json(data, self.bot)
-        except Exception as exc:  # a malformed update must not stall the others
+        except Exception as exc:  # malformed: expected now and then, no traceback needed
             log.warning("telegram channel %s: unreadable update skipped: %s", self.name, exc)
             return None
         if update is None:
             return None
-        try:
-            normal = to_inbound(update, self._identity, self._normalize)
-        except Exception:
-            # A bug on an update nobody foresaw: skipped, with its id and the traceback.
-            # Raised, it would stall the poller on this batch for good (Telegram sends it
-            # again on every getUpdates), and with it every chat of this bot.
-            log.exception(
-                "telegram channel %s: update %s could not be read; skipped",
-                self.name,
-                update.update_id,
-            )
-            return None
+        normal = to_inbound(update, self._identity, self._normalize)
         if isinstance(normal, Ignored):
             if update.callback_query is not None:  # always answered: no endless spinner
                 self._spawn(
