@@ -187,6 +187,25 @@ async def test_an_idle_conversation_is_worked_on_under_the_lease_intake_took(
         await counting.close()
 
 
+async def test_a_new_event_is_worked_on_whatever_the_clocks_say(
+    store: Store, simulator: RunningSimulator
+) -> None:
+    """An event never tried is due at once, even stamped later than the worker's clock (here
+    the intake read a clock a minute ahead, as if the clock stepped back after it): the worker
+    neither waits for its time nor spins between finish, which keeps the lease for it, and
+    its own check."""
+    skew = {"seconds": 0.0}
+    skewed = Store(store.engine, clock=lambda: time.time() + skew["seconds"])
+    try:
+        async with harness(skewed, simulator, poll_interval=60) as h:
+            skew["seconds"] = 60.0
+            await h.send("a", "now")  # the worker starts once this returns
+            skew["seconds"] = 0.0
+            await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: now"])
+    finally:
+        await skewed.close()
+
+
 async def test_intake_leases_no_more_conversations_than_there_are_free_workers(
     store: Store, simulator: RunningSimulator
 ) -> None:
