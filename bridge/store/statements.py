@@ -48,7 +48,8 @@ class HotStatements:
         # SQLite's two-argument MIN returns NULL if either is NULL (PostgreSQL's LEAST
         # ignores NULLs); wrapped in COALESCE both give the same answer.
         least = func.least if dialect == "postgresql" else func.min
-        now = _p("now")
+        # Typed: it is also an argument of LEAST/MIN below, where no column lends it a type.
+        now = bindparam("p_now", type_=inbox.c.next_attempt_at.type)
         c, i, o = conversations.c, inbox.c, outbox.c
 
         # Intake: a conversation created, or touched (due now, its row locked until the
@@ -116,10 +117,7 @@ class HotStatements:
         # reading of the intake that stored it, which may be a little later than the
         # caller's although it committed first (a user who writes again while the answer
         # is being delivered; the worker then goes on instead of releasing and claiming).
-        typed_now = bindparam("p_now", type_=i.next_attempt_at.type)
-        fresh = case(
-            (i.attempts == 0, least(i.next_attempt_at, typed_now)), else_=i.next_attempt_at
-        )
+        fresh = case((i.attempts == 0, least(i.next_attempt_at, now)), else_=i.next_attempt_at)
         heads = [
             select(due)
             .where(t.c.conversation_id == _p("cid"), t.c.status == PENDING)
