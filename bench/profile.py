@@ -8,6 +8,7 @@
     .venv/bin/python -m bench.profile burst [--attempts 4] [--chats 1000] [--spy]
     .venv/bin/python -m bench.profile sends [--messages 300]
     .venv/bin/python -m bench.profile timeline [--backend sqlite] [--chats 1000] [--latency 1]
+        [--warm]
 
 ``spy``: the bridge process against the fakes (as in :mod:`bench.run`), warm chats, Parloa
 latency 0, a closed-loop warm workload; py-spy (``pip install py-spy``) samples it with
@@ -35,7 +36,8 @@ alike: this shows how often, and where the time goes when they go wrong.
 
 ``timeline``: the first-contact burst (1000 chats, Parloa 1 s) once, and when the simulator
 saw each chat's launch and message calls arrive: how long the bridge takes to get every
-launch out, and whether each message call follows its launch at once.
+launch out, and whether each message call follows its launch at once. ``--warm``: then one
+more message from every chat at once (bench.run's warm burst), lined up the same way.
 
 ``sends``: one Telegram ``sendMessage`` to the fake Bot API (in another process) made with
 python-telegram-bot on httpx (how the bridge first sent), with ``sniffio`` importable (a stub),
@@ -700,6 +702,20 @@ async def timeline(args: argparse.Namespace) -> None:
             "/first_contact",
             {"token": bridge.token, "chats": chats, "tag": "t-b", "deadline": 60},
         )
+        if args.warm:
+            # The warm burst: every chat's next message at once (as bench.run's warm phase
+            # at 1000 chats), its Parloa calls and answers lined up the same way.
+            result = await fakes.call(
+                "POST",
+                "/closed_loop",
+                {
+                    "token": bridge.token,
+                    "chats": chats,
+                    "tag": "t-w",
+                    "messages_per_chat": 1,
+                    "deadline": 60,
+                },
+            )
         url, token = fakes.info["parloa_url"], fakes.info["parloa_token"]
         async with (
             aiohttp.ClientSession(trust_env=False) as http,
@@ -709,11 +725,12 @@ async def timeline(args: argparse.Namespace) -> None:
         ):
             records = await resp.json()
         wanted = {f"tg:{chat}" for chat in chats}
-        mine = [r for r in records if r.get("requester_id") in wanted]
         start = result["started"]
+        mine = [r for r in records if r.get("requester_id") in wanted and r["at"] >= start]
         latency = result["latency"] or {}
+        what = "warm messages" if args.warm else "first contacts"
         print(
-            f"{result['answered']}/{len(chats)} first contacts answered, slowest after "
+            f"{result['answered']}/{len(chats)} {what} answered, slowest after "
             f"{result['elapsed']:.2f} s (Parloa {args.latency:g} s per call); answers p50 "
             f"{latency.get('p50') or 0:.2f} s, p95 {latency.get('p95') or 0:.2f} s"
         )
@@ -842,6 +859,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     tl.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     tl.add_argument("--chats", type=int, default=1000)
     tl.add_argument("--latency", type=float, default=1.0, help="Parloa seconds per call")
+    tl.add_argument(
+        "--warm", action="store_true", help="then one more message from every chat at once"
+    )
     tl.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     t = sub.add_parser("sends")
     t.add_argument("--messages", type=int, default=300)
