@@ -79,7 +79,7 @@ class BenchTelegram(FakeTelegram):
 
     def reset(self, token: str | None = None) -> dict[str, int]:
         """Forget recordings (memory stays bounded over a long run); drop pending updates of
-        ``token`` (or every bot's)."""
+        ``token`` (or every bot's) and end its long poll in progress."""
         counts = {"calls": len(self.calls), "messages": len(self.messages)}
         by_method: dict[str, int] = {}
         for call in self.calls:
@@ -95,6 +95,14 @@ class BenchTelegram(FakeTelegram):
             if token is None or bot_token == token:
                 counts["dropped_updates"] = counts.get("dropped_updates", 0) + len(bot.updates)
                 bot.updates.clear()
+                if bot.poll is not None:
+                    # Left by the system's previous process: the server notices a client
+                    # gone only when it answers. It would pass for the next process's poll
+                    # in wait_polling and take the first update pushed (lost with it: that
+                    # process's first message waited for it to come round again).
+                    bot.poll.terminated = "reset by the benchmark"
+                    bot.poll = None
+                    self._changed()
         return counts
 
     def sent(self) -> list[SentMessage]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,7 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 )
             )
         zero = min(plan["latencies"])
+        ratios = share_of_bare(results)
         for chats in plan["chats"]:
             k = f"{zero}:{chats}"
             for phase in ("first", "warm"):
@@ -263,13 +265,25 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 if not mine or not bare or not bare.get("throughput"):
                     continue
                 share = (mine.get("throughput") or 0) / bare["throughput"]
+                evidence = (
+                    f"{share:.0%} ({_num(mine.get('throughput'))} vs "
+                    f"{_num(bare['throughput'])} msg/s)"
+                )
+                runs = ratios.get((system, k, phase), [])
+                if len(runs) > 1:
+                    # Judged on the middle of the runs: one run's ratio moves by tens of
+                    # percent with the machine (docs/benchmarks.md).
+                    share = statistics.median(runs)
+                    evidence = (
+                        f"median {share:.0%} of {len(runs)} runs "
+                        f"(range {min(runs):.0%}–{max(runs):.0%}); the first run {evidence}"
+                    )
                 out.append(
                     (
                         f"Parloa 0 s, {chats} chats, {phase}: ≥ 60% of the bare forwarder"
                         f" — {label}",
                         "met" if share >= 0.6 else "missed",
-                        f"{share:.0%} ({_num(mine.get('throughput'))} vs "
-                        f"{_num(bare['throughput'])} msg/s)",
+                        evidence,
                     )
                 )
         for rate_key, spec in plan["rates"].items():
@@ -313,6 +327,51 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                 )
             )
     return out
+
+
+def share_of_bare(results: Mapping[str, Any]) -> dict[tuple[str, str, str], list[float]]:
+    """Per (bridge, "latency:chats", phase): its throughput as a share of the bare
+    forwarder's, in the run (``throughput``) and in each repeat round (``rounds``, bench.run
+    --repeat: each round's bridge against that round's bare forwarder)."""
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for run in [results["throughput"], *results.get("rounds", [])]:
+        bare = run.get("bare", {})
+        for system, cells in run.items():
+            if not system.startswith("bridge"):
+                continue
+            for key, cell in cells.items():
+                for phase in ("first", "warm"):
+                    mine = (cell or {}).get(phase)
+                    ref = (bare.get(key) or {}).get(phase)
+                    if not mine or not ref or not ref.get("throughput"):
+                        continue
+                    share = (mine.get("throughput") or 0) / ref["throughput"]
+                    out.setdefault((system, key, phase), []).append(share)
+    return out
+
+
+def rounds_table(results: Mapping[str, Any]) -> str:
+    """The share of the bare forwarder in every run of bench.run --repeat ("" without)."""
+    if not results.get("rounds"):
+        return ""
+    zero = str(float(min(results["plan"]["latencies"])))
+    ratios = {k: v for k, v in share_of_bare(results).items() if k[1].split(":")[0] == zero}
+    count = 1 + len(results["rounds"])
+    head = ["workload", "system", *(f"run {n}" for n in range(1, count + 1)), "median"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (system, key, phase), runs in ratios.items():
+        latency, chats = key.split(":")
+        label = (
+            f"Parloa {float(latency):g} s, {chats} chat{'s' if int(chats) > 1 else ''}, "
+            f"{'first contact' if phase == 'first' else 'warm'}"
+        )
+        cells = [f"{r:.0%}" for r in runs] + ["—"] * (count - len(runs))
+        lines.append(
+            f"| {label} | {LABELS.get(system, system)} | "
+            + " | ".join(cells)
+            + f" | **{statistics.median(runs):.0%}** |"
+        )
+    return "\n".join(lines)
 
 
 def targets_table(results: Mapping[str, Any]) -> str:
@@ -388,6 +447,21 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         notes(results),
         "",
+        *(
+            [
+                "### Share of the bare forwarder, run by run",
+                "",
+                f"`--repeat {1 + len(results['rounds'])}`: the first run is the table above; "
+                "each later one started every bridge and then the bare forwarder afresh and "
+                "ran the Parloa-latency-0 throughput rows, so each ratio compares runs minutes "
+                "apart at most. The 60% target below is judged on the median.",
+                "",
+                rounds_table(results),
+                "",
+            ]
+            if results.get("rounds")
+            else []
+        ),
         "### Targets",
         "",
         targets_table(results),

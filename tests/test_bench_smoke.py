@@ -39,6 +39,8 @@ def test_quick_benchmark_prints_a_number_in_every_row(tmp_path: Path) -> None:
             "-m",
             "bench.run",
             "--quick",
+            "--repeat",
+            "2",
             "--workdir",
             str(tmp_path / "work"),
             "--json",
@@ -76,3 +78,10 @@ def test_quick_benchmark_prints_a_number_in_every_row(tmp_path: Path) -> None:
     assert first["answered"] == first["messages"] == 20
     assert data["slack"]["bridge-sqlite"]["statuses"] == {"200": 10}
     assert "| target | verdict | measured |" in proc.stdout
+    # --repeat 2: one more round of the bridge and the bare forwarder at Parloa latency 0
+    (again,) = data["rounds"]
+    assert set(again) == {"bridge-sqlite", "bare"}
+    assert again["bare"]["0.0:20"]["warm"]["answered"] == 40
+    assert "| run 1 | run 2 | median |" in proc.stdout
+    assert "median" in proc.stdout.split("| target | verdict | measured |")[1]
+

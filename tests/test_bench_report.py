@@ -1,0 +1,123 @@
+"""bench.report on made-up results: the share of the bare forwarder per run of
+``bench.run --repeat``, and the 60% target judged on their median; and the fakes' reset
+between two processes of one system."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+import aiohttp
+
+from bench import report
+from bench.fakes import BenchTelegram
+from bench.run import Plan
+from bench.workloads import AnswerBoard
+
+TOKEN = "123456:bench-report-test"
+
+
+def _cell(first: float, warm: float) -> dict[str, Any]:
+    return {
+        "first": {"throughput": first, "complete": True},
+        "warm": {"throughput": warm, "complete": True},
+    }
+
+
+def _results(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "plan": {**asdict(Plan.full()), "latencies": [0.0, 1.0], "chats": [100]},
+        "systems": ["bridge-sqlite", "bare"],
+        "throughput": {
+            # the first run: 50% first contact, 70% warm; the 1 s row is no part of the rounds
+            "bridge-sqlite": {"0.0:100": _cell(100, 700), "1.0:100": _cell(40, 80)},
+            "bare": {"0.0:100": _cell(200, 1000), "1.0:100": _cell(45, 90)},
+        },
+        "latency": {},
+        "slack": {},
+        "rss": {},
+        "rounds": rounds,
+    }
+
+
+def _verdicts(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        target.split(":")[0].rsplit(", ", 1)[1]: (verdict, evidence)
+        for target, verdict, evidence in report.targets(results)
+        if "bare forwarder" in target
+    }
+
+
+def test_each_round_is_compared_with_its_own_bare_forwarder() -> None:
+    results = _results(
+        [
+            {"bridge-sqlite": {"0.0:100": _cell(130, 500)}, "bare": {"0.0:100": _cell(200, 1000)}},
+            # a slow round: everything at half speed, the ratio unchanged
+            {"bridge-sqlite": {"0.0:100": _cell(65, 250)}, "bare": {"0.0:100": _cell(100, 500)}},
+        ]
+    )
+    shares = report.share_of_bare(results)
+    assert shares[("bridge-sqlite", "0.0:100", "first")] == [0.5, 0.65, 0.65]
+    assert shares[("bridge-sqlite", "0.0:100", "warm")] == [0.7, 0.5, 0.5]
+    assert shares[("bridge-sqlite", "1.0:100", "warm")] == [80 / 90]
+
+    verdicts = _verdicts(results)
+    # The first run alone would say missed (50%) and met (70%); the median of three says
+    # the opposite for both.
+    assert verdicts["first"][0] == "met"
+    assert verdicts["first"][1].startswith("median 65% of 3 runs (range 50%–65%)")
+    assert verdicts["warm"][0] == "missed"
+    assert "the first run 70% (700 vs 1,000 msg/s)" in verdicts["warm"][1]
+
+    table = report.rounds_table(results)
+    assert "| Parloa 0 s, 100 chats, first contact | bridge, SQLite | 50% | 65% | 65% |" in table
+    assert "**65%**" in table
+    assert "Parloa 1 s" not in table  # only the latency-0 rows are repeated
+    assert "### Share of the bare forwarder, run by run" in report.markdown(
+        {**results, "started": "now", "duration_seconds": 1.0, "machine": {}, "command": "x"}
+    )
+
+
+def test_a_single_run_is_judged_as_before() -> None:
+    results = _results([])
+    assert report.rounds_table(results) == ""
+    verdicts = _verdicts(results)
+    assert verdicts["first"] == ("missed", "50% (100 vs 200 msg/s)")
+    assert verdicts["warm"] == ("met", "70% (700 vs 1,000 msg/s)")
+
+
+def test_a_round_whose_bare_forwarder_did_not_finish_is_left_out() -> None:
+    results = _results(
+        [{"bridge-sqlite": {"0.0:100": _cell(130, 500)}, "bare": {"0.0:100": {"first": None}}}]
+    )
+    shares = report.share_of_bare(results)
+    assert shares[("bridge-sqlite", "0.0:100", "first")] == [0.5]
+    assert _verdicts(results)["first"] == ("missed", "50% (100 vs 200 msg/s)")
+
+
+async def test_reset_ends_a_long_poll_whose_client_went_away() -> None:
+    """A system started after another process of its token: the server notices the old
+    process's long poll is gone only when it answers it. Left waiting, it passed for the new
+    process's poll (Fakes.wait_polling) and took the first update pushed, lost with it."""
+    board = AnswerBoard()
+    async with BenchTelegram(board, tokens=[TOKEN]) as tg:
+        client = aiohttp.ClientSession(trust_env=False)
+        poll = asyncio.create_task(
+            client.post(f"{tg.api_root}/bot{TOKEN}/getUpdates", json={"timeout": 30})
+        )
+        await tg.wait_for(lambda: tg.is_polling(TOKEN) or None)
+        poll.cancel()  # the process is killed: its connection closes
+        await client.close()
+        await asyncio.sleep(0.05)
+        assert tg.is_polling(TOKEN)  # the server has not noticed
+
+        tg.reset(TOKEN)
+        assert not tg.is_polling(TOKEN)
+        tg.push_update(tg.private_text(1, "hello"), TOKEN)
+        async with (
+            aiohttp.ClientSession(trust_env=False) as fresh,
+            fresh.post(f"{tg.api_root}/bot{TOKEN}/getUpdates", json={"timeout": 5}) as resp,
+        ):
+            body = await resp.json()
+        assert [u["message"]["text"] for u in body["result"]] == ["hello"]
