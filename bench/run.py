@@ -85,10 +85,13 @@ class Plan:
             quick=False,
             chats=[1, 100, 1000],
             latencies=[0.0, 1.0],
+            # At Parloa latency 0 long enough to be a steady state (about 2 s for the bare
+            # forwarder): a phase of half a second, or one message per chat (a burst, measured
+            # at 1 s below), moved with every stall of the machine.
             warm_messages={
                 "0.0:1": 100,
-                "0.0:100": 5,
-                "0.0:1000": 1,
+                "0.0:100": 20,
+                "0.0:1000": 3,
                 "1.0:1": 5,
                 "1.0:100": 3,
                 "1.0:1000": 2,
@@ -411,8 +414,7 @@ class Runner:
         zero = [min(self.plan.latencies)]
         done: list[dict[str, Any]] = self.results.setdefault("rounds", [])
         systems: list[Any] = [
-            Bridge(f"bridge-{b}", b, self.fakes, self.workdir, self.postgres_url)
-            for b in backends
+            Bridge(f"bridge-{b}", b, self.fakes, self.workdir, self.postgres_url) for b in backends
         ]
         systems.append(Reference("bare", self.fakes, self.workdir))
         for system in systems:

@@ -84,4 +84,3 @@ def test_quick_benchmark_prints_a_number_in_every_row(tmp_path: Path) -> None:
     assert again["bare"]["0.0:20"]["warm"]["answered"] == 40
     assert "| run 1 | run 2 | median |" in proc.stdout
     assert "median" in proc.stdout.split("| target | verdict | measured |")[1]
-
