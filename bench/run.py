@@ -1,6 +1,7 @@
 """Run the benchmark and print the table.
 
     .venv/bin/python -m bench.run [--quick] [--backends sqlite,postgres] [--out docs/benchmarks.md]
+        [--repeat 5]
 
 One fakes process (:mod:`bench.fakes`: fake Bot API, simulator as Parloa, fake Slack, and the
 load drivers) serves every system under test in turn, each a process of its own:
@@ -20,6 +21,10 @@ Workloads, in this order, per system:
 3. **Slack acknowledgement** latency (bridges only; an HTTP-mode Slack channel);
 4. **peak RSS** after seeding the database with stored conversations and running a fixed
    workload (references: the same workload, nothing stored).
+
+``--repeat N`` then runs the Parloa-latency-0 throughput rows of every bridge and the bare
+forwarder N-1 more times, each bridge paired with a bare forwarder run within a minute of it;
+the 60% target is judged on the median of the paired ratios (bench.report.share_of_bare).
 
 Everything runs on 127.0.0.1. ``--quick`` uses tiny sizes (SQLite only unless ``--backends``).
 """
@@ -406,11 +411,12 @@ class Runner:
         self.log(f"  {ref.name}: VmHWM {result['VmHWM'] / 1024:.0f} MiB")
 
     async def rounds(self, backends: Sequence[str], count: int) -> None:
-        """``count`` more rounds of the throughput rows at Parloa latency 0 (the 60% target's),
-        each round the bridge on every backend and then the bare forwarder, each started
-        fresh: a bridge's ratio to the bare forwarder of its own round is paired in time, and
-        the spread across rounds shows how much one run's ratio can be trusted (this kind of
-        machine drifts by tens of percent within minutes; docs/benchmarks.md)."""
+        """``count`` more rounds of the throughput rows at Parloa latency 0 (the 60% target's):
+        each round runs the bridge on every backend and the bare forwarder (in turns, first
+        one then the other), each started fresh. A bridge's ratio to the bare forwarder of its
+        own round is paired in time, and the spread across rounds shows how much one run's
+        ratio can be trusted (this kind of machine drifts by tens of percent within minutes;
+        docs/benchmarks.md)."""
         zero = [min(self.plan.latencies)]
         done: list[dict[str, Any]] = self.results.setdefault("rounds", [])
         systems: list[Any] = [
@@ -422,7 +428,9 @@ class Runner:
         for number in range(1, count + 1):
             self.log(f"round {number} of {count}: throughput at Parloa latency 0")
             cells: dict[str, Any] = {}
-            for system in systems:
+            # Every other round the other way round: a drift within a round then favours
+            # neither side.
+            for system in systems if number % 2 else systems[::-1]:
                 await system.start()
                 try:
                     await self.throughput(system, cells.setdefault(system.name, {}), zero)
