@@ -452,9 +452,10 @@ def markdown(results: Mapping[str, Any]) -> str:
                 "### Share of the bare forwarder, run by run",
                 "",
                 f"`--repeat {1 + len(results['rounds'])}`: the first run is the table above; "
-                "each later one started every bridge and then the bare forwarder afresh and "
-                "ran the Parloa-latency-0 throughput rows, so each ratio compares runs minutes "
-                "apart at most. The 60% target below is judged on the median.",
+                "each later one started every bridge and the bare forwarder afresh (taking "
+                "turns to go first) and ran the Parloa-latency-0 throughput rows, so each "
+                "ratio compares runs a minute or two apart. The 60% target below is judged on "
+                "the median.",
                 "",
                 rounds_table(results),
                 "",
