@@ -278,6 +278,12 @@ def targets(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
                         f"median {share:.0%} of {len(runs)} runs "
                         f"(range {min(runs):.0%}–{max(runs):.0%}); the first run {evidence}"
                     )
+                budget = results.get("chat_messages_per_second")
+                if chats == 1 and budget:
+                    evidence += (
+                        f"; one chat: held by the bridge's per-chat send budget, {budget} "
+                        "messages/s here (Telegram's own is about 1/s)"
+                    )
                 out.append(
                     (
                         f"Parloa 0 s, {chats} chats, {phase}: ≥ 60% of the bare forwarder"

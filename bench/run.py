@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 from bench import report  # noqa: E402
 from bench.systems import (  # noqa: E402
+    CHAT_MESSAGES_PER_SECOND,
     Bridge,
     Fakes,
     Reference,
@@ -640,6 +641,7 @@ async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]
             "command": shlex.join([".venv/bin/python", "-m", "bench.run", *argv]),
             "plan": asdict(plan),
             "machine": await machine(backends, args.postgres_url),
+            "chat_messages_per_second": CHAT_MESSAGES_PER_SECOND,
             "workdir": str(workdir),
         }
     )

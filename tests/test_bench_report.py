@@ -121,3 +121,18 @@ async def test_reset_ends_a_long_poll_whose_client_went_away() -> None:
         ):
             body = await resp.json()
         assert [u["message"]["text"] for u in body["result"]] == ["hello"]
+
+
+def test_the_one_chat_rows_name_the_send_budget_that_holds_them() -> None:
+    results = _results([])
+    results["plan"]["chats"] = [1, 100]
+    for system in ("bridge-sqlite", "bare"):
+        results["throughput"][system]["0.0:1"] = _cell(30, 30 if system != "bare" else 300)
+    results["chat_messages_per_second"] = 30
+    evidence = {
+        target.split(",")[1].strip(): found
+        for target, _verdict, found in report.targets(results)
+        if "bare forwarder" in target and ", warm" in target
+    }
+    assert "per-chat send budget, 30 messages/s" in evidence["1 chats"]
+    assert "budget" not in evidence["100 chats"]
