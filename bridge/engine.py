@@ -399,6 +399,11 @@ class Engine:
                 log.info("released %d conversation leases", released)
 
     @property
+    def _renew_interval(self) -> float:
+        """How often a worker renews its lease: three renewals fit in one lease."""
+        return self.config.lease_seconds / 3
+
+    @property
     def busy(self) -> int:
         return len(self._workers)
 
@@ -474,13 +479,13 @@ class Engine:
     async def _work(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
         """Work on a conversation while it has work due. ``claimed``: its lease and work,
         taken at intake at ``claimed_at`` (monotonic); used if a slot came before the
-        lease's first renewal would be due, otherwise claimed again."""
+        lease's first renewal would be due (_renew_interval), otherwise claimed again."""
         acks: list[OutboxAck] = []
-        fresh = self.config.lease_seconds / 3  # the heartbeat's interval
         try:
             async with self._slots:
                 while not self._stopping:
-                    if claimed is not None and time.monotonic() - claimed_at < fresh:
+                    waited = time.monotonic() - claimed_at
+                    if claimed is not None and waited < self._renew_interval:
                         work: Work | None = claimed
                     else:
                         work = await self.store.claim(
@@ -524,7 +529,7 @@ class Engine:
         task, until a renewal is due: most work ends long before (a task per message cost
         a few percent of the CPU)."""
         loop = asyncio.get_running_loop()
-        interval = self.config.lease_seconds / 3
+        interval = self._renew_interval
         timer: asyncio.TimerHandle | None = None
         renewing: asyncio.Task[None] | None = None
 

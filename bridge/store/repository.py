@@ -564,10 +564,7 @@ class Store:
 
         def unit(conn: Connection) -> list[int]:
             rows = conn.execute(
-                select(conversations.c.id)
-                .where(conversations.c.due_at <= now, free)
-                .order_by(conversations.c.due_at)
-                .limit(limit)
+                select(c.id).where(c.due_at <= now, free).order_by(c.due_at).limit(limit)
             )
             return [r[0] for r in rows]
 
