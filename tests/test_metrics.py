@@ -26,7 +26,7 @@ def test_two_services_keep_separate_counts() -> None:
     """One registry per service instance: what one counts is not the other's."""
     first, second = Metrics(), Metrics()
     first.inbound.labels("tg", "accepted").inc()
-    second.inbound.labels("tg", "accepted")
+    second.inbound.labels("tg", "accepted")  # the child exists there, at 0 (not absent)
     assert (
         second.registry.get_sample_value(
             "parloa_bridge_inbound_events_total", {"channel": "tg", "outcome": "accepted"}

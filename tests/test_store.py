@@ -103,6 +103,16 @@ async def inbox_ids(engine: AsyncEngine, cid: int) -> list[int]:
     return [r["id"] for r in await rows(engine, inbox, inbox.c.conversation_id == cid)]
 
 
+async def answering(store: Store, engine: AsyncEngine, event_id: str = "e1") -> int:
+    """The conversation of a new event, claimed by A and its event marked done: A's worker
+    has answered it and is about to finish."""
+    _, cid = await accept(store, event_id)
+    (iid,) = await inbox_ids(engine, cid)
+    assert await store.claim(cid, A, TTL)
+    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE}), "telegram")
+    return cid
+
+
 async def count(engine: AsyncEngine, table: Table) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
@@ -1264,10 +1274,7 @@ async def test_intake_leases_up_to_its_limit_in_key_order_and_the_first_event_le
 async def test_a_duplicate_leases_an_idle_conversation_with_nothing_to_do(
     store: Store, engine: AsyncEngine
 ) -> None:
-    _, cid = await accept(store, "e1")
-    (iid,) = await inbox_ids(engine, cid)
-    assert await store.claim(cid, A, TTL)
-    await store.commit(cid, A, Step(inbox_id=iid, inbox={"status": DONE}), "telegram")
+    cid = await answering(store, engine)
     assert await store.finish(cid, A, TTL) is None
     got = await store.accept_claiming("telegram", [new_event("e1")], None, Claim(A, TTL, 1))
     assert got.results == [(False, cid)]
@@ -1293,10 +1300,7 @@ async def test_finish_goes_on_with_an_event_stored_after_its_clock_reading(
 ) -> None:
     """An event that was never tried is due now, even if the intake that stored it read the
     clock after finish did (a user who writes again while the answer is being delivered)."""
-    _, cid = await accept(store, "e1")
-    (first,) = await inbox_ids(engine, cid)
-    assert await store.claim(cid, A, TTL)
-    await store.commit(cid, A, Step(inbox_id=first, inbox={"status": DONE}), "telegram")
+    cid = await answering(store, engine)
     clock.advance(1)
     await accept(store, "e2")
     clock.now -= 0.5  # finish's reading came first
