@@ -113,47 +113,120 @@ _BLOCKED = {
 }
 QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 
-CHAT_ACTIONS = frozenset({
-    "typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
-    "upload_document", "choose_sticker", "find_location", "record_video_note",
-    "upload_video_note",
-})
+CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
 ALL_UPDATE_TYPES = (
-    "message", "edited_message", "channel_post", "edited_channel_post", "business_connection",
-    "business_message", "edited_business_message", "deleted_business_messages",
-    "message_reaction", "message_reaction_count", "inline_query", "chosen_inline_result",
-    "callback_query", "shipping_query", "pre_checkout_query", "purchased_paid_media", "poll",
-    "poll_answer", "my_chat_member", "chat_member", "chat_join_request", "chat_boost",
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
     "removed_chat_boost",
 )
 # What Telegram sends when allowed_updates was never set (or set to []).
 DEFAULT_UPDATE_TYPES = frozenset(ALL_UPDATE_TYPES) - {
-    "chat_member", "message_reaction", "message_reaction_count",
+    "chat_member",
+    "message_reaction",
+    "message_reaction_count",
 }
 # Methods counted by enforce_rate_limits (sending or changing a message in a chat).
-RATE_LIMITED_METHODS = frozenset({
-    "sendMessage", "sendPhoto", "editMessageText", "editMessageReplyMarkup",
-})
+RATE_LIMITED_METHODS = frozenset(
+    {
+        "sendMessage",
+        "sendPhoto",
+        "editMessageText",
+        "editMessageReplyMarkup",
+    }
+)
 
-_JSON_FIELDS = frozenset({
-    "reply_markup", "entities", "caption_entities", "allowed_updates", "reply_parameters",
-    "link_preview_options", "commands", "scope", "media", "results", "permissions", "reaction",
-    "suggested_post_parameters",
-})
-_INT_FIELDS = frozenset({
-    "message_id", "message_thread_id", "offset", "limit", "timeout", "cache_time",
-    "max_connections", "reply_to_message_id", "user_id", "from_chat_id",
-    "direct_messages_topic_id", "duration", "width", "height",
-})
-_BOOL_FIELDS = frozenset({
-    "disable_notification", "protect_content", "show_alert", "drop_pending_updates",
-    "disable_web_page_preview", "allow_sending_without_reply", "has_spoiler",
-    "show_caption_above_media", "allow_paid_broadcast",
-})
+_JSON_FIELDS = frozenset(
+    {
+        "reply_markup",
+        "entities",
+        "caption_entities",
+        "allowed_updates",
+        "reply_parameters",
+        "link_preview_options",
+        "commands",
+        "scope",
+        "media",
+        "results",
+        "permissions",
+        "reaction",
+        "suggested_post_parameters",
+    }
+)
+_INT_FIELDS = frozenset(
+    {
+        "message_id",
+        "message_thread_id",
+        "offset",
+        "limit",
+        "timeout",
+        "cache_time",
+        "max_connections",
+        "reply_to_message_id",
+        "user_id",
+        "from_chat_id",
+        "direct_messages_topic_id",
+        "duration",
+        "width",
+        "height",
+    }
+)
+_BOOL_FIELDS = frozenset(
+    {
+        "disable_notification",
+        "protect_content",
+        "show_alert",
+        "drop_pending_updates",
+        "disable_web_page_preview",
+        "allow_sending_without_reply",
+        "has_spoiler",
+        "show_caption_above_media",
+        "allow_paid_broadcast",
+    }
+)
 _STATUS_TEXT = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    409: "Conflict", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -390,8 +463,9 @@ def bad_request(message: str) -> ApiError:
 
 
 def too_many_requests(retry_after: int) -> ApiError:
-    return ApiError(429, f"Too Many Requests: retry after {retry_after}",
-                    {"retry_after": retry_after})
+    return ApiError(
+        429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after}
+    )
 
 
 # --- formatted text -------------------------------------------------------------------------------
@@ -404,27 +478,73 @@ class EntityParseError(ValueError):
 _SPACES = " \t\r\n\v\0"
 _MDV2_RESERVED = frozenset("_*[]()~`>#+-=|{}.!\n")
 _TYPE_PRIORITY = {
-    "blockquote": 0, "expandable_blockquote": 0, "pre": 10, "code": 20, "text_link": 49,
-    "text_mention": 49, "mention": 50, "hashtag": 50, "bot_command": 50, "url": 50,
-    "bold": 90, "italic": 91, "underline": 92, "strikethrough": 93, "spoiler": 94,
+    "blockquote": 0,
+    "expandable_blockquote": 0,
+    "pre": 10,
+    "code": 20,
+    "text_link": 49,
+    "text_mention": 49,
+    "mention": 50,
+    "hashtag": 50,
+    "bot_command": 50,
+    "url": 50,
+    "bold": 90,
+    "italic": 91,
+    "underline": 92,
+    "strikethrough": 93,
+    "spoiler": 94,
     "custom_emoji": 99,
 }
 # tdlib's names (used in its error messages) -> Bot API entity types
 _TD_TYPES = {
-    "Bold": "bold", "Italic": "italic", "Underline": "underline",
-    "Strikethrough": "strikethrough", "Spoiler": "spoiler", "Code": "code", "Pre": "pre",
-    "PreCode": "pre", "TextUrl": "text_link", "MentionName": "text_mention",
-    "CustomEmoji": "custom_emoji", "BlockQuote": "blockquote",
+    "Bold": "bold",
+    "Italic": "italic",
+    "Underline": "underline",
+    "Strikethrough": "strikethrough",
+    "Spoiler": "spoiler",
+    "Code": "code",
+    "Pre": "pre",
+    "PreCode": "pre",
+    "TextUrl": "text_link",
+    "MentionName": "text_mention",
+    "CustomEmoji": "custom_emoji",
+    "BlockQuote": "blockquote",
     "ExpandableBlockQuote": "expandable_blockquote",
 }
-_HTML_TAGS = frozenset({
-    "a", "b", "strong", "i", "em", "s", "strike", "del", "u", "ins", "tg-spoiler", "tg-emoji",
-    "span", "pre", "code", "blockquote",
-})
+_HTML_TAGS = frozenset(
+    {
+        "a",
+        "b",
+        "strong",
+        "i",
+        "em",
+        "s",
+        "strike",
+        "del",
+        "u",
+        "ins",
+        "tg-spoiler",
+        "tg-emoji",
+        "span",
+        "pre",
+        "code",
+        "blockquote",
+    }
+)
 _HTML_ENTITY_TYPES = {
-    "b": "Bold", "strong": "Bold", "i": "Italic", "em": "Italic", "u": "Underline",
-    "ins": "Underline", "s": "Strikethrough", "strike": "Strikethrough", "del": "Strikethrough",
-    "tg-spoiler": "Spoiler", "span": "Spoiler", "pre": "Pre", "code": "Code",
+    "b": "Bold",
+    "strong": "Bold",
+    "i": "Italic",
+    "em": "Italic",
+    "u": "Underline",
+    "ins": "Underline",
+    "s": "Strikethrough",
+    "strike": "Strikethrough",
+    "del": "Strikethrough",
+    "tg-spoiler": "Spoiler",
+    "span": "Spoiler",
+    "pre": "Pre",
+    "code": "Code",
 }
 
 
@@ -464,8 +584,9 @@ def _entity(kind: str, offset: int, length: int, arg: Any = None) -> JSON:
 
 
 def sort_entities(entities: Iterable[JSON]) -> list[JSON]:
-    return sorted(entities, key=lambda e: (e["offset"], -e["length"],
-                                           _TYPE_PRIORITY.get(e["type"], 50)))
+    return sorted(
+        entities, key=lambda e: (e["offset"], -e["length"], _TYPE_PRIORITY.get(e["type"], 50))
+    )
 
 
 _HOST_RE = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}")
@@ -482,10 +603,10 @@ def check_link(url: str) -> str | None:
     if match and not re.match(r"[^:/?#]+:\d", url):
         scheme = match.group(1).lower()
         if scheme in ("tg", "ton"):
-            return scheme + url[len(scheme):]
+            return scheme + url[len(scheme) :]
         if scheme not in ("http", "https") or not match.group(2):
             return None
-        rest = url[match.end():]
+        rest = url[match.end() :]
     else:
         scheme, rest = "http", url
     end = len(rest)
@@ -556,11 +677,13 @@ def parse_markdown_v2(text: str) -> tuple[str, list[JSON]]:
 
     def reserved(ch: str) -> EntityParseError:
         return EntityParseError(
-            f"Character '{ch}' is reserved and must be escaped with the preceding '\\'")
+            f"Character '{ch}' is reserved and must be escaped with the preceding '\\'"
+        )
 
     def unclosed(entity: _Open) -> EntityParseError:
         return EntityParseError(
-            f"Can't find end of {entity.kind} entity at byte offset {entity.byte}")
+            f"Can't find end of {entity.kind} entity at byte offset {entity.byte}"
+        )
 
     def read_url(i: int) -> tuple[str, int]:
         chars: list[str] = []
@@ -680,7 +803,8 @@ def parse_markdown_v2(text: str) -> tuple[str, list[JSON]]:
         if c == "\n" and kind != "BlockQuote":
             # only "||" right before the line end (an expandable quote's marker) may end here
             if kind != "Spoiler" or not (
-                    top.index == i - 2 or (top.index == i - 3 and out and out[-1] == "\r")):
+                top.index == i - 2 or (top.index == i - 3 and out and out[-1] == "\r")
+            ):
                 raise unclosed(top)
             stack.pop()
             top = stack[-1]
@@ -695,13 +819,14 @@ def parse_markdown_v2(text: str) -> tuple[str, list[JSON]]:
             i += 2
         elif kind == "TextUrl":
             if at(i + 1) != "(":
-                url = "".join(out[top.out_pos:])
+                url = "".join(out[top.out_pos :])
             else:
                 url_begin = i + 2
                 url, i = read_url(url_begin)
                 if at(i) != ")":
                     raise EntityParseError(
-                        f"Can't find end of a URL at byte offset {boff[url_begin]}")
+                        f"Can't find end of a URL at byte offset {boff[url_begin]}"
+                    )
             user_id = _link_user_id(url)
             if user_id is not None:
                 kind, arg_value = "MentionName", user_id
@@ -718,7 +843,8 @@ def parse_markdown_v2(text: str) -> tuple[str, list[JSON]]:
             url, i = read_url(url_begin)
             if at(i) != ")":
                 raise EntityParseError(
-                    f"Can't find end of a custom emoji URL at byte offset {boff[url_begin]}")
+                    f"Can't find end of a custom emoji URL at byte offset {boff[url_begin]}"
+                )
             arg_value = _custom_emoji_id(url)
         elif kind in ("BlockQuote", "ExpandableBlockQuote"):
             have_quote = False
@@ -791,14 +917,16 @@ def parse_markdown(text: str) -> tuple[str, list[JSON]]:
                     i += 1
         start_u16 = u16
         start_out = len(out)
-        while i < n and (text[i] != end_char
-                         or (is_pre and not (at(i + 1) == "`" and at(i + 2) == "`"))):
+        while i < n and (
+            text[i] != end_char or (is_pre and not (at(i + 1) == "`" and at(i + 2) == "`"))
+        ):
             out.append(text[i])
             u16 += _u16(text[i])
             i += 1
         if i == n:
             raise EntityParseError(
-                f"Can't find end of the entity starting at byte offset {boff[begin]}")
+                f"Can't find end of the entity starting at byte offset {boff[begin]}"
+            )
         if start_u16 != u16:
             length = u16 - start_u16
             if c == "_":
@@ -822,8 +950,11 @@ def parse_markdown(text: str) -> tuple[str, list[JSON]]:
                 elif checked is not None:
                     found.append(_entity("TextUrl", start_u16, length, checked))
             elif is_pre:
-                found.append(_entity("PreCode", start_u16, length, language) if language
-                             else _entity("Pre", start_u16, length))
+                found.append(
+                    _entity("PreCode", start_u16, length, language)
+                    if language
+                    else _entity("Pre", start_u16, length)
+                )
             else:
                 found.append(_entity("Code", start_u16, length))
         if is_pre:
@@ -852,11 +983,12 @@ def _decode_html_entity(text: str, pos: int) -> tuple[str, int] | None:
         if 0xD800 <= value <= 0xDFFF:
             raise EntityParseError(
                 "Text contains invalid Unicode characters after decoding HTML entities, check for "
-                "unmatched surrogate code units")
+                "unmatched surrogate code units"
+            )
     else:
         while end < n and text[end].isascii() and text[end].isalpha():
             end += 1
-        named = {"lt": 0x3C, "gt": 0x3E, "amp": 0x26, "quot": 0x22}.get(text[pos + 1:end])
+        named = {"lt": 0x3C, "gt": 0x3E, "amp": 0x26, "quot": 0x22}.get(text[pos + 1 : end])
         if named is None:
             return None
         value = named
@@ -916,10 +1048,11 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                 i += 1
             if i >= n:
                 raise EntityParseError(f"Unclosed start tag at byte offset {boff[begin]}")
-            tag = text[begin + 1:i].lower()
+            tag = text[begin + 1 : i].lower()
             if tag not in _HTML_TAGS:
                 raise EntityParseError(
-                    f'Unsupported start tag "{tag}" at byte offset {boff[begin]}')
+                    f'Unsupported start tag "{tag}" at byte offset {boff[begin]}'
+                )
             arg = ""
             while at(i) != ">":
                 i = skip_spaces(i)
@@ -931,19 +1064,22 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                 name = text[name_begin:i]
                 if not name:
                     raise EntityParseError(
-                        f'Empty attribute name in the tag "{tag}" at byte offset {boff[begin]}')
+                        f'Empty attribute name in the tag "{tag}" at byte offset {boff[begin]}'
+                    )
                 i = skip_spaces(i)
                 if at(i) != "=":
                     if i >= n:
                         raise EntityParseError(
-                            f'Unclosed start tag "{tag}" at byte offset {boff[begin]}')
+                            f'Unclosed start tag "{tag}" at byte offset {boff[begin]}'
+                        )
                     if tag == "blockquote" and name == "expandable":
                         arg = "1"
                     continue
                 i = skip_spaces(i + 1)
                 if i >= n:
                     raise EntityParseError(
-                        f'Unclosed start tag "{tag}" at byte offset {boff[begin]}')
+                        f'Unclosed start tag "{tag}" at byte offset {boff[begin]}'
+                    )
                 if text[i] not in "'\"":
                     token_begin = i
                     while i < n and ((text[i].isascii() and text[i].isalnum()) or text[i] in ".-"):
@@ -951,7 +1087,8 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                     value = text[token_begin:i].lower()
                     if i < n and text[i] not in _SPACES and text[i] != ">":
                         raise EntityParseError(
-                            f"Unexpected end of name token at byte offset {boff[token_begin]}")
+                            f"Unexpected end of name token at byte offset {boff[token_begin]}"
+                        )
                 else:
                     quote = text[i]
                     i += 1
@@ -973,16 +1110,17 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                 if tag == "a" and name == "href":
                     arg = value
                 elif tag == "code" and name == "class" and value.startswith("language-"):
-                    arg = value[len("language-"):]
+                    arg = value[len("language-") :]
                 elif tag == "span" and name == "class" and value.startswith("tg-"):
-                    arg = value[len("tg-"):]
+                    arg = value[len("tg-") :]
                 elif tag == "tg-emoji" and name == "emoji-id":
                     arg = value
                 elif tag == "blockquote" and name == "expandable":
                     arg = "1"
             if tag == "span" and arg != "spoiler":
                 raise EntityParseError(
-                    f'Tag "span" must have class "tg-spoiler" at byte offset {boff[begin]}')
+                    f'Tag "span" must have class "tg-spoiler" at byte offset {boff[begin]}'
+                )
             stack.append(_HtmlOpen(tag, arg, u16, len(out)))
             continue
 
@@ -990,7 +1128,7 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
             raise EntityParseError(f"Unexpected end tag at byte offset {boff[begin]}")
         while i < n and text[i] not in _SPACES and text[i] != ">":
             i += 1
-        end_tag = text[begin + 2:i].lower()
+        end_tag = text[begin + 2 : i].lower()
         i = skip_spaces(i)
         if at(i) != ">":
             raise EntityParseError(f"Unclosed end tag at byte offset {boff[begin]}")
@@ -998,7 +1136,8 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
         if end_tag and end_tag != top.tag:
             raise EntityParseError(
                 f'Unmatched end tag at byte offset {boff[begin]}, expected "</{top.tag}>", '
-                f'found "</{end_tag}>"')
+                f'found "</{end_tag}>"'
+            )
         if u16 > top.u16:
             offset, length = top.u16, u16 - top.u16
             if top.tag in _HTML_ENTITY_TYPES:
@@ -1011,7 +1150,7 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                     raise EntityParseError("Invalid custom emoji identifier specified")
                 found.append(_entity("CustomEmoji", offset, length, int(top.arg)))
             elif top.tag == "a":
-                url = top.arg or "".join(out[top.out_pos:])
+                url = top.arg or "".join(out[top.out_pos :])
                 user_id = _link_user_id(url)
                 checked = check_link(url)
                 if user_id is not None:
@@ -1019,21 +1158,27 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
                 elif checked is not None:
                     found.append(_entity("TextUrl", offset, length, checked))
             elif top.tag == "blockquote":
-                found.append(_entity("ExpandableBlockQuote" if top.arg else "BlockQuote",
-                                     offset, length))
+                found.append(
+                    _entity("ExpandableBlockQuote" if top.arg else "BlockQuote", offset, length)
+                )
         stack.pop()
     if stack:
-        raise EntityParseError(
-            f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
+        raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1].tag}"')
 
     # <pre><code class="language-x">...</code></pre> (either nesting) is one pre with a language
     result: list[JSON] = []
     for entity in found:
         language = entity.pop("language", None) if entity["type"] == "code" else None
         if language:
-            twin = next((e for e in found if e["type"] == "pre"
-                         and (e["offset"], e["length"]) == (entity["offset"], entity["length"])),
-                        None)
+            twin = next(
+                (
+                    e
+                    for e in found
+                    if e["type"] == "pre"
+                    and (e["offset"], e["length"]) == (entity["offset"], entity["length"])
+                ),
+                None,
+            )
             if twin is not None:
                 twin["language"] = language
                 continue
@@ -1043,12 +1188,16 @@ def parse_html(text: str) -> tuple[str, list[JSON]]:
 
 _COMMON_TLDS = "com|org|net|io|me|dev|app|ai|co|de|uk|fr|info|ru|edu|gov|eu|us|ch|at"
 _AUTO_ENTITY_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("url", re.compile(
-        r"(?<![\w@/.])(?:https?://[^\s<>\"]+|(?:[A-Za-z0-9-]+\.)+(?:" + _COMMON_TLDS +
-        r")(?::\d+)?(?:/[^\s<>\"]*)?)(?![\w@])")),
+    (
+        "url",
+        re.compile(
+            r"(?<![\w@/.])(?:https?://[^\s<>\"]+|(?:[A-Za-z0-9-]+\.)+(?:"
+            + _COMMON_TLDS
+            + r")(?::\d+)?(?:/[^\s<>\"]*)?)(?![\w@])"
+        ),
+    ),
     ("mention", re.compile(r"(?<![\w@])@[A-Za-z0-9_]{3,32}(?![\w@])")),
-    ("bot_command", re.compile(
-        r"(?<![\w/])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/@])")),
+    ("bot_command", re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/@])")),
     ("hashtag", re.compile(r"(?<![\w#])#\w*[^\W\d_]\w*")),
 )
 _NO_AUTO_INSIDE = frozenset({"code", "pre", "text_link", "text_mention", "custom_emoji"})
@@ -1061,8 +1210,11 @@ def detect_entities(text: str, entities: Sequence[JSON] = ()) -> list[JSON]:
     for ch in text:
         u16_at.append(u16_at[-1] + _u16(ch))
     auto_types = {kind for kind, _ in _AUTO_ENTITY_PATTERNS}
-    taken = [(e["offset"], e["offset"] + e["length"]) for e in entities
-             if e["type"] in _NO_AUTO_INSIDE or e["type"] in auto_types]
+    taken = [
+        (e["offset"], e["offset"] + e["length"])
+        for e in entities
+        if e["type"] in _NO_AUTO_INSIDE or e["type"] in auto_types
+    ]
     result = list(entities)
     for kind, pattern in _AUTO_ENTITY_PATTERNS:
         for match in pattern.finditer(text):
@@ -1083,7 +1235,7 @@ def trim_text(text: str, entities: Sequence[JSON]) -> tuple[str, list[JSON]]:
     stripped = text.strip()
     if stripped == text:
         return text, list(entities)
-    shift = utf16_len(text[:len(text) - len(text.lstrip())])
+    shift = utf16_len(text[: len(text) - len(text.lstrip())])
     total = utf16_len(stripped)
     result: list[JSON] = []
     for entity in entities:
@@ -1094,8 +1246,9 @@ def trim_text(text: str, entities: Sequence[JSON]) -> tuple[str, list[JSON]]:
     return stripped, result
 
 
-def format_text(text: str, parse_mode: str | None, entities: Any = None, *,
-                detect: bool = True) -> tuple[str, list[JSON]]:
+def format_text(
+    text: str, parse_mode: str | None, entities: Any = None, *, detect: bool = True
+) -> tuple[str, list[JSON]]:
     """Telegram's text pipeline: parse_mode (or explicit entities), trim, auto entities.
     Raises :class:`ApiError` like the Bot API."""
     mode = (parse_mode or "").lower()
@@ -1194,15 +1347,19 @@ def _strip_reply(message: Mapping[str, Any]) -> JSON:
 class FakeTelegram:
     """The fake Bot API server. See the module docstring."""
 
-    def __init__(self, tokens: Sequence[str] = (DEFAULT_TOKEN,), *,
-                 bot_username: str = DEFAULT_BOT_USERNAME,
-                 usernames: Mapping[str, str] | None = None,
-                 bot_first_name: str = "Parloa Test Bot",
-                 strict_chats: bool = False,
-                 require_https_webhook: bool = False,
-                 first_update_id: int = 100_000_001,
-                 clock: Callable[[], float] = time.monotonic,
-                 webhook_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        tokens: Sequence[str] = (DEFAULT_TOKEN,),
+        *,
+        bot_username: str = DEFAULT_BOT_USERNAME,
+        usernames: Mapping[str, str] | None = None,
+        bot_first_name: str = "Parloa Test Bot",
+        strict_chats: bool = False,
+        require_https_webhook: bool = False,
+        first_update_id: int = 100_000_001,
+        clock: Callable[[], float] = time.monotonic,
+        webhook_timeout: float = 10.0,
+    ) -> None:
         """``strict_chats``: only chats the fake has seen (builders, :meth:`add_chat`) exist, any
         other ``chat_id`` is "chat not found"; by default numeric ids are auto-created (positive:
         a private chat, ``-100...``: a supergroup, other negatives: a group). ``clock`` times
@@ -1218,13 +1375,20 @@ class FakeTelegram:
             if not TOKEN_RE.fullmatch(token):
                 raise ValueError(f"not a bot token: {token!r}")
             username = (usernames or {}).get(token) or (
-                bot_username if index == 0
-                else f"{bot_username.removesuffix('_bot')}{index + 1}_bot")
+                bot_username
+                if index == 0
+                else f"{bot_username.removesuffix('_bot')}{index + 1}_bot"
+            )
             user = {
-                "id": int(token.split(":", 1)[0]), "is_bot": True, "first_name": bot_first_name,
-                "username": username, "can_join_groups": True,
-                "can_read_all_group_messages": False, "supports_inline_queries": False,
-                "can_connect_to_business": False, "has_main_web_app": False,
+                "id": int(token.split(":", 1)[0]),
+                "is_bot": True,
+                "first_name": bot_first_name,
+                "username": username,
+                "can_join_groups": True,
+                "can_read_all_group_messages": False,
+                "supports_inline_queries": False,
+                "can_connect_to_business": False,
+                "has_main_web_app": False,
             }
             self._bots[token] = _Bot(token=token, user=user, next_update_id=first_update_id)
         self.default_token = tokens[0]
@@ -1310,10 +1474,19 @@ class FakeTelegram:
 
     # -- test controls --
 
-    def fail_next(self, method: str = "*", status: int = 500, description: str | None = None,
-                  retry_after: int | None = None, count: int | None = 1,
-                  chat_id: int | str | None = None, *, migrate_to_chat_id: int | None = None,
-                  body: bytes | None = None, disconnect: bool = False) -> Fault:
+    def fail_next(
+        self,
+        method: str = "*",
+        status: int = 500,
+        description: str | None = None,
+        retry_after: int | None = None,
+        count: int | None = 1,
+        chat_id: int | str | None = None,
+        *,
+        migrate_to_chat_id: int | None = None,
+        body: bytes | None = None,
+        disconnect: bool = False,
+    ) -> Fault:
         """The next ``count`` (None: all until :meth:`clear_faults`) matching calls fail.
 
         ``status`` 429 answers ``Too Many Requests: retry after N`` with
@@ -1330,28 +1503,43 @@ class FakeTelegram:
         if migrate_to_chat_id is not None:
             parameters = {**(parameters or {}), "migrate_to_chat_id": migrate_to_chat_id}
             description = description or "Bad Request: group chat was upgraded to a supergroup chat"
-        fault = Fault(method=method, status=status,
-                      description=description or _STATUS_TEXT.get(status, f"Error {status}"),
-                      parameters=parameters, remaining=count,
-                      chat_id=None if chat_id is None else str(chat_id), body=body,
-                      disconnect=disconnect)
+        fault = Fault(
+            method=method,
+            status=status,
+            description=description or _STATUS_TEXT.get(status, f"Error {status}"),
+            parameters=parameters,
+            remaining=count,
+            chat_id=None if chat_id is None else str(chat_id),
+            body=body,
+            disconnect=disconnect,
+        )
         self._faults.append(fault)
         return fault
 
     def clear_faults(self) -> None:
         self._faults.clear()
 
-    def enforce_rate_limits(self, per_chat_per_second: float = 1.0, group_per_minute: int = 20,
-                            global_per_second: float = 30.0, retry_after: int | None = None, *,
-                            chat_burst: int = 3, global_burst: int | None = None) -> RateLimits:
+    def enforce_rate_limits(
+        self,
+        per_chat_per_second: float = 1.0,
+        group_per_minute: int = 20,
+        global_per_second: float = 30.0,
+        retry_after: int | None = None,
+        *,
+        chat_burst: int = 3,
+        global_burst: int | None = None,
+    ) -> RateLimits:
         """Answer 429 (``retry_after`` fixed, or the seconds until the budget allows the call)
         to sends beyond Telegram's budgets; see :class:`RateLimits`. Counts
         :data:`RATE_LIMITED_METHODS`; a refused call costs nothing."""
         self._rate_limits = RateLimits(
-            per_chat_per_second=per_chat_per_second, group_per_minute=group_per_minute,
-            global_per_second=global_per_second, chat_burst=chat_burst,
+            per_chat_per_second=per_chat_per_second,
+            group_per_minute=group_per_minute,
+            global_per_second=global_per_second,
+            chat_burst=chat_burst,
             global_burst=global_burst if global_burst is not None else math.ceil(global_per_second),
-            retry_after=retry_after)
+            retry_after=retry_after,
+        )
         for bot in self._bots.values():
             bot.chat_buckets.clear()
             bot.group_windows.clear()
@@ -1384,9 +1572,16 @@ class FakeTelegram:
         """From now on the chat does not exist: 400 "chat not found"."""
         self._deleted_chats.add(chat_id)
 
-    def add_chat(self, chat_id: int, chat_type: str | None = None, *, title: str | None = None,
-                 username: str | None = None, first_name: str | None = None,
-                 is_forum: bool = False) -> JSON:
+    def add_chat(
+        self,
+        chat_id: int,
+        chat_type: str | None = None,
+        *,
+        title: str | None = None,
+        username: str | None = None,
+        first_name: str | None = None,
+        is_forum: bool = False,
+    ) -> JSON:
         """Make a chat known (needed with ``strict_chats``); returns the Chat object."""
         self._deleted_chats.discard(chat_id)
         chat = self._ensure_chat(chat_id, chat_type, title=title)
@@ -1403,13 +1598,17 @@ class FakeTelegram:
     def calls_to(self, method: str, token: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and (token is None or c.token == token)]
 
-    def sent_messages(self, chat_id: int | None = None, *, token: str | None = None,
-                      include_deleted: bool = True) -> list[SentMessage]:
+    def sent_messages(
+        self, chat_id: int | None = None, *, token: str | None = None, include_deleted: bool = True
+    ) -> list[SentMessage]:
         """sendMessage/sendPhoto results in order (only accepted ones)."""
-        return [m for m in self.messages
-                if (chat_id is None or m.chat_id == chat_id)
-                and (token is None or m.token == token)
-                and (include_deleted or not m.deleted)]
+        return [
+            m
+            for m in self.messages
+            if (chat_id is None or m.chat_id == chat_id)
+            and (token is None or m.token == token)
+            and (include_deleted or not m.deleted)
+        ]
 
     def last_message(self, chat_id: int | None = None) -> SentMessage:
         messages = self.sent_messages(chat_id)
@@ -1417,11 +1616,14 @@ class FakeTelegram:
             raise AssertionError(f"no message was sent (chat_id={chat_id})")
         return messages[-1]
 
-    def chat_actions(self, chat_id: int | None = None,
-                     action: str | None = None) -> list[ChatAction]:
-        return [a for a in self._chat_actions
-                if (chat_id is None or a.chat_id == chat_id)
-                and (action is None or a.action == action)]
+    def chat_actions(
+        self, chat_id: int | None = None, action: str | None = None
+    ) -> list[ChatAction]:
+        return [
+            a
+            for a in self._chat_actions
+            if (chat_id is None or a.chat_id == chat_id) and (action is None or a.action == action)
+        ]
 
     @property
     def answered_callbacks(self) -> list[AnsweredCallback]:
@@ -1441,8 +1643,12 @@ class FakeTelegram:
         """Whether a getUpdates long poll is waiting right now."""
         return self._bot(token).poll is not None
 
-    def commands(self, scope: Mapping[str, Any] | None = None, language_code: str = "",
-                 token: str | None = None) -> list[JSON]:
+    def commands(
+        self,
+        scope: Mapping[str, Any] | None = None,
+        language_code: str = "",
+        token: str | None = None,
+    ) -> list[JSON]:
         key = (json.dumps(scope or {"type": "default"}, sort_keys=True), language_code)
         return list(self._bot(token).commands.get(key, []))
 
@@ -1480,26 +1686,37 @@ class FakeTelegram:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 recent = [(c.method, c.status) for c in self.calls[-10:]]
-                raise AssertionError(
-                    f"condition not met within {within} s; last calls: {recent}")
+                raise AssertionError(f"condition not met within {within} s; last calls: {recent}")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._next_change()
 
-    async def wait_for_call(self, method: str, where: Callable[[Call], bool] | None = None,
-                            within: float = 5.0) -> Call:
+    async def wait_for_call(
+        self, method: str, where: Callable[[Call], bool] | None = None, within: float = 5.0
+    ) -> Call:
         """The first answered call of ``method`` (matching ``where``)."""
+
         def find() -> Call | None:
-            return next((c for c in self.calls if c.method == method and c.status is not None
-                         and (where is None or where(c))), None)
+            return next(
+                (
+                    c
+                    for c in self.calls
+                    if c.method == method and c.status is not None and (where is None or where(c))
+                ),
+                None,
+            )
+
         return await self.wait_for(find, within)
 
-    async def wait_for_messages(self, count: int = 1, chat_id: int | None = None,
-                                within: float = 5.0) -> list[SentMessage]:
+    async def wait_for_messages(
+        self, count: int = 1, chat_id: int | None = None, within: float = 5.0
+    ) -> list[SentMessage]:
         """Wait until at least ``count`` messages were sent (to ``chat_id``); returns them all."""
+
         def enough() -> list[SentMessage]:
             messages = self.sent_messages(chat_id)
             return messages if len(messages) >= count else []
+
         return await self.wait_for(enough, within)
 
     # -- updates --
@@ -1540,32 +1757,52 @@ class FakeTelegram:
 
     # -- update builders --
 
-    def user(self, user_id: int, *, first_name: str | None = None, last_name: str | None = None,
-             username: str | None = None, language_code: str | None = "en") -> JSON:
+    def user(
+        self,
+        user_id: int,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        username: str | None = None,
+        language_code: str | None = "en",
+    ) -> JSON:
         """A (remembered) User object."""
         known = self._users.get(user_id, {})
-        user: JSON = {"id": user_id, "is_bot": False,
-                      "first_name": first_name or known.get("first_name") or "Test"}
-        for key, value in (("last_name", last_name), ("username", username),
-                           ("language_code", language_code)):
+        user: JSON = {
+            "id": user_id,
+            "is_bot": False,
+            "first_name": first_name or known.get("first_name") or "Test",
+        }
+        for key, value in (
+            ("last_name", last_name),
+            ("username", username),
+            ("language_code", language_code),
+        ):
             value = value if value is not None else known.get(key)
             if value is not None:
                 user[key] = value
         self._users[user_id] = user
         return dict(user)
 
-    def _ensure_chat(self, chat_id: int, chat_type: str | None = None, *,
-                     title: str | None = None) -> JSON:
+    def _ensure_chat(
+        self, chat_id: int, chat_type: str | None = None, *, title: str | None = None
+    ) -> JSON:
         chat = self._chats.get(chat_id)
         if chat is None:
             if chat_type is None:
-                chat_type = ("private" if chat_id > 0 else
-                             "supergroup" if str(chat_id).startswith("-100") else "group")
+                chat_type = (
+                    "private"
+                    if chat_id > 0
+                    else "supergroup"
+                    if str(chat_id).startswith("-100")
+                    else "group"
+                )
             chat = {"id": chat_id, "type": chat_type}
             if chat_type == "private":
                 user = self._users.get(chat_id) or self.user(chat_id)
-                chat.update({k: user[k] for k in ("first_name", "last_name", "username")
-                             if k in user})
+                chat.update(
+                    {k: user[k] for k in ("first_name", "last_name", "username") if k in user}
+                )
             else:
                 chat["title"] = title or f"Test {chat_type} {abs(chat_id)}"
             self._chats[chat_id] = chat
@@ -1581,8 +1818,14 @@ class FakeTelegram:
         self._next_message_id[chat_id] = message_id + 1
         return message_id
 
-    def _sender_chat(self, user: JSON, chat_id: int | None, chat_type: str | None,
-                     title: str | None, thread_id: int | None) -> JSON:
+    def _sender_chat(
+        self,
+        user: JSON,
+        chat_id: int | None,
+        chat_type: str | None,
+        title: str | None,
+        thread_id: int | None,
+    ) -> JSON:
         if chat_id is None or chat_id == user["id"]:
             chat = self._ensure_chat(user["id"], "private")
             chat.update({k: user[k] for k in ("first_name", "last_name", "username") if k in user})
@@ -1594,11 +1837,20 @@ class FakeTelegram:
                 chat["is_forum"] = True
         return chat
 
-    def _incoming(self, user: JSON, chat: JSON, content: JSON, *, thread_id: int | None = None,
-                  reply_to: JSON | None = None) -> JSON:
+    def _incoming(
+        self,
+        user: JSON,
+        chat: JSON,
+        content: JSON,
+        *,
+        thread_id: int | None = None,
+        reply_to: JSON | None = None,
+    ) -> JSON:
         message: JSON = {
-            "message_id": self._allocate_message_id(chat["id"]), "from": user,
-            "chat": dict(chat), "date": int(time.time()),
+            "message_id": self._allocate_message_id(chat["id"]),
+            "from": user,
+            "chat": dict(chat),
+            "date": int(time.time()),
         }
         if thread_id is not None:
             message["message_thread_id"] = thread_id
@@ -1623,8 +1875,11 @@ class FakeTelegram:
                 return ours[-1].message
             bot = self._bot(token)
             synthesized: JSON = {
-                "message_id": self._allocate_message_id(chat["id"]), "from": bot.user,
-                "chat": dict(chat), "date": int(time.time()), "text": "Hello! How can I help?",
+                "message_id": self._allocate_message_id(chat["id"]),
+                "from": bot.user,
+                "chat": dict(chat),
+                "date": int(time.time()),
+                "text": "Hello! How can I help?",
             }
             self._messages[(chat["id"], synthesized["message_id"])] = synthesized
             return synthesized
@@ -1633,39 +1888,74 @@ class FakeTelegram:
             raise ValueError(f"no message {reply_to_bot} in chat {chat['id']}")
         return existing
 
-    def private_text(self, user_id: int, text: str, *, first_name: str = "Test",
-                     last_name: str | None = None, username: str | None = None,
-                     language_code: str | None = "en",
-                     entities: Sequence[JSON] | None = None) -> JSON:
+    def private_text(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        first_name: str = "Test",
+        last_name: str | None = None,
+        username: str | None = None,
+        language_code: str | None = "en",
+        entities: Sequence[JSON] | None = None,
+    ) -> JSON:
         """``{"message": ...}``: a user writes to the bot in their private chat."""
-        user = self.user(user_id, first_name=first_name, last_name=last_name, username=username,
-                         language_code=language_code)
+        user = self.user(
+            user_id,
+            first_name=first_name,
+            last_name=last_name,
+            username=username,
+            language_code=language_code,
+        )
         chat = self._sender_chat(user, None, None, None, None)
         return {"message": self._incoming(user, chat, self._text_content(text, entities))}
 
-    def group_text(self, chat_id: int, user_id: int, text: str, *, chat_type: str = "group",
-                   title: str | None = None, entities: Sequence[JSON] | None = None,
-                   mention: bool = False, reply_to_bot: bool | int = False,
-                   thread_id: int | None = None, first_name: str = "Test",
-                   username: str | None = None, language_code: str | None = "en",
-                   token: str | None = None) -> JSON:
+    def group_text(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        chat_type: str = "group",
+        title: str | None = None,
+        entities: Sequence[JSON] | None = None,
+        mention: bool = False,
+        reply_to_bot: bool | int = False,
+        thread_id: int | None = None,
+        first_name: str = "Test",
+        username: str | None = None,
+        language_code: str | None = "en",
+        token: str | None = None,
+    ) -> JSON:
         """A message in a group/supergroup. ``mention`` prefixes ``@<bot username> ``;
         ``reply_to_bot`` replies to the bot's last message there (or to message id N);
         ``thread_id`` makes the chat a forum supergroup and the message a topic message."""
-        user = self.user(user_id, first_name=first_name, username=username,
-                         language_code=language_code)
+        user = self.user(
+            user_id, first_name=first_name, username=username, language_code=language_code
+        )
         chat = self._sender_chat(user, chat_id, chat_type, title, thread_id)
         if mention:
             text = f"@{self.bot_username(token)} {text}"
         reply_to = self._reply_target(chat, reply_to_bot, token) if reply_to_bot else None
         content = self._text_content(text, entities)
-        return {"message": self._incoming(user, chat, content, thread_id=thread_id,
-                                          reply_to=reply_to)}
+        return {
+            "message": self._incoming(user, chat, content, thread_id=thread_id, reply_to=reply_to)
+        }
 
-    def command(self, user_id: int, command: str, args: str = "", *, chat_id: int | None = None,
-                chat_type: str | None = None, mention_bot: bool = False,
-                thread_id: int | None = None, first_name: str = "Test",
-                language_code: str | None = "en", token: str | None = None) -> JSON:
+    def command(
+        self,
+        user_id: int,
+        command: str,
+        args: str = "",
+        *,
+        chat_id: int | None = None,
+        chat_type: str | None = None,
+        mention_bot: bool = False,
+        thread_id: int | None = None,
+        first_name: str = "Test",
+        language_code: str | None = "en",
+        token: str | None = None,
+    ) -> JSON:
         """``/start`` (``command`` with or without the slash) with a bot_command entity; in a
         group (``chat_id``) ``mention_bot`` gives ``/start@<bot username>``."""
         user = self.user(user_id, first_name=first_name, language_code=language_code)
@@ -1675,55 +1965,117 @@ class FakeTelegram:
             name += f"@{self.bot_username(token)}"
         text = f"{name} {args}" if args else name
         entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(name)}]
-        return {"message": self._incoming(user, chat, self._text_content(text, entities),
-                                          thread_id=thread_id)}
+        return {
+            "message": self._incoming(
+                user, chat, self._text_content(text, entities), thread_id=thread_id
+            )
+        }
 
-    def callback_query(self, user_id: int, chat_id: int, message_id: int, data: str, *,
-                       first_name: str = "Test", query_id: str | None = None,
-                       chat_instance: str | None = None, token: str | None = None) -> JSON:
+    def callback_query(
+        self,
+        user_id: int,
+        chat_id: int,
+        message_id: int,
+        data: str,
+        *,
+        first_name: str = "Test",
+        query_id: str | None = None,
+        chat_instance: str | None = None,
+        token: str | None = None,
+    ) -> JSON:
         """A button press on message ``message_id`` (the bot's stored message when known)."""
         user = self.user(user_id, first_name=first_name)
         chat = self._ensure_chat(chat_id)
         message = self._messages.get((chat_id, message_id))
         if message is None:
-            message = {"message_id": message_id, "from": self._bot(token).user,
-                       "chat": dict(chat), "date": int(time.time()), "text": "..."}
+            message = {
+                "message_id": message_id,
+                "from": self._bot(token).user,
+                "chat": dict(chat),
+                "date": int(time.time()),
+                "text": "...",
+            }
         query_id = query_id or str(next(self._query_counter))
         self._callback_queries[query_id] = False
-        query = {"id": query_id, "from": user, "message": _strip_reply(message),
-                 "chat_instance": chat_instance or str(abs(hash((chat_id, user_id))) % 10**18),
-                 "data": data}
+        query = {
+            "id": query_id,
+            "from": user,
+            "message": _strip_reply(message),
+            "chat_instance": chat_instance or str(abs(hash((chat_id, user_id))) % 10**18),
+            "data": data,
+        }
         return {"callback_query": query}
 
     def _file_ids(self, prefix: str) -> tuple[str, str]:
         n = next(self._file_counter)
         return f"{prefix}{n:020d}AAQ", f"AQAD{n:08d}"
 
-    def _media(self, user_id: int, chat_id: int | None, chat_type: str | None, content: JSON,
-               first_name: str, thread_id: int | None = None) -> JSON:
+    def _media(
+        self,
+        user_id: int,
+        chat_id: int | None,
+        chat_type: str | None,
+        content: JSON,
+        first_name: str,
+        thread_id: int | None = None,
+    ) -> JSON:
         user = self.user(user_id, first_name=first_name)
         chat = self._sender_chat(user, chat_id, chat_type, None, thread_id)
         return {"message": self._incoming(user, chat, content, thread_id=thread_id)}
 
     def _photo_sizes(self, size_hint: int = 50_000) -> list[JSON]:
         sizes = []
-        for width, height, share in ((90, 67, 0.02), (320, 240, 0.15), (800, 600, 0.5),
-                                     (1280, 960, 1.0)):
+        for width, height, share in (
+            (90, 67, 0.02),
+            (320, 240, 0.15),
+            (800, 600, 0.5),
+            (1280, 960, 1.0),
+        ):
             file_id, unique = self._file_ids("AgACAgIAAxkBAAI")
-            sizes.append({"file_id": file_id, "file_unique_id": unique, "width": width,
-                          "height": height, "file_size": max(1, int(size_hint * share))})
+            sizes.append(
+                {
+                    "file_id": file_id,
+                    "file_unique_id": unique,
+                    "width": width,
+                    "height": height,
+                    "file_size": max(1, int(size_hint * share)),
+                }
+            )
         return sizes
 
-    def sticker(self, user_id: int, chat_id: int | None = None, *, emoji: str = "👍",
-                chat_type: str | None = None, first_name: str = "Test") -> JSON:
+    def sticker(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        emoji: str = "👍",
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         file_id, unique = self._file_ids("CAACAgIAAxkBAAI")
-        sticker = {"file_id": file_id, "file_unique_id": unique, "type": "regular",
-                   "width": 512, "height": 512, "is_animated": False, "is_video": False,
-                   "emoji": emoji, "set_name": "TestStickers", "file_size": 23_000}
+        sticker = {
+            "file_id": file_id,
+            "file_unique_id": unique,
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": emoji,
+            "set_name": "TestStickers",
+            "file_size": 23_000,
+        }
         return self._media(user_id, chat_id, chat_type, {"sticker": sticker}, first_name)
 
-    def photo(self, user_id: int, chat_id: int | None = None, *, caption: str | None = None,
-              chat_type: str | None = None, first_name: str = "Test") -> JSON:
+    def photo(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        caption: str | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         content: JSON = {"photo": self._photo_sizes()}
         if caption is not None:
             content["caption"] = caption
@@ -1732,46 +2084,93 @@ class FakeTelegram:
                 content["caption_entities"] = found
         return self._media(user_id, chat_id, chat_type, content, first_name)
 
-    def voice(self, user_id: int, chat_id: int | None = None, *, duration: int = 3,
-              chat_type: str | None = None, first_name: str = "Test") -> JSON:
+    def voice(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        duration: int = 3,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         file_id, unique = self._file_ids("AwACAgIAAxkBAAI")
-        voice = {"file_id": file_id, "file_unique_id": unique, "duration": duration,
-                 "mime_type": "audio/ogg", "file_size": 4_000 * duration}
+        voice = {
+            "file_id": file_id,
+            "file_unique_id": unique,
+            "duration": duration,
+            "mime_type": "audio/ogg",
+            "file_size": 4_000 * duration,
+        }
         return self._media(user_id, chat_id, chat_type, {"voice": voice}, first_name)
 
-    def document(self, user_id: int, chat_id: int | None = None, *,
-                 file_name: str = "report.pdf", mime_type: str = "application/pdf",
-                 caption: str | None = None, chat_type: str | None = None,
-                 first_name: str = "Test") -> JSON:
+    def document(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        file_name: str = "report.pdf",
+        mime_type: str = "application/pdf",
+        caption: str | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         file_id, unique = self._file_ids("BQACAgIAAxkBAAI")
-        content: JSON = {"document": {"file_id": file_id, "file_unique_id": unique,
-                                      "file_name": file_name, "mime_type": mime_type,
-                                      "file_size": 12_345}}
+        content: JSON = {
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": unique,
+                "file_name": file_name,
+                "mime_type": mime_type,
+                "file_size": 12_345,
+            }
+        }
         if caption is not None:
             content["caption"] = caption
         return self._media(user_id, chat_id, chat_type, content, first_name)
 
-    def location(self, user_id: int, chat_id: int | None = None, *, latitude: float = 52.520008,
-                 longitude: float = 13.404954, chat_type: str | None = None,
-                 first_name: str = "Test") -> JSON:
+    def location(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        latitude: float = 52.520008,
+        longitude: float = 13.404954,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         content = {"location": {"latitude": latitude, "longitude": longitude}}
         return self._media(user_id, chat_id, chat_type, content, first_name)
 
-    def edited_message(self, user_id: int, text: str, *, message_id: int | None = None,
-                       chat_id: int | None = None, chat_type: str | None = None,
-                       first_name: str = "Test") -> JSON:
+    def edited_message(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        message_id: int | None = None,
+        chat_id: int | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
         """``{"edited_message": ...}`` for the user's message ``message_id`` (default: their
         last message in that chat)."""
         user = self.user(user_id, first_name=first_name)
         chat = self._sender_chat(user, chat_id, chat_type, None, None)
         if message_id is None:
-            theirs = [mid for (cid, mid), m in self._messages.items()
-                      if cid == chat["id"] and m.get("from", {}).get("id") == user_id]
+            theirs = [
+                mid
+                for (cid, mid), m in self._messages.items()
+                if cid == chat["id"] and m.get("from", {}).get("id") == user_id
+            ]
             message_id = max(theirs) if theirs else self._allocate_message_id(chat["id"])
         original = self._messages.get((chat["id"], message_id), {})
-        edited: JSON = {"message_id": message_id, "from": user, "chat": dict(chat),
-                        "date": original.get("date", int(time.time())),
-                        "edit_date": int(time.time()), **self._text_content(text, None)}
+        edited: JSON = {
+            "message_id": message_id,
+            "from": user,
+            "chat": dict(chat),
+            "date": original.get("date", int(time.time())),
+            "edit_date": int(time.time()),
+            **self._text_content(text, None),
+        }
         self._messages[(chat["id"], message_id)] = edited
         return {"edited_message": edited}
 
@@ -1780,12 +2179,18 @@ class FakeTelegram:
     def _webhook_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.webhook_timeout))
+                timeout=aiohttp.ClientTimeout(total=self.webhook_timeout)
+            )
         return self._session
 
-    async def deliver_webhook(self, update: Mapping[str, Any] | None = None,
-                              url: str | None = None, *, token: str | None = None,
-                              headers: Mapping[str, str] | None = None) -> int:
+    async def deliver_webhook(
+        self,
+        update: Mapping[str, Any] | None = None,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
         """POST an update to the webhook like Telegram does (JSON body, header
         ``X-Telegram-Bot-Api-Secret-Token`` with the registered secret) and return the HTTP
         status (0 if the connection failed). Without ``update`` the oldest pending update is
@@ -1814,8 +2219,8 @@ class FakeTelegram:
         status, error, body = 0, None, b""
         try:
             async with self._webhook_session().post(
-                    target, data=json.dumps(payload, ensure_ascii=False).encode(),
-                    headers=send_headers) as response:
+                target, data=json.dumps(payload, ensure_ascii=False).encode(), headers=send_headers
+            ) as response:
                 status = response.status
                 body = await response.read()
                 if not 200 <= status < 300:
@@ -1827,10 +2232,17 @@ class FakeTelegram:
                 bot.updates.pop(0)
         else:
             bot.last_webhook_error = (int(time.time()), error)
-        self.webhook_deliveries.append(WebhookDelivery(
-            url=target, update=dict(payload), status=status,
-            secret_token=send_headers.get("X-Telegram-Bot-Api-Secret-Token"), at=self._clock(),
-            error=error, body=body))
+        self.webhook_deliveries.append(
+            WebhookDelivery(
+                url=target,
+                update=dict(payload),
+                status=status,
+                secret_token=send_headers.get("X-Telegram-Bot-Api-Secret-Token"),
+                at=self._clock(),
+                error=error,
+                body=body,
+            )
+        )
         self._changed()
         return status
 
@@ -1847,8 +2259,9 @@ class FakeTelegram:
 
     # -- HTTP --
 
-    async def _read_params(self, request: web.Request
-                           ) -> tuple[dict[str, Any], dict[str, UploadedFile], str]:
+    async def _read_params(
+        self, request: web.Request
+    ) -> tuple[dict[str, Any], dict[str, UploadedFile], str]:
         raw: dict[str, Any] = dict(request.query)
         files: dict[str, UploadedFile] = {}
         content_type = request.content_type if request.body_exists else ""
@@ -1864,9 +2277,12 @@ class FakeTelegram:
                 form = await request.post()
                 for key, value in form.items():
                     if isinstance(value, web.FileField):
-                        files[key] = UploadedFile(field=key, filename=value.filename,
-                                                  content_type=value.content_type,
-                                                  data=value.file.read())
+                        files[key] = UploadedFile(
+                            field=key,
+                            filename=value.filename,
+                            content_type=value.content_type,
+                            data=value.file.read(),
+                        )
                     else:
                         raw[key] = value
             else:
@@ -1881,12 +2297,27 @@ class FakeTelegram:
             raw, files, content_type = await self._read_params(request)
         except (ValueError, ApiError) as exc:
             error = exc if isinstance(exc, ApiError) else bad_request("can't parse JSON")
-            call = Call(method=method, params={}, files={}, at=self._clock(), token=token,
-                        http_method=request.method, content_type=request.content_type)
+            call = Call(
+                method=method,
+                params={},
+                files={},
+                at=self._clock(),
+                token=token,
+                http_method=request.method,
+                content_type=request.content_type,
+            )
             self.calls.append(call)
             return self._answer(call, error.status, error.body())
-        call = Call(method=method, params=_decode_params(raw), files=files, at=self._clock(),
-                    token=token, http_method=request.method, content_type=content_type, raw=raw)
+        call = Call(
+            method=method,
+            params=_decode_params(raw),
+            files=files,
+            at=self._clock(),
+            token=token,
+            http_method=request.method,
+            content_type=content_type,
+            raw=raw,
+        )
         self.calls.append(call)
         self._changed()
 
@@ -1917,8 +2348,7 @@ class FakeTelegram:
             if fault.body is not None:
                 call.status = fault.status
                 self._changed()
-                return web.Response(status=fault.status, body=fault.body,
-                                    content_type="text/html")
+                return web.Response(status=fault.status, body=fault.body, content_type="text/html")
             error = ApiError(fault.status, fault.description, fault.parameters)
             return self._answer(call, error.status, error.body())
 
@@ -1936,8 +2366,11 @@ class FakeTelegram:
         call.status = status
         call.response = body
         self._changed()
-        return web.Response(status=status, content_type="application/json",
-                            text=json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+        return web.Response(
+            status=status,
+            content_type="application/json",
+            text=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        )
 
     def _take_fault(self, method: str, params: Mapping[str, Any]) -> Fault | None:
         for fault in self._faults:
@@ -1958,15 +2391,24 @@ class FakeTelegram:
         if isinstance(value, str):
             if value.startswith("@"):
                 wanted = value[1:].lower()
-                chat = next((c for c in self._chats.values()
-                             if str(c.get("username", "")).lower() == wanted), None)
+                chat = next(
+                    (
+                        c
+                        for c in self._chats.values()
+                        if str(c.get("username", "")).lower() == wanted
+                    ),
+                    None,
+                )
                 if chat is None or chat["id"] in self._deleted_chats:
                     raise bad_request("chat not found")
                 return chat
             raise bad_request("chat not found")
         chat_id = int(value)
-        if chat_id == 0 or chat_id in self._deleted_chats or (
-                self.strict_chats and chat_id not in self._chats):
+        if (
+            chat_id == 0
+            or chat_id in self._deleted_chats
+            or (self.strict_chats and chat_id not in self._chats)
+        ):
             raise bad_request("chat not found")
         return self._ensure_chat(chat_id)
 
@@ -1983,14 +2425,16 @@ class FakeTelegram:
         if not isinstance(markup, dict):
             raise bad_request("object expected as reply markup")
         keyboard = markup.get("keyboard")
-        if keyboard is not None and (not isinstance(keyboard, list) or
-                                     not all(isinstance(row, list) for row in keyboard)):
+        if keyboard is not None and (
+            not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard)
+        ):
             raise bad_request('field "keyboard" must be an Array of Arrays')
         inline = markup.get("inline_keyboard")
         if inline is not None:
             if not isinstance(inline, list) or not all(isinstance(row, list) for row in inline):
-                raise bad_request('field "inline_keyboard" of the InlineKeyboardMarkup must be '
-                                  "an Array of Arrays")
+                raise bad_request(
+                    'field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays'
+                )
             for row in inline:
                 for button in row:
                     self._check_inline_button(button)
@@ -2013,9 +2457,16 @@ class FakeTelegram:
             if len(data.encode("utf-8")) > MAX_CALLBACK_DATA_BYTES:
                 raise bad_request("BUTTON_DATA_INVALID")
             return
-        for key in ("callback_game", "pay", "switch_inline_query",
-                    "switch_inline_query_chosen_chat", "switch_inline_query_current_chat",
-                    "login_url", "web_app", "copy_text"):
+        for key in (
+            "callback_game",
+            "pay",
+            "switch_inline_query",
+            "switch_inline_query_chosen_chat",
+            "switch_inline_query_current_chat",
+            "login_url",
+            "web_app",
+            "copy_text",
+        ):
             if key in button:
                 return
         raise bad_request(prefix + "Text buttons are unallowed in the inline keyboard")
@@ -2052,8 +2503,10 @@ class FakeTelegram:
         if bot.global_bucket is None:
             bot.global_bucket = _Bucket(limits.global_burst, now)
         bot.global_bucket.refill(now, limits.global_per_second, limits.global_burst)
-        waits = [chat_bucket.wait_needed(limits.per_chat_per_second),
-                 bot.global_bucket.wait_needed(limits.global_per_second)]
+        waits = [
+            chat_bucket.wait_needed(limits.per_chat_per_second),
+            bot.global_bucket.wait_needed(limits.global_per_second),
+        ]
         window: deque[float] | None = None
         if chat["type"] in ("group", "supergroup"):
             window = bot.group_windows.setdefault(chat_id, deque())
@@ -2063,20 +2516,30 @@ class FakeTelegram:
                 waits.append(window[0] + 60.0 - now)
         wait = max(waits)
         if wait > 0:
-            retry_after = limits.retry_after if limits.retry_after is not None else max(
-                1, math.ceil(wait))
+            retry_after = (
+                limits.retry_after if limits.retry_after is not None else max(1, math.ceil(wait))
+            )
             raise too_many_requests(retry_after)
         chat_bucket.tokens -= 1
         bot.global_bucket.tokens -= 1
         if window is not None:
             window.append(now)
 
-    def _new_bot_message(self, bot: _Bot, chat: JSON, content: JSON, *,
-                         thread_id: int | None, reply_to: JSON | None,
-                         markup: JSON | None) -> JSON:
+    def _new_bot_message(
+        self,
+        bot: _Bot,
+        chat: JSON,
+        content: JSON,
+        *,
+        thread_id: int | None,
+        reply_to: JSON | None,
+        markup: JSON | None,
+    ) -> JSON:
         message: JSON = {
-            "message_id": self._allocate_message_id(chat["id"]), "from": bot.user,
-            "chat": dict(chat), "date": int(time.time()),
+            "message_id": self._allocate_message_id(chat["id"]),
+            "from": bot.user,
+            "chat": dict(chat),
+            "date": int(time.time()),
         }
         if thread_id:
             message["message_thread_id"] = thread_id
@@ -2090,20 +2553,34 @@ class FakeTelegram:
         self._messages[(chat["id"], message["message_id"])] = message
         return message
 
-    def _record_sent(self, bot: _Bot, call: Call, message: JSON, *, raw_text: str | None,
-                     photo: str | UploadedFile | None) -> None:
+    def _record_sent(
+        self,
+        bot: _Bot,
+        call: Call,
+        message: JSON,
+        *,
+        raw_text: str | None,
+        photo: str | UploadedFile | None,
+    ) -> None:
         params = call.params
         reply = message.get("reply_to_message")
         sent = SentMessage(
-            method=call.method, token=bot.token, chat_id=message["chat"]["id"],
-            message_id=message["message_id"], text=message.get("text"),
-            caption=message.get("caption"), raw_text=raw_text,
+            method=call.method,
+            token=bot.token,
+            chat_id=message["chat"]["id"],
+            message_id=message["message_id"],
+            text=message.get("text"),
+            caption=message.get("caption"),
+            raw_text=raw_text,
             parse_mode=_str_param(params, "parse_mode"),
             entities=list(message.get("entities") or message.get("caption_entities") or []),
             reply_markup=message.get("reply_markup"),
             message_thread_id=message.get("message_thread_id"),
-            reply_to_message_id=reply["message_id"] if reply else None, photo=photo,
-            message=message, at=call.at)
+            reply_to_message_id=reply["message_id"] if reply else None,
+            photo=photo,
+            message=message,
+            at=call.at,
+        )
         self.messages.append(sent)
         self._sent_index[(sent.chat_id, sent.message_id)] = sent
 
@@ -2122,7 +2599,7 @@ class FakeTelegram:
         if "allowed_updates" in params:
             self._set_allowed_updates(bot, params["allowed_updates"])
         if offset < 0:
-            del bot.updates[:max(0, len(bot.updates) + offset)]
+            del bot.updates[: max(0, len(bot.updates) + offset)]
         elif offset > 0:
             bot.updates[:] = [u for u in bot.updates if int(u["update_id"]) >= offset]
         if bot.poll is not None:
@@ -2193,16 +2670,26 @@ class FakeTelegram:
         if "allowed_updates" in params:
             self._set_allowed_updates(bot, params["allowed_updates"])
         current = bot.webhook
-        if (current is not None and not drop and current.url == url
-                and current.secret_token == secret and current.max_connections == max_connections
-                and current.ip_address == ip_address):
+        if (
+            current is not None
+            and not drop
+            and current.url == url
+            and current.secret_token == secret
+            and current.max_connections == max_connections
+            and current.ip_address == ip_address
+        ):
             return _Ok(True, "Webhook is already set")
         if drop:
             bot.updates.clear()
         if bot.poll is not None:
             bot.poll.terminated = CONFLICT_SET_WEBHOOK
-        bot.webhook = Webhook(url=url, secret_token=secret, max_connections=max_connections,
-                              ip_address=ip_address, set_at=self._clock())
+        bot.webhook = Webhook(
+            url=url,
+            secret_token=secret,
+            max_connections=max_connections,
+            ip_address=ip_address,
+            set_at=self._clock(),
+        )
         bot.last_webhook_error = None
         self._changed()
         return _Ok(True, "Webhook was set")
@@ -2217,8 +2704,11 @@ class FakeTelegram:
         return _Ok(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
 
     async def _get_webhook_info(self, bot: _Bot, call: Call) -> Any:
-        info: JSON = {"url": bot.webhook.url if bot.webhook else "",
-                      "has_custom_certificate": False, "pending_update_count": len(bot.updates)}
+        info: JSON = {
+            "url": bot.webhook.url if bot.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(bot.updates),
+        }
         if bot.last_webhook_error is not None:
             info["last_error_date"], info["last_error_message"] = bot.last_webhook_error
         if bot.webhook is not None:
@@ -2233,8 +2723,9 @@ class FakeTelegram:
         text = _str_param(params, "text")
         if not text:
             raise bad_request("message text is empty")
-        plain, entities = format_text(text, _str_param(params, "parse_mode"),
-                                      params.get("entities"))
+        plain, entities = format_text(
+            text, _str_param(params, "parse_mode"), params.get("entities")
+        )
         markup = self._reply_markup(params)
         chat = self._resolve_chat(params)
         self._check_writable(chat)
@@ -2250,8 +2741,13 @@ class FakeTelegram:
         if isinstance(params.get("link_preview_options"), dict):
             content["link_preview_options"] = params["link_preview_options"]
         message = self._new_bot_message(
-            bot, chat, content, thread_id=_int_param(params, "message_thread_id", 0) or None,
-            reply_to=reply_to, markup=markup)
+            bot,
+            chat,
+            content,
+            thread_id=_int_param(params, "message_thread_id", 0) or None,
+            reply_to=reply_to,
+            markup=markup,
+        )
         self._record_sent(bot, call, message, raw_text=text, photo=None)
         return message
 
@@ -2262,7 +2758,7 @@ class FakeTelegram:
         if "photo" in call.files:
             photo = call.files["photo"]
         elif value and value.startswith("attach://"):
-            photo = call.files.get(value[len("attach://"):])
+            photo = call.files.get(value[len("attach://") :])
             if photo is None:
                 raise bad_request("there is no photo in the request")
         elif value:
@@ -2271,12 +2767,16 @@ class FakeTelegram:
             raise bad_request("there is no photo in the request")
         if isinstance(photo, UploadedFile) and not photo.data:
             raise bad_request("file must be non-empty")
-        if isinstance(photo, str) and photo not in self._files and (
-                not re.match(r"https?://", photo, re.IGNORECASE) or check_link(photo) is None):
+        if (
+            isinstance(photo, str)
+            and photo not in self._files
+            and (not re.match(r"https?://", photo, re.IGNORECASE) or check_link(photo) is None)
+        ):
             raise bad_request("wrong file identifier/HTTP URL specified")
         caption_raw = _str_param(params, "caption") or ""
-        caption, entities = format_text(caption_raw, _str_param(params, "parse_mode"),
-                                        params.get("caption_entities"))
+        caption, entities = format_text(
+            caption_raw, _str_param(params, "parse_mode"), params.get("caption_entities")
+        )
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise bad_request("message caption is too long")
         markup = self._reply_markup(params)
@@ -2296,8 +2796,13 @@ class FakeTelegram:
         if params.get("has_spoiler"):
             content["has_media_spoiler"] = True
         message = self._new_bot_message(
-            bot, chat, content, thread_id=_int_param(params, "message_thread_id", 0) or None,
-            reply_to=reply_to, markup=markup)
+            bot,
+            chat,
+            content,
+            thread_id=_int_param(params, "message_thread_id", 0) or None,
+            reply_to=reply_to,
+            markup=markup,
+        )
         self._record_sent(bot, call, message, raw_text=caption_raw or None, photo=photo)
         return message
 
@@ -2308,26 +2813,39 @@ class FakeTelegram:
         action = _str_param(params, "action") or ""
         if action not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
-        self._chat_actions.append(ChatAction(
-            token=bot.token, chat_id=chat["id"], action=action,
-            message_thread_id=_int_param(params, "message_thread_id", 0) or None, at=call.at))
+        self._chat_actions.append(
+            ChatAction(
+                token=bot.token,
+                chat_id=chat["id"],
+                action=action,
+                message_thread_id=_int_param(params, "message_thread_id", 0) or None,
+                at=call.at,
+            )
+        )
         return True
 
     async def _answer_callback_query(self, bot: _Bot, call: Call) -> Any:
         params = call.params
         query_id = _str_param(params, "callback_query_id") or ""
         if self._callback_queries.get(query_id, True):
-            raise bad_request(QUERY_TOO_OLD[len("Bad Request: "):])
+            raise bad_request(QUERY_TOO_OLD[len("Bad Request: ") :])
         self._callback_queries[query_id] = True
-        self._answered.append(AnsweredCallback(
-            token=bot.token, callback_query_id=query_id, text=_str_param(params, "text"),
-            show_alert=bool(params.get("show_alert")), url=_str_param(params, "url"),
-            cache_time=_int_param(params, "cache_time", 0) if "cache_time" in params else None,
-            at=call.at))
+        self._answered.append(
+            AnsweredCallback(
+                token=bot.token,
+                callback_query_id=query_id,
+                text=_str_param(params, "text"),
+                show_alert=bool(params.get("show_alert")),
+                url=_str_param(params, "url"),
+                cache_time=_int_param(params, "cache_time", 0) if "cache_time" in params else None,
+                at=call.at,
+            )
+        )
         return True
 
-    def _own_message(self, bot: _Bot, params: Mapping[str, Any], verb: str
-                     ) -> tuple[JSON, JSON, SentMessage | None]:
+    def _own_message(
+        self, bot: _Bot, params: Mapping[str, Any], verb: str
+    ) -> tuple[JSON, JSON, SentMessage | None]:
         if params.get("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")
         chat = self._resolve_chat(params)
@@ -2340,8 +2858,15 @@ class FakeTelegram:
             raise bad_request(f"message to {verb} not found")
         return chat, message, self._sent_index.get((chat["id"], message_id))
 
-    def _apply_edit(self, call: Call, chat: JSON, message: JSON, sent: SentMessage | None,
-                    changes: JSON, markup: JSON | None) -> JSON:
+    def _apply_edit(
+        self,
+        call: Call,
+        chat: JSON,
+        message: JSON,
+        sent: SentMessage | None,
+        changes: JSON,
+        markup: JSON | None,
+    ) -> JSON:
         edited = {k: v for k, v in message.items() if k != "reply_markup"}
         edited.update(changes)
         for key in ("entities", "caption_entities"):
@@ -2370,8 +2895,9 @@ class FakeTelegram:
         text = _str_param(params, "text")
         if not text:
             raise bad_request("message text is empty")
-        plain, entities = format_text(text, _str_param(params, "parse_mode"),
-                                      params.get("entities"))
+        plain, entities = format_text(
+            text, _str_param(params, "parse_mode"), params.get("entities")
+        )
         markup = self._reply_markup(params)
         chat, message, sent = self._own_message(bot, params, "edit")
         if message.get("from", {}).get("id") != bot.user["id"]:
@@ -2383,8 +2909,9 @@ class FakeTelegram:
         if utf16_len(plain) > MAX_MESSAGE_LENGTH:
             raise bad_request("message is too long")
         self._rate_check(bot, call.method, chat)
-        return self._apply_edit(call, chat, message, sent,
-                                {"text": plain, "entities": entities}, markup)
+        return self._apply_edit(
+            call, chat, message, sent, {"text": plain, "entities": entities}, markup
+        )
 
     async def _edit_message_reply_markup(self, bot: _Bot, call: Call) -> Any:
         params = call.params
@@ -2427,8 +2954,10 @@ class FakeTelegram:
             if not isinstance(description, str) or not 1 <= len(description.strip()) <= 256:
                 raise bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
         key = self._commands_key(params)
-        bot.commands[key] = [{"command": c["command"].lower().lstrip("/"),
-                              "description": c["description"]} for c in commands]
+        bot.commands[key] = [
+            {"command": c["command"].lower().lstrip("/"), "description": c["description"]}
+            for c in commands
+        ]
         return True
 
     async def _get_my_commands(self, bot: _Bot, call: Call) -> Any:
@@ -2443,12 +2972,19 @@ class FakeTelegram:
         if chat["type"] != "private":
             self._check_writable(chat)
         info: JSON = dict(chat)
-        info.update({
-            "accent_color_id": chat["id"] % 7, "max_reaction_count": 11,
-            "accepted_gift_types": {"unlimited_gifts": False, "limited_gifts": False,
-                                    "unique_gifts": False, "premium_subscription": False,
-                                    "gifts_from_channels": False},
-        })
+        info.update(
+            {
+                "accent_color_id": chat["id"] % 7,
+                "max_reaction_count": 11,
+                "accepted_gift_types": {
+                    "unlimited_gifts": False,
+                    "limited_gifts": False,
+                    "unique_gifts": False,
+                    "premium_subscription": False,
+                    "gifts_from_channels": False,
+                },
+            }
+        )
         if chat["type"] == "private":
             user = self._users.get(chat["id"], {})
             info.setdefault("first_name", user.get("first_name", "Test"))
@@ -2474,9 +3010,24 @@ _HANDLERS: dict[str, _Handler] = {
     "deletemycommands": FakeTelegram._delete_my_commands,
     "getchat": FakeTelegram._get_chat,
 }
-_METHOD_NAMES = {name.lower(): name for name in (
-    "getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "sendMessage",
-    "sendPhoto", "sendChatAction", "answerCallbackQuery", "editMessageText",
-    "editMessageReplyMarkup", "deleteMessage", "setMyCommands", "getMyCommands",
-    "deleteMyCommands", "getChat",
-)}
+_METHOD_NAMES = {
+    name.lower(): name
+    for name in (
+        "getMe",
+        "getUpdates",
+        "setWebhook",
+        "deleteWebhook",
+        "getWebhookInfo",
+        "sendMessage",
+        "sendPhoto",
+        "sendChatAction",
+        "answerCallbackQuery",
+        "editMessageText",
+        "editMessageReplyMarkup",
+        "deleteMessage",
+        "setMyCommands",
+        "getMyCommands",
+        "deleteMyCommands",
+        "getChat",
+    )
+}

@@ -153,19 +153,21 @@ def test_no_sources_is_an_empty_context() -> None:
 
 
 def test_values_of_every_kind_are_within_the_spec() -> None:
-    items = build_context({
-        "s": "x" * 5000,
-        "b": False,
-        "i": 3,
-        "f": 0.25,
-        "nan": float("nan"),
-        "inf": float("inf"),
-        "dict": {"nested": {"deep": ["x" * 2000]}},
-        "list": list(range(1000)),
-        "uuid": uuid.uuid4(),
-        "bytes": b"\x00\xff",
-        "surrogate": "\udcff",
-    })
+    items = build_context(
+        {
+            "s": "x" * 5000,
+            "b": False,
+            "i": 3,
+            "f": 0.25,
+            "nan": float("nan"),
+            "inf": float("inf"),
+            "dict": {"nested": {"deep": ["x" * 2000]}},
+            "list": list(range(1000)),
+            "uuid": uuid.uuid4(),
+            "bytes": b"\x00\xff",
+            "surrogate": "\udcff",
+        }
+    )
     assert len(items) == 11
     assert_valid_context(items)
     by_key = {item.key: item.value for item in items}
@@ -190,9 +192,11 @@ VALUES = st.recursive(
     | st.dates()
     | st.uuids()
     | st.decimals(allow_nan=False),
-    lambda children: st.lists(children, max_size=5)
-    | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), children, max_size=5)
+    ),
     max_leaves=8,
 )
 KEYS = st.text(max_size=30) | st.integers() | st.sampled_from(["platform", "lang", "name"])

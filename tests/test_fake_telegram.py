@@ -59,8 +59,9 @@ GROUP = -100_555_000_1
 
 
 def make_bot(tg: FakeTelegram, token: str = TOKEN) -> Bot:
-    return Bot(token, base_url=tg.base_url, request=HTTPXRequest(),
-               get_updates_request=HTTPXRequest())
+    return Bot(
+        token, base_url=tg.base_url, request=HTTPXRequest(), get_updates_request=HTTPXRequest()
+    )
 
 
 @contextlib.asynccontextmanager
@@ -68,8 +69,7 @@ async def uninitialized_bot(tg: FakeTelegram, token: str) -> AsyncIterator[Bot]:
     """A Bot that was never initialize()d (so no getMe yet); its HTTP clients are closed after."""
     requests = HTTPXRequest(), HTTPXRequest()
     try:
-        yield Bot(token, base_url=tg.base_url, request=requests[0],
-                  get_updates_request=requests[1])
+        yield Bot(token, base_url=tg.base_url, request=requests[0], get_updates_request=requests[1])
     finally:
         for request in requests:
             await request.shutdown()
@@ -122,8 +122,7 @@ async def test_get_me_and_unknown_tokens(tg: FakeTelegram, bot: Bot) -> None:
         with pytest.raises(InvalidToken):
             await unknown.get_me()
     assert tg.calls[-1].status == 401
-    assert tg.calls[-1].response == {"ok": False, "error_code": 401,
-                                     "description": "Unauthorized"}
+    assert tg.calls[-1].response == {"ok": False, "error_code": 401, "description": "Unauthorized"}
 
     with pytest.raises(EndPointNotFound):
         await bot.do_api_request("sendTelepathy")
@@ -139,30 +138,42 @@ async def test_raw_wire_formats(tg: FakeTelegram) -> None:
             assert body["ok"] is True and body["result"]["username"] == "parloa_test_bot"
 
         markup = {"inline_keyboard": [[{"text": "Go", "callback_data": "go"}]]}
-        async with http.post(tg.method_url("sendMessage"),
-                             json={"chat_id": USER, "text": "json body", "reply_markup": markup,
-                                   "disable_notification": True}) as resp:
+        async with http.post(
+            tg.method_url("sendMessage"),
+            json={
+                "chat_id": USER,
+                "text": "json body",
+                "reply_markup": markup,
+                "disable_notification": True,
+            },
+        ) as resp:
             body = await resp.json()
         assert body["ok"] is True and body["result"]["reply_markup"] == markup
         call = tg.calls[-1]
         assert call.content_type == "application/json" and call.params["chat_id"] == USER
 
-        async with http.post(tg.method_url("sendMessage"),
-                             params={"chat_id": str(USER), "text": "query string",
-                                     "reply_markup": json.dumps(markup)}) as resp:
+        async with http.post(
+            tg.method_url("sendMessage"),
+            params={
+                "chat_id": str(USER),
+                "text": "query string",
+                "reply_markup": json.dumps(markup),
+            },
+        ) as resp:
             assert (await resp.json())["result"]["text"] == "query string"
         assert tg.calls[-1].params["reply_markup"] == markup  # JSON text decoded
 
         async with http.post(f"{tg.api_root}/botnot-a-token/getMe") as resp:
             assert resp.status == 404
-            assert await resp.json() == {"ok": False, "error_code": 404,
-                                         "description": "Not Found"}
+            assert await resp.json() == {"ok": False, "error_code": 404, "description": "Not Found"}
         async with http.post(tg.method_url("sendMessage"), data={"chat_id": "1"}) as resp:
             assert resp.status == 400
-            assert await resp.json() == {"ok": False, "error_code": 400,
-                                         "description": "Bad Request: message text is empty"}
-        async with http.post(tg.method_url("sendMessage"),
-                             data={"text": "no chat"}) as resp:
+            assert await resp.json() == {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: message text is empty",
+            }
+        async with http.post(tg.method_url("sendMessage"), data={"text": "no chat"}) as resp:
             assert (await resp.json())["description"] == "Bad Request: chat_id is empty"
 
 
@@ -191,11 +202,17 @@ async def test_send_message_plain(tg: FakeTelegram, bot: Bot) -> None:
 
 async def test_markdown_v2_and_parse_errors(tg: FakeTelegram, bot: Bot) -> None:
     sent = await bot.send_message(
-        USER, "*Bold* and _italic_ \\- [a link](https://example.com/x\\(1\\)) `co_de` 1\\.0",
-        parse_mode="MarkdownV2")
+        USER,
+        "*Bold* and _italic_ \\- [a link](https://example.com/x\\(1\\)) `co_de` 1\\.0",
+        parse_mode="MarkdownV2",
+    )
     assert sent.text == "Bold and italic - a link co_de 1.0"
     assert [(e.type, e.offset, e.length) for e in sent.entities] == [
-        ("bold", 0, 4), ("italic", 9, 6), ("text_link", 18, 6), ("code", 25, 5)]
+        ("bold", 0, 4),
+        ("italic", 9, 6),
+        ("text_link", 18, 6),
+        ("code", 25, 5),
+    ]
     assert sent.entities[2].url == "https://example.com/x(1)"
     assert tg.calls[-1].raw["parse_mode"] == "MarkdownV2"
     assert tg.last_message().raw_text.startswith("*Bold*")
@@ -204,13 +221,15 @@ async def test_markdown_v2_and_parse_errors(tg: FakeTelegram, bot: Bot) -> None:
         await bot.send_message(USER, "Version 1.0 is out!", parse_mode="MarkdownV2")
     assert tg.calls[-1].response["description"] == (
         "Bad Request: can't parse entities: Character '.' is reserved and must be escaped "
-        "with the preceding '\\'")
+        "with the preceding '\\'"
+    )
     assert "can't parse entities" in caught.value.message.lower()
 
     with pytest.raises(BadRequest):
         await bot.send_message(USER, "*bold without end", parse_mode="MarkdownV2")
     assert tg.calls[-1].description == (
-        "Bad Request: can't parse entities: Can't find end of Bold entity at byte offset 0")
+        "Bad Request: can't parse entities: Can't find end of Bold entity at byte offset 0"
+    )
     with pytest.raises(BadRequest):
         await bot.send_message(USER, "hi", parse_mode="Markdown3")
     assert tg.calls[-1].description == "Bad Request: unsupported parse_mode"
@@ -219,8 +238,10 @@ async def test_markdown_v2_and_parse_errors(tg: FakeTelegram, bot: Bot) -> None:
 
 async def test_html_parse_mode(tg: FakeTelegram, bot: Bot) -> None:
     sent = await bot.send_message(
-        USER, '<b>Hi</b> &lt;3 <a href="https://example.com">site</a> <tg-spoiler>x</tg-spoiler>',
-        parse_mode="HTML")
+        USER,
+        '<b>Hi</b> &lt;3 <a href="https://example.com">site</a> <tg-spoiler>x</tg-spoiler>',
+        parse_mode="HTML",
+    )
     assert sent.text == "Hi <3 site x"
     assert [e.type for e in sent.entities] == ["bold", "text_link", "spoiler"]
 
@@ -250,15 +271,23 @@ async def test_message_length_limits(tg: FakeTelegram, bot: Bot) -> None:
 
 
 async def test_inline_keyboard_and_callback_data_limit(tg: FakeTelegram, bot: Bot) -> None:
-    markup = InlineKeyboardMarkup([[InlineKeyboardButton("Yes", callback_data="yes"),
-                                    InlineKeyboardButton("Docs", url="https://example.com")],
-                                   [InlineKeyboardButton("Max", callback_data="ä" * 32)]])
+    markup = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Yes", callback_data="yes"),
+                InlineKeyboardButton("Docs", url="https://example.com"),
+            ],
+            [InlineKeyboardButton("Max", callback_data="ä" * 32)],
+        ]
+    )
     sent = await bot.send_message(USER, "Choose", reply_markup=markup)
     assert sent.reply_markup == markup
     call = tg.calls[-1]
     assert isinstance(call.raw["reply_markup"], str)  # JSON text on the wire ...
     assert call.params["reply_markup"]["inline_keyboard"][0][0] == {  # ... decoded by the fake
-        "text": "Yes", "callback_data": "yes"}
+        "text": "Yes",
+        "callback_data": "yes",
+    }
     assert [b["text"] for b in tg.last_message().buttons] == ["Yes", "Docs", "Max"]
 
     for data in ("x" * 65, "ä" * 33):  # 65 and 66 bytes
@@ -268,19 +297,23 @@ async def test_inline_keyboard_and_callback_data_limit(tg: FakeTelegram, bot: Bo
         assert tg.calls[-1].description == "Bad Request: BUTTON_DATA_INVALID"
     async with aiohttp.ClientSession() as http:
         text_only = {"inline_keyboard": [[{"text": "just text"}]]}
-        async with http.post(tg.method_url("sendMessage"), json={
-                "chat_id": USER, "text": "x", "reply_markup": text_only}) as resp:
+        async with http.post(
+            tg.method_url("sendMessage"),
+            json={"chat_id": USER, "text": "x", "reply_markup": text_only},
+        ) as resp:
             assert (await resp.json())["description"] == (
                 "Bad Request: can't parse inline keyboard button: Text buttons are unallowed in "
-                "the inline keyboard")
+                "the inline keyboard"
+            )
 
 
 # --- sendPhoto ------------------------------------------------------------------------------------
 
 
 async def test_send_photo_by_url_and_upload(tg: FakeTelegram, bot: Bot) -> None:
-    by_url = await bot.send_photo(USER, "https://example.com/cat.jpg", caption="A *cat*",
-                                  parse_mode="MarkdownV2")
+    by_url = await bot.send_photo(
+        USER, "https://example.com/cat.jpg", caption="A *cat*", parse_mode="MarkdownV2"
+    )
     assert by_url.photo and by_url.caption == "A cat"
     assert [(e.type, e.offset, e.length) for e in by_url.caption_entities] == [("bold", 2, 3)]
     assert tg.last_message().photo == "https://example.com/cat.jpg"
@@ -316,8 +349,11 @@ async def test_flood_control_429(tg: FakeTelegram, bot: Bot) -> None:
     assert retry_after_of(caught.value) == 7
     assert tg.calls[-1].status == 429
     assert tg.calls[-1].response == {
-        "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 7",
-        "parameters": {"retry_after": 7}}
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 7",
+        "parameters": {"retry_after": 7},
+    }
     await bot.send_message(USER, "later")  # count=1: only the next call failed
 
     tg.fail_next("sendMessage", 400, migrate_to_chat_id=-1001234)
@@ -338,8 +374,11 @@ async def test_forbidden_and_chat_not_found(tg: FakeTelegram, bot: Bot) -> None:
     tg.block(USER)
     with pytest.raises(Forbidden, match="bot was blocked by the user"):
         await bot.send_message(USER, "anyone there?")
-    assert tg.calls[-1].response == {"ok": False, "error_code": 403,
-                                     "description": "Forbidden: bot was blocked by the user"}
+    assert tg.calls[-1].response == {
+        "ok": False,
+        "error_code": 403,
+        "description": "Forbidden: bot was blocked by the user",
+    }
     tg.unblock(USER)
     await bot.send_message(USER, "welcome back")
 
@@ -441,8 +480,9 @@ async def test_set_webhook_and_deliver_with_secret(tg: FakeTelegram, bot: Bot) -
     try:
         with pytest.raises(BadRequest, match="Secret token contains unallowed characters"):
             await bot.set_webhook(url, secret_token="not allowed!")
-        assert await bot.set_webhook(url, secret_token="s3cr3t_Token-1",
-                                     allowed_updates=["message", "callback_query"])
+        assert await bot.set_webhook(
+            url, secret_token="s3cr3t_Token-1", allowed_updates=["message", "callback_query"]
+        )
         assert tg.calls[-1].response["description"] == "Webhook was set"
         assert await bot.set_webhook(url, secret_token="s3cr3t_Token-1")
         assert tg.calls[-1].response["description"] == "Webhook is already set"
@@ -468,14 +508,16 @@ async def test_set_webhook_and_deliver_with_secret(tg: FakeTelegram, bot: Bot) -
         info = await bot.get_webhook_info()
         assert info.pending_update_count == 1
         assert info.last_error_message == (
-            "Wrong response from the webhook: 500 Internal Server Error")
+            "Wrong response from the webhook: 500 Internal Server Error"
+        )
         statuses[0] = 200
         assert await tg.deliver_pending() == [200]
         assert received[-1][1]["update_id"] == pushed
         assert (await bot.get_webhook_info()).pending_update_count == 0
 
-        await tg.deliver_webhook(tg.private_text(USER, "forged"),
-                                 headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+        await tg.deliver_webhook(
+            tg.private_text(USER, "forged"), headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}
+        )
         assert received[-1][0]["X-Telegram-Bot-Api-Secret-Token"] == "wrong"
     finally:
         await runner.cleanup()
@@ -522,17 +564,19 @@ async def test_rate_limit_enforcement() -> None:
 
 async def test_update_builders_parse_with_ptb(tg: FakeTelegram, bot: Bot) -> None:
     sent = await bot.send_message(GROUP, "I am the bot")
-    first = tg.private_text(USER, "Hello @someone see https://example.com #tag",
-                            language_code="de")
+    first = tg.private_text(USER, "Hello @someone see https://example.com #tag", language_code="de")
     pushed = [
         tg.push_update(first),
         tg.push_update(tg.command(USER, "start", "payload-1")),
-        tg.push_update(tg.command(USER, "/stop", chat_id=GROUP, chat_type="supergroup",
-                                  mention_bot=True)),
-        tg.push_update(tg.group_text(GROUP, USER, "what's up?", chat_type="supergroup",
-                                     mention=True)),
-        tg.push_update(tg.group_text(GROUP, USER, "thanks", chat_type="supergroup",
-                                     reply_to_bot=True)),
+        tg.push_update(
+            tg.command(USER, "/stop", chat_id=GROUP, chat_type="supergroup", mention_bot=True)
+        ),
+        tg.push_update(
+            tg.group_text(GROUP, USER, "what's up?", chat_type="supergroup", mention=True)
+        ),
+        tg.push_update(
+            tg.group_text(GROUP, USER, "thanks", chat_type="supergroup", reply_to_bot=True)
+        ),
         tg.push_update(tg.group_text(-100_777, USER, "in a topic", thread_id=5)),
         tg.push_update(tg.callback_query(USER, GROUP, sent.message_id, "choice:1")),
         tg.push_update(tg.sticker(USER)),
@@ -540,20 +584,33 @@ async def test_update_builders_parse_with_ptb(tg: FakeTelegram, bot: Bot) -> Non
         tg.push_update(tg.voice(USER, duration=4)),
         tg.push_update(tg.document(USER, file_name="cv.pdf")),
         tg.push_update(tg.location(USER, latitude=48.1, longitude=11.6)),
-        tg.push_update(tg.edited_message(USER, "Hello (edited)",
-                                         message_id=first["message"]["message_id"])),
+        tg.push_update(
+            tg.edited_message(USER, "Hello (edited)", message_id=first["message"]["message_id"])
+        ),
     ]
     updates = await bot.get_updates(timeout=0)
     assert [u.update_id for u in updates] == pushed
-    (private, start, stop, mention, reply, topic, query, sticker, photo, voice, document,
-     location, edited) = updates
+    (
+        private,
+        start,
+        stop,
+        mention,
+        reply,
+        topic,
+        query,
+        sticker,
+        photo,
+        voice,
+        document,
+        location,
+        edited,
+    ) = updates
 
     assert private.message.from_user.language_code == "de"
     assert [e.type for e in private.message.entities] == ["mention", "url", "hashtag"]
     assert private.effective_chat.type == "private"
     assert start.message.text == "/start payload-1"
-    assert [(e.type, e.offset, e.length) for e in start.message.entities] == [
-        ("bot_command", 0, 6)]
+    assert [(e.type, e.offset, e.length) for e in start.message.entities] == [("bot_command", 0, 6)]
     assert stop.message.text == "/stop@parloa_test_bot"
     assert stop.message.entities[0].length == len("/stop@parloa_test_bot")
     assert stop.effective_chat.type == "supergroup"
@@ -593,13 +650,15 @@ async def test_callback_answers_edits_and_deletes(tg: FakeTelegram, bot: Bot) ->
     with pytest.raises(BadRequest, match="Query is too old"):
         await bot.answer_callback_query("12345")
 
-    edited = await bot.edit_message_text("Picked *A*", chat_id=USER,
-                                         message_id=sent.message_id, parse_mode="MarkdownV2")
+    edited = await bot.edit_message_text(
+        "Picked *A*", chat_id=USER, message_id=sent.message_id, parse_mode="MarkdownV2"
+    )
     assert edited.text == "Picked A" and edited.edit_date is not None
     assert edited.reply_markup is None  # an edit without reply_markup removes the keyboard
     with pytest.raises(BadRequest, match="Message is not modified"):
-        await bot.edit_message_text("Picked *A*", chat_id=USER, message_id=sent.message_id,
-                                    parse_mode="MarkdownV2")
+        await bot.edit_message_text(
+            "Picked *A*", chat_id=USER, message_id=sent.message_id, parse_mode="MarkdownV2"
+        )
     again = await bot.edit_message_reply_markup(USER, sent.message_id, reply_markup=markup)
     assert again.reply_markup == markup
     record = tg.sent_messages(USER)[0]
@@ -621,7 +680,9 @@ async def test_chat_actions_commands_and_get_chat(tg: FakeTelegram, bot: Bot) ->
     assert await bot.send_chat_action(USER, "typing")
     assert await bot.send_chat_action(GROUP, "upload_photo", message_thread_id=3)
     assert [(a.chat_id, a.action) for a in tg.chat_actions()] == [
-        (USER, "typing"), (GROUP, "upload_photo")]
+        (USER, "typing"),
+        (GROUP, "upload_photo"),
+    ]
     assert tg.chat_actions(GROUP)[0].message_thread_id == 3
     with pytest.raises(BadRequest, match="Wrong parameter action in request"):
         await bot.send_chat_action(USER, "dancing")
@@ -635,7 +696,11 @@ async def test_chat_actions_commands_and_get_chat(tg: FakeTelegram, bot: Bot) ->
     tg.push_update(tg.private_text(USER, "hi", first_name="Grace", username="grace_h"))
     chat = await bot.get_chat(USER)
     assert (chat.id, chat.type, chat.first_name, chat.username) == (
-        USER, "private", "Grace", "grace_h")
+        USER,
+        "private",
+        "Grace",
+        "grace_h",
+    )
     assert (await bot.get_chat(GROUP)).type == "supergroup"
 
 
@@ -672,46 +737,62 @@ async def test_strict_chats_and_waiting_helpers() -> None:
 # --- the parsers against tdlib's own test vectors -------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("🏟 🏟_abacaba", "Can't find end of Italic entity at byte offset 9"),
-    ("🏟 🏟```a ", "Can't find end of PreCode entity at byte offset 9"),
-    ("🏟 🏟_🏟 🏟__", "Can't find end of Underline entity at byte offset 19"),
-    ("[telegram\\.org](asd\\)", "Can't find end of a URL at byte offset 16"),
-    ("🏟 🏟||test\\|", "Can't find end of Spoiler entity at byte offset 9"),
-    ("🏟 🏟>", "Character '>' is reserved and must be escaped with the preceding '\\'"),
-    (">asd\n>q||ew\n||asdad", "Can't find end of Spoiler entity at byte offset 7"),
-    ("a-b", "Character '-' is reserved and must be escaped with the preceding '\\'"),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("🏟 🏟_abacaba", "Can't find end of Italic entity at byte offset 9"),
+        ("🏟 🏟```a ", "Can't find end of PreCode entity at byte offset 9"),
+        ("🏟 🏟_🏟 🏟__", "Can't find end of Underline entity at byte offset 19"),
+        ("[telegram\\.org](asd\\)", "Can't find end of a URL at byte offset 16"),
+        ("🏟 🏟||test\\|", "Can't find end of Spoiler entity at byte offset 9"),
+        ("🏟 🏟>", "Character '>' is reserved and must be escaped with the preceding '\\'"),
+        (">asd\n>q||ew\n||asdad", "Can't find end of Spoiler entity at byte offset 7"),
+        ("a-b", "Character '-' is reserved and must be escaped with the preceding '\\'"),
+    ],
+)
 def test_markdown_v2_errors_match_tdlib(text: str, error: str) -> None:
     with pytest.raises(EntityParseError) as caught:
         parse_markdown_v2(text)
     assert str(caught.value) == error
 
 
-@pytest.mark.parametrize(("text", "plain", "entities"), [
-    ("🏟 🏟_abac \\* asd _", "🏟 🏟abac * asd ", [("italic", 5, 11)]),
-    ("`_* *_`__*` `*__", "_* *_ ", [("code", 0, 5), ("code", 5, 1), ("bold", 5, 1),
-                                    ("underline", 5, 1)]),
-    ("[ ](telegram.org)", " ", [("text_link", 0, 1)]),
-    ("abc\n> \n> \n>\ndef", "abc\n \n \n\ndef", [("blockquote", 4, 5)]),
-    (">asd\n>q||e||w||\nasdad", "asd\nqew\nasdad", [("expandable_blockquote", 0, 8),
-                                                 ("spoiler", 5, 1)]),
-    ("🏟 🏟```🏟\n🏟```", "🏟 🏟🏟", [("pre", 5, 2)]),
-])
-def test_markdown_v2_results_match_tdlib(text: str, plain: str,
-                                         entities: list[tuple[str, int, int]]) -> None:
+@pytest.mark.parametrize(
+    ("text", "plain", "entities"),
+    [
+        ("🏟 🏟_abac \\* asd _", "🏟 🏟abac * asd ", [("italic", 5, 11)]),
+        (
+            "`_* *_`__*` `*__",
+            "_* *_ ",
+            [("code", 0, 5), ("code", 5, 1), ("bold", 5, 1), ("underline", 5, 1)],
+        ),
+        ("[ ](telegram.org)", " ", [("text_link", 0, 1)]),
+        ("abc\n> \n> \n>\ndef", "abc\n \n \n\ndef", [("blockquote", 4, 5)]),
+        (
+            ">asd\n>q||e||w||\nasdad",
+            "asd\nqew\nasdad",
+            [("expandable_blockquote", 0, 8), ("spoiler", 5, 1)],
+        ),
+        ("🏟 🏟```🏟\n🏟```", "🏟 🏟🏟", [("pre", 5, 2)]),
+    ],
+)
+def test_markdown_v2_results_match_tdlib(
+    text: str, plain: str, entities: list[tuple[str, int, int]]
+) -> None:
     got_text, got = parse_markdown_v2(text)
     assert (got_text, [(e["type"], e["offset"], e["length"]) for e in got]) == (plain, entities)
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("🏟 🏟&lt;<abacaba", "Unclosed start tag at byte offset 13"),
-    ("🏟 🏟&lt;<i   =aba>", 'Empty attribute name in the tag "i" at byte offset 13'),
-    ("🏟 🏟&lt;<i    aba  =  190azAz-.,", "Unexpected end of name token at byte offset 27"),
-    ("🏟 🏟&lt;<b></b></", "Unexpected end tag at byte offset 20"),
-    ("🏟 🏟&lt;<i>a</i   ", "Unclosed end tag at byte offset 17"),
-    ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("🏟 🏟&lt;<abacaba", "Unclosed start tag at byte offset 13"),
+        ("🏟 🏟&lt;<i   =aba>", 'Empty attribute name in the tag "i" at byte offset 13'),
+        ("🏟 🏟&lt;<i    aba  =  190azAz-.,", "Unexpected end of name token at byte offset 27"),
+        ("🏟 🏟&lt;<b></b></", "Unexpected end tag at byte offset 20"),
+        ("🏟 🏟&lt;<i>a</i   ", "Unclosed end tag at byte offset 17"),
+        ("<span>x</span>", 'Tag "span" must have class "tg-spoiler" at byte offset 0'),
+    ],
+)
 def test_html_errors_match_tdlib(text: str, error: str) -> None:
     with pytest.raises(EntityParseError) as caught:
         parse_html(text)
@@ -719,10 +800,12 @@ def test_html_errors_match_tdlib(text: str, error: str) -> None:
 
 
 def test_html_and_legacy_markdown_results() -> None:
-    assert parse_html("&ge;&lt;&gt;&amp;&quot;&#12345678;") == ("&ge;<>&\"&#12345678;", [])
+    assert parse_html("&ge;&lt;&gt;&amp;&quot;&#12345678;") == ('&ge;<>&"&#12345678;', [])
     plain, entities = parse_html('<pre><code class="language-python">x = 1</code></pre>')
-    assert (plain, entities) == ("x = 1", [{"type": "pre", "offset": 0, "length": 5,
-                                            "language": "python"}])
+    assert (plain, entities) == (
+        "x = 1",
+        [{"type": "pre", "offset": 0, "length": 5, "language": "python"}],
+    )
     plain, entities = parse_markdown("*bold* _it_ [x](http://a.com) `c`")
     assert plain == "bold it x c"
     assert [e["type"] for e in entities] == ["bold", "italic", "text_link", "code"]

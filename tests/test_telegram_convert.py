@@ -207,8 +207,24 @@ class TestPrivateChat:
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 WORDS = st.sampled_from(
-    ["hi", "@OurBot", "@ourbot", "@someone", "/start", "/stop", "/restart", "/help",
-     "/start@OurBot", "/start@otherbot", "😀", "ünï", " ", "\n", ",", "?"]
+    [
+        "hi",
+        "@OurBot",
+        "@ourbot",
+        "@someone",
+        "/start",
+        "/stop",
+        "/restart",
+        "/help",
+        "/start@OurBot",
+        "/start@otherbot",
+        "😀",
+        "ünï",
+        " ",
+        "\n",
+        ",",
+        "?",
+    ]
 )
 
 
@@ -264,8 +280,10 @@ class TestPrivateTextShortWay:
             pytest.param(message(), id="no-text"),
             pytest.param(message(text="hi", reply_to_message=reply_from(BOB, PRIVATE)), id="reply"),
             pytest.param(
-                message(text="hi", forward_origin={"type": "hidden_user", "date": DATE,
-                                                   "sender_user_name": "X"}),
+                message(
+                    text="hi",
+                    forward_origin={"type": "hidden_user", "date": DATE, "sender_user_name": "X"},
+                ),
                 id="forward",
             ),
             pytest.param(
@@ -286,9 +304,15 @@ class TestPrivateTextShortWay:
 
     @pytest.mark.parametrize(
         "data",
-        [None, [], "x", {"update_id": 1}, {"update_id": "1", "message": message(text="hi")},
-         {"update_id": 1, "message": message(text="hi"), "edited_message": {}},
-         {"update_id": 1, "message": "hi"}],
+        [
+            None,
+            [],
+            "x",
+            {"update_id": 1},
+            {"update_id": "1", "message": message(text="hi")},
+            {"update_id": 1, "message": message(text="hi"), "edited_message": {}},
+            {"update_id": 1, "message": "hi"},
+        ],
     )
     def test_odd_updates_are_left_to_the_full_way(self, data: Any) -> None:
         assert private_text(data, BOT) is None

@@ -53,6 +53,7 @@ from tests.spec_schema import SPEC_PATH, request_validator
 TOKEN = "tok-SECRET-123"
 RELEASE = "rel-42"
 
+
 def assert_valid_request(body: Any) -> None:
     """Valid per the spec's schema; only the schema check is left out when the spec is absent
     (``test_the_spec_is_available`` reports that as a skip)."""
@@ -275,7 +276,7 @@ async def test_launch_message_quit_bodies_match_the_spec(
 @pytest.mark.parametrize(
     "text",
     [
-        "Grüße aus Köln 👋 — 你好, мир! ☃ \u200b\t\n\"quoted\" \\ back",
+        'Grüße aus Köln 👋 — 你好, мир! ☃ \u200b\t\n"quoted" \\ back',
         "",
         "x" * 20_000,
         "a lone surrogate \ud83d from a broken channel payload",
@@ -318,8 +319,9 @@ async def test_context_is_sent_within_the_spec(fake: FakeParloa, client: Textcha
         {"key": "nan", "value": "nan"},
     ]
     assert all(
-        len(item["value"]) == 1000 for item in sent[0]["context"] if isinstance(item["value"], str)
-        and item["key"].startswith("key")
+        len(item["value"]) == 1000
+        for item in sent[0]["context"]
+        if isinstance(item["value"], str) and item["key"].startswith("key")
     )
     assert sent[1]["context"] == [{"key": "name", "value": "Max"}]
     assert sent[2]["context"] == [{"key": "age", "value": 20}]
@@ -566,9 +568,7 @@ def _nested(levels: int) -> Any:
 
 MALFORMED: list[Any] = [
     pytest.param(b"not json at all", "application/json", id="not-json"),
-    pytest.param(
-        b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html", id="html"
-    ),
+    pytest.param(b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html", id="html"),
     pytest.param(b"", "application/json", id="empty"),
     pytest.param(b"   \n", "application/json", id="whitespace"),
     pytest.param(b"[]", "application/json", id="json-array"),
@@ -589,9 +589,7 @@ MALFORMED: list[Any] = [
     pytest.param(_with(sessionId=5), "application/json", id="sessionId-int"),
     pytest.param(_with(apiVersion=None), "application/json", id="apiVersion-null"),
     pytest.param(_with(conversationId=7), "application/json", id="conversationId-int"),
-    pytest.param(
-        _with(note="x")[:-2] + b'\xff\xfe"}', "application/json", id="invalid-utf8"
-    ),
+    pytest.param(_with(note="x")[:-2] + b'\xff\xfe"}', "application/json", id="invalid-utf8"),
     pytest.param(b"\xff\xfe\x00\x00garbage", "application/json", id="binary"),
     pytest.param(b"[" * 100_000 + b"]" * 100_000, "application/json", id="deeply-nested"),
     pytest.param(_with(deep=_nested(64)), "application/json", id="object-65-levels-deep"),
@@ -664,8 +662,9 @@ JSON_LEAVES = (
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
 ELEMENTS = st.one_of(
@@ -775,8 +774,17 @@ async def test_token_never_leaks(
     fake: FakeParloa, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    for name in ("aiohttp", "aiohttp.client", "aiohttp.access", "aiohttp.server",
-                 "aiohttp.web", "aiohttp.internal", "asyncio", "bridge", "bridge.textchat"):
+    for name in (
+        "aiohttp",
+        "aiohttp.client",
+        "aiohttp.access",
+        "aiohttp.server",
+        "aiohttp.web",
+        "aiohttp.internal",
+        "asyncio",
+        "bridge",
+        "bridge.textchat",
+    ):
         caplog.set_level(logging.DEBUG, logger=name)
 
     client = await make_client()
@@ -812,8 +820,15 @@ async def test_token_never_leaks(
     # the token was really sent, so not finding it below means something
     assert fake.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
     assert {type(e) for e in errors} >= {
-        BadRequest, Unauthorized, SessionNotFound, RateLimited, ServerError, UnexpectedStatus,
-        MalformedResponse, TextchatTimeout, TextchatConnectionError,
+        BadRequest,
+        Unauthorized,
+        SessionNotFound,
+        RateLimited,
+        ServerError,
+        UnexpectedStatus,
+        MalformedResponse,
+        TextchatTimeout,
+        TextchatConnectionError,
     }
 
     texts = [repr(client), str(client), repr(vars(client)), client.url, caplog.text]

@@ -84,8 +84,9 @@ def test_request_without_context_omits_it() -> None:
     }
 
 
-@pytest.mark.parametrize("name", ["launchRequest", "messageRequest", "quitRequest",
-                                  "send-message-context"])
+@pytest.mark.parametrize(
+    "name", ["launchRequest", "messageRequest", "quitRequest", "send-message-context"]
+)
 def test_spec_request_examples_round_trip(name: str) -> None:
     example = spec_examples("request")[name]
     parsed = parse_wire(TextchatRequest, example)
@@ -105,46 +106,103 @@ def test_built_requests_validate_against_the_spec(event: Any) -> None:
         ContextItem(key="f", value=2.5),
     ]
     for ctx in (None, context, context * 25):
-        wire = TextchatRequest(
-            event=event, requester_id="u", session_id="s", context=ctx
-        ).to_wire()
+        wire = TextchatRequest(event=event, requester_id="u", session_id="s", context=ctx).to_wire()
         assert not spec_errors("TextchatV2RequestBody", wire)
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        {"apiVersion": "chat/v2", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s"},
+        {
+            "apiVersion": "chat/v2",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+        },
         {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u"},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "extra": 1},
-        {"apiVersion": "chat/v1", "event": {"type": "message"}, "requesterId": "u",
-         "sessionId": "s"},
-        {"apiVersion": "chat/v1", "event": {"type": "launch", "text": "x"}, "requesterId": "u",
-         "sessionId": "s"},
-        {"apiVersion": "chat/v1", "event": {"type": "typing"}, "requesterId": "u",
-         "sessionId": "s"},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": 5,
-         "sessionId": "s"},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "context": [{"key": "k", "value": None}]},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "context": [{"key": "k", "value": "x" * 1001}]},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "context": [{"key": "k", "value": 1}] * 101},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "context": [{"key": "k", "value": [1]}]},
-        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": "u",
-         "sessionId": "s", "context": [{"key": "k", "value": 1, "extra": 2}]},
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "extra": 1,
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "message"},
+            "requesterId": "u",
+            "sessionId": "s",
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch", "text": "x"},
+            "requesterId": "u",
+            "sessionId": "s",
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "typing"},
+            "requesterId": "u",
+            "sessionId": "s",
+        },
+        {"apiVersion": "chat/v1", "event": {"type": "launch"}, "requesterId": 5, "sessionId": "s"},
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "context": [{"key": "k", "value": None}],
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "context": [{"key": "k", "value": "x" * 1001}],
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "context": [{"key": "k", "value": 1}] * 101,
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "context": [{"key": "k", "value": [1]}],
+        },
+        {
+            "apiVersion": "chat/v1",
+            "event": {"type": "launch"},
+            "requesterId": "u",
+            "sessionId": "s",
+            "context": [{"key": "k", "value": 1, "extra": 2}],
+        },
         # snake_case names are not wire names
-        {"api_version": "chat/v1", "event": {"type": "launch"}, "requester_id": "u",
-         "session_id": "s"},
+        {
+            "api_version": "chat/v1",
+            "event": {"type": "launch"},
+            "requester_id": "u",
+            "session_id": "s",
+        },
     ],
     ids=[
-        "wrong-api-version", "missing-session", "extra-field", "message-without-text",
-        "launch-with-text", "unknown-event", "requester-int", "context-null",
-        "context-too-long", "context-too-many", "context-list", "context-extra", "snake-case",
+        "wrong-api-version",
+        "missing-session",
+        "extra-field",
+        "message-without-text",
+        "launch-with-text",
+        "unknown-event",
+        "requester-int",
+        "context-null",
+        "context-too-long",
+        "context-too-many",
+        "context-list",
+        "context-extra",
+        "snake-case",
     ],
 )
 def test_requests_the_spec_forbids_cannot_be_parsed(data: dict[str, Any]) -> None:
@@ -198,8 +256,9 @@ def test_models_are_frozen() -> None:
 # --- responses ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["text-response", "bot-quits-conversation",
-                                  "bot-respond-with-json-payload"])
+@pytest.mark.parametrize(
+    "name", ["text-response", "bot-quits-conversation", "bot-respond-with-json-payload"]
+)
 def test_spec_response_examples_parse_and_round_trip(name: str) -> None:
     example = spec_examples("response")[name]
     parsed = parse_wire(TextchatResponse, example)
@@ -217,10 +276,12 @@ def test_spec_response_examples_parse_and_round_trip(name: str) -> None:
 def test_text_elements() -> None:
     parsed = parse_wire(
         TextchatResponse,
-        response(responseElements=[
-            {"type": "text", "content": "Hi", "id": "e1"},
-            {"type": "text", "content": ""},
-        ]),
+        response(
+            responseElements=[
+                {"type": "text", "content": "Hi", "id": "e1"},
+                {"type": "text", "content": ""},
+            ]
+        ),
     )
     first, second = parsed.response_elements
     assert first == TextElement(type="text", content="Hi", id="e1")
@@ -245,11 +306,16 @@ def test_unknown_top_level_fields_are_kept() -> None:
 
 def test_unknown_element_types_are_kept_raw() -> None:
     carousel = {"type": "carousel", "items": [{"title": "a"}], "id": "c1"}
-    parsed = parse_wire(TextchatResponse, response(responseElements=[
-        {"type": "text", "content": "before"},
-        carousel,
-        {"type": "text", "content": "after"},
-    ]))
+    parsed = parse_wire(
+        TextchatResponse,
+        response(
+            responseElements=[
+                {"type": "text", "content": "before"},
+                carousel,
+                {"type": "text", "content": "after"},
+            ]
+        ),
+    )
     before, unknown, after = parsed.response_elements
     assert isinstance(before, TextElement)
     assert isinstance(after, TextElement)
@@ -316,21 +382,23 @@ def test_known_elements_keep_unknown_fields() -> None:
 
 
 def test_payload_chips_from_strings_and_objects() -> None:
-    payload = parse_element({
-        "type": "payload",
-        "content": {
-            "suggestionChips": ["yes", "no", "not sure?", "  ", "", 3, True, None, ["x"]],
-            "quickReplies": [
-                {"title": "Order status", "value": "status"},
-                {"title": "Only a title"},
-                {"value": "only-a-value"},
-                {"label": "Label", "payload": "PAYLOAD"},
-                {"title": 5, "value": None},
-                {},
-                "plain",
-            ],
-        },
-    })
+    payload = parse_element(
+        {
+            "type": "payload",
+            "content": {
+                "suggestionChips": ["yes", "no", "not sure?", "  ", "", 3, True, None, ["x"]],
+                "quickReplies": [
+                    {"title": "Order status", "value": "status"},
+                    {"title": "Only a title"},
+                    {"value": "only-a-value"},
+                    {"label": "Label", "payload": "PAYLOAD"},
+                    {"title": 5, "value": None},
+                    {},
+                    "plain",
+                ],
+            },
+        }
+    )
     assert isinstance(payload, PayloadElement)
     assert payload.chips() == [
         Chip("yes", "yes"),
@@ -442,7 +510,12 @@ def test_response_to_wire_round_trips() -> None:
     assert again == parsed
     assert again.to_wire() == wire
     assert [type(e) for e in again.response_elements] == [
-        TextElement, PayloadElement, CardElement, UnknownElement, UnknownElement, UnknownElement,
+        TextElement,
+        PayloadElement,
+        CardElement,
+        UnknownElement,
+        UnknownElement,
+        UnknownElement,
     ]
 
 
@@ -468,8 +541,7 @@ def test_wrong_typed_response_fields_are_rejected(change: dict[str, Any]) -> Non
 
 @pytest.mark.parametrize(
     "name",
-    ["apiVersion", "releaseId", "requesterId", "sessionId", "endConversation",
-     "responseElements"],
+    ["apiVersion", "releaseId", "requesterId", "sessionId", "endConversation", "responseElements"],
 )
 def test_missing_required_response_fields_are_rejected(name: str) -> None:
     data = response()
@@ -481,19 +553,33 @@ def test_missing_required_response_fields_are_rejected(name: str) -> None:
 
 def test_snake_case_response_names_are_not_wire_names() -> None:
     with pytest.raises(ValidationError):
-        parse_wire(TextchatResponse, {
-            "api_version": "chat/v1", "release_id": "r", "requester_id": "u",
-            "session_id": "s", "end_conversation": False, "response_elements": [],
-        })
+        parse_wire(
+            TextchatResponse,
+            {
+                "api_version": "chat/v1",
+                "release_id": "r",
+                "requester_id": "u",
+                "session_id": "s",
+                "end_conversation": False,
+                "response_elements": [],
+            },
+        )
 
 
 def test_describe_validation_error_does_not_echo_values() -> None:
     secret = "tok-SECRET-123"
     with pytest.raises(ValidationError) as info:
-        parse_wire(TextchatResponse, {
-            "apiVersion": secret, "releaseId": [secret], "requesterId": {"t": secret},
-            "sessionId": 5, "endConversation": secret, "responseElements": secret,
-        })
+        parse_wire(
+            TextchatResponse,
+            {
+                "apiVersion": secret,
+                "releaseId": [secret],
+                "requesterId": {"t": secret},
+                "sessionId": 5,
+                "endConversation": secret,
+                "responseElements": secret,
+            },
+        )
     reason = describe_validation_error(info.value, limit=10)
     assert secret not in reason
     assert "endConversation" in reason
