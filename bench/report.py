@@ -74,17 +74,21 @@ class Row:
         return out
 
 
+def _throughput_label(latency: float, chats: int, phase: str) -> str:
+    """``Parloa 0 s, 100 chats, first contact``: one throughput phase."""
+    name = "first contact" if phase == "first" else "warm"
+    return f"Parloa {latency:g} s, {chats} chat{'s' if chats > 1 else ''}, {name}"
+
+
 def _throughput_rows(results: Mapping[str, Any], systems: Sequence[str]) -> list[Row]:
     plan = results["plan"]
     rows: list[Row] = []
     for latency in plan["latencies"]:
         for chats in plan["chats"]:
             key = f"{latency}:{chats}"
-            for phase, name in (("first", "first contact"), ("warm", "warm")):
+            for phase in ("first", "warm"):
                 row = Row(
-                    f"throughput, Parloa {latency:g} s, {chats} chat{'s' if chats > 1 else ''}, "
-                    f"{name}",
-                    "answered msg/s",
+                    f"throughput, {_throughput_label(latency, chats, phase)}", "answered msg/s"
                 )
                 for system in systems:
                     cell = results["throughput"].get(system, {}).get(key, {}).get(phase)
@@ -366,10 +370,7 @@ def rounds_table(results: Mapping[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (system, key, phase), runs in ratios.items():
         latency, chats = key.split(":")
-        label = (
-            f"Parloa {float(latency):g} s, {chats} chat{'s' if int(chats) > 1 else ''}, "
-            f"{'first contact' if phase == 'first' else 'warm'}"
-        )
+        label = _throughput_label(float(latency), int(chats), phase)
         cells = [f"{r:.0%}" for r in runs] + ["—"] * (count - len(runs))
         lines.append(
             f"| {label} | {LABELS.get(system, system)} | "
@@ -377,6 +378,23 @@ def rounds_table(results: Mapping[str, Any]) -> str:
             + f" | **{statistics.median(runs):.0%}** |"
         )
     return "\n".join(lines)
+
+
+def rounds_section(results: Mapping[str, Any]) -> list[str]:
+    """The markdown lines of the run-by-run shares (none without bench.run --repeat)."""
+    if not results.get("rounds"):
+        return []
+    return [
+        "### Share of the bare forwarder, run by run",
+        "",
+        f"`--repeat {1 + len(results['rounds'])}`: the first run is the table above; each "
+        "later one started every bridge and the bare forwarder afresh (taking turns to go "
+        "first) and ran the Parloa-latency-0 throughput rows, so each ratio compares runs a "
+        "minute or two apart. The 60% target below is judged on the median.",
+        "",
+        rounds_table(results),
+        "",
+    ]
 
 
 def targets_table(results: Mapping[str, Any]) -> str:
@@ -452,22 +470,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         "",
         notes(results),
         "",
-        *(
-            [
-                "### Share of the bare forwarder, run by run",
-                "",
-                f"`--repeat {1 + len(results['rounds'])}`: the first run is the table above; "
-                "each later one started every bridge and the bare forwarder afresh (taking "
-                "turns to go first) and ran the Parloa-latency-0 throughput rows, so each "
-                "ratio compares runs a minute or two apart. The 60% target below is judged on "
-                "the median.",
-                "",
-                rounds_table(results),
-                "",
-            ]
-            if results.get("rounds")
-            else []
-        ),
+        *rounds_section(results),
         "### Targets",
         "",
         targets_table(results),

@@ -420,12 +420,12 @@ class Runner:
         docs/benchmarks.md)."""
         zero = [min(self.plan.latencies)]
         done: list[dict[str, Any]] = self.results.setdefault("rounds", [])
+        # starts=100: logs of their own, <name>-101.log, ...
         systems: list[Any] = [
-            Bridge(f"bridge-{b}", b, self.fakes, self.workdir, self.postgres_url) for b in backends
+            Bridge(f"bridge-{b}", b, self.fakes, self.workdir, self.postgres_url, starts=100)
+            for b in backends
         ]
-        systems.append(Reference("bare", self.fakes, self.workdir))
-        for system in systems:
-            system.starts = 100  # logs of their own: <name>-101.log, ...
+        systems.append(Reference("bare", self.fakes, self.workdir, starts=100))
         for number in range(1, count + 1):
             self.log(f"round {number} of {count}: throughput at Parloa latency 0")
             cells: dict[str, Any] = {}
@@ -604,8 +604,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="run the Parloa-latency-0 throughput rows of the bridge and the bare forwarder "
-        "this many times in all (REPEAT-1 more rounds after the run, each round every "
-        "bridge then the bare forwarder); the 60%% target is judged on the median of the "
+        "this many times in all (REPEAT-1 more rounds after the run, the bridges and the bare "
+        "forwarder taking turns to go first); the 60%% target is judged on the median of the "
         "rounds' paired ratios",
     )
     parser.add_argument("--json", type=Path, help="write the raw results here as JSON")
