@@ -26,17 +26,11 @@ from pydantic import BaseModel
 
 from bridge.textchat.models import ResponseElement
 
+# The kinds live with the other states and kinds; adapters take them from here.
+from bridge.vocabulary import InboundKind as InboundKind
+
 ContextScalar = str | int | float | bool
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
-
-
-class InboundKind(enum.StrEnum):
-    TEXT = "text"  # a user's message
-    BUTTON = "button"  # a chip pressed; ``text`` is the chip's value
-    START = "start"  # start a new conversation (Telegram /start)
-    STOP = "stop"  # the user quits
-    RESTART = "restart"  # quit and start again
-    UNSUPPORTED = "unsupported"  # a sticker, photo, voice note, ...: answered with a note
 
 
 @dataclass(frozen=True, slots=True)

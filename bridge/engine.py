@@ -35,25 +35,8 @@ from bridge.channel import (
 )
 from bridge.config import EngineConfig, MessagesConfig
 from bridge.metrics import Metrics
-from bridge.store.repository import (
-    DEAD,
-    DONE,
-    FAILED,
-    OUTBOX_BATCH,
-    SENT,
-    Claim,
-    Conversation,
-    InboxItem,
-    LeaseLost,
-    NewEvent,
-    NewOutbox,
-    OutboxAck,
-    OutboxItem,
-    Step,
-    Store,
-    StoreUnavailable,
-    Work,
-)
+from bridge.store import LeaseLost, Store, StoreUnavailable
+from bridge.store.statements import OUTBOX_BATCH
 from bridge.textchat.client import TextchatClient, TextchatResult
 from bridge.textchat.context import build_context
 from bridge.textchat.errors import (
@@ -70,10 +53,32 @@ from bridge.textchat.models import (
     element_to_wire,
     parse_element,
 )
+from bridge.vocabulary import (
+    Answered,
+    Claim,
+    Conversation,
+    DeadLetter,
+    DeliveryFailed,
+    DeliveryRetry,
+    Done,
+    Ended,
+    EndReason,
+    InboundKind,
+    InboxItem,
+    NewEvent,
+    NewReply,
+    OutboxAck,
+    OutboxItem,
+    RetryLater,
+    Sent,
+    SessionOpened,
+    Step,
+    Work,
+    apply_change,
+)
 
 log = logging.getLogger("bridge.engine")
 
-IDLE = "idle"  # an inbox kind the engine raises itself when a conversation went quiet
 TYPING_REFRESH = 4.0  # Telegram's typing indicator lasts about 5 s
 # An answer quicker than this needs no indicator: it would flash for an instant and cost a
 # platform API call (and a share of the chat's send budget) per message.
@@ -109,6 +114,14 @@ class BotHealth:
 
     def refuse(self, bot: str, reason: str) -> None:
         self.refused[bot] = reason
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far a delivery got: recorded with its outcome."""
+
+    parts_done: int
+    platform_message_id: str | None = None
 
 
 class _Permanent(Exception):
@@ -192,9 +205,6 @@ class _ChannelStateView:
         await self._store.release_lease(f"{self._channel}:{name}", owner)
 
 
-_CONVERSATION_FIELDS = frozenset(Conversation.__slots__)
-
-
 class _Run:
     """One pass over a claimed conversation: commits steps and delivers what they created,
     in order. Once a reply must wait (a retry is scheduled), every later one waits too."""
@@ -243,8 +253,7 @@ class _Run:
             self.conv.id, self.engine.instance_id, step, self.conv.channel, self.acks
         )
         self.acks.clear()
-        changes = {k: v for k, v in step.conversation.items() if k in _CONVERSATION_FIELDS}
-        self.conv = dataclasses.replace(self.conv, **changes)
+        self.conv = apply_change(self.conv, step.conversation)
         return created
 
     async def settle(self) -> None:
@@ -316,7 +325,7 @@ class Engine:
                 event_id=event.event_id,
                 conversation_key=event.conversation_key,
                 requester_id=self.requester_id(channel, event.user_id),
-                kind=event.kind.value,
+                kind=event.kind,
                 text=event.text,
                 address=event.address,
                 context=event.context,
@@ -453,7 +462,9 @@ class Engine:
         """Idle timeouts, retention, gauges. Safe to run from several processes."""
         if self.config.idle_timeout_seconds > 0:
             for conv in await self.store.idle_conversations(self.config.idle_timeout_seconds):
-                if await self.store.enqueue_internal(conv, IDLE, f"idle:{conv.session_id}"):
+                if await self.store.enqueue_internal(
+                    conv, InboundKind.IDLE, f"idle:{conv.session_id}"
+                ):
                     self.notify(conv.id)
         if self.config.retention_days > 0:
             inbox_rows, outbox_rows = await self.store.purge(self.config.retention_days * 86400)
@@ -581,20 +592,18 @@ class Engine:
                 cid,
                 self.instance_id,
                 item.id,
-                status=FAILED,
-                finished_at=now,
-                last_error=f"channel {item.channel!r} is not configured",
+                DeliveryFailed(f"channel {item.channel!r} is not configured", now),
             )
             self.metrics.deliveries.labels(item.channel, "failed").inc()
             return True
 
         # Progress is recorded with the outcome, in the same write: a crash between parts
         # re-sends the earlier parts (the documented crash window), a failure does not.
-        done: dict[str, Any] = {"parts_done": item.parts_done, "platform_message_id": None}
+        done = _Progress(item.parts_done)
 
         async def progress(index: int, message_id: str | None) -> None:
-            done["parts_done"] = index + 1
-            done["platform_message_id"] = message_id
+            done.parts_done = index + 1
+            done.platform_message_id = message_id
 
         delivery = Delivery(
             outbox_id=item.id,
@@ -622,10 +631,13 @@ class Engine:
                 cid,
                 self.instance_id,
                 item.id,
-                attempts=attempts,
-                next_attempt_at=time.time() + delay,
-                last_error=str(exc)[:1000],
-                **done,
+                DeliveryRetry(
+                    attempts,
+                    time.time() + delay,
+                    str(exc),
+                    done.parts_done,
+                    done.platform_message_id,
+                ),
             )
             return False
         except RecipientGone as exc:
@@ -634,7 +646,7 @@ class Engine:
             await self.store.commit(
                 cid,
                 self.instance_id,
-                Step(conversation={"state": "ended", "end_reason": "recipient_gone"}),
+                Step(conversation=Ended(EndReason.RECIPIENT_GONE)),
                 item.channel,
             )
             self.metrics.deliveries.labels(item.channel, "recipient_gone").inc()
@@ -646,22 +658,21 @@ class Engine:
         except DeliveryError as exc:
             await self._delivery_failed(cid, item, str(exc), done)
             return True
-        acks.append(OutboxAck(item.id, {"status": SENT, "finished_at": time.time(), **done}))
+        acks.append(
+            OutboxAck(item.id, Sent(time.time(), done.parts_done, done.platform_message_id))
+        )
         self.metrics.deliveries.labels(item.channel, "sent").inc()
         return True
 
     async def _delivery_failed(
-        self, cid: int, item: OutboxItem, reason: str, done: dict[str, Any]
+        self, cid: int, item: OutboxItem, reason: str, done: _Progress
     ) -> None:
         log.warning("conversation %s: delivery %s failed for good: %s", cid, item.id, reason)
         await self.store.update_outbox(
             cid,
             self.instance_id,
             item.id,
-            status=FAILED,
-            finished_at=time.time(),
-            last_error=reason[:1000],
-            **done,
+            DeliveryFailed(reason, time.time(), done.parts_done, done.platform_message_id),
         )
         self.metrics.deliveries.labels(item.channel, "failed").inc()
 
@@ -707,13 +718,8 @@ class Engine:
         self.metrics.dead_lettered.labels(item.channel).inc()
         return Step(
             inbox_id=item.id,
-            inbox={
-                "status": DEAD,
-                "last_error": reason[:2000],
-                "finished_at": time.time(),
-                "attempts": item.attempts + 1,
-            },
-            outbox=[NewOutbox([text_element(notice)], item.address, item.id)] if notice else [],
+            outcome=DeadLetter(reason, time.time(), item.attempts + 1),
+            replies=(NewReply([text_element(notice)], item.address, item.id),) if notice else (),
         )
 
     def _retry_or_give_up(self, item: InboxItem, exc: Exception) -> Step:
@@ -735,14 +741,7 @@ class Engine:
             attempts,
             delay,
         )
-        return Step(
-            inbox_id=item.id,
-            inbox={
-                "attempts": attempts,
-                "next_attempt_at": now + delay,
-                "last_error": str(exc)[:2000],
-            },
-        )
+        return Step(inbox_id=item.id, outcome=RetryLater(attempts, now + delay, str(exc)))
 
     async def _call(
         self,
@@ -819,66 +818,60 @@ class Engine:
         conv = run.conv
         call = self._caller(run, item, bot)
         now = time.time()
-        active = conv.state == "active" and conv.session_id is not None
-        done = {
-            "status": DONE,
-            "finished_at": now,
-            "attempts": item.attempts + 1,
-            "last_error": None,
-        }
-        if item.kind == "unsupported":
+        active = conv.active
+        done = Done(now, item.attempts + 1)
+        if item.kind == InboundKind.UNSUPPORTED:
             return Step(
                 inbox_id=item.id,
-                inbox=done,
-                outbox=[
-                    NewOutbox([text_element(self.messages.unsupported)], item.address, item.id)
-                ],
+                outcome=done,
+                replies=(
+                    NewReply([text_element(self.messages.unsupported)], item.address, item.id),
+                ),
             )
-        if item.kind == IDLE:
+        if item.kind == InboundKind.IDLE:
             if active and f"idle:{conv.session_id}" == item.event_id:
                 await self._quit_quietly(call, conv.session_id)
                 self.metrics.sessions_ended.labels(conv.channel, "idle_timeout").inc()
                 return Step(
-                    inbox_id=item.id,
-                    inbox=done,
-                    conversation={"state": "ended", "end_reason": "idle_timeout"},
+                    inbox_id=item.id, outcome=done, conversation=Ended(EndReason.IDLE_TIMEOUT)
                 )
-            return Step(inbox_id=item.id, inbox=done)
-        if item.kind == "stop":
-            outbox: list[NewOutbox] = []
+            return Step(inbox_id=item.id, outcome=done)
+        if item.kind == InboundKind.STOP:
+            replies: list[NewReply] = []
             if active:
                 result = await self._quit_quietly(call, conv.session_id)
                 if result is not None:
-                    outbox = self._replies(result, item)
-            outbox.append(
-                NewOutbox([text_element(self.messages.conversation_ended)], item.address, item.id)
+                    replies = self._replies(result, item)
+            replies.append(
+                NewReply([text_element(self.messages.conversation_ended)], item.address, item.id)
             )
             self.metrics.sessions_ended.labels(conv.channel, "user_quit").inc()
             return Step(
                 inbox_id=item.id,
-                inbox=done,
-                outbox=outbox,
-                conversation={"state": "ended", "end_reason": "user_quit", "last_activity_at": now},
+                outcome=done,
+                replies=tuple(replies),
+                conversation=Ended(EndReason.USER_QUIT, now),
             )
-        if item.kind in ("start", "restart"):
+        if item.kind in (InboundKind.START, InboundKind.RESTART):
             if active:
                 await self._quit_quietly(call, conv.session_id)
                 self.metrics.sessions_ended.labels(conv.channel, "user_quit").inc()
-            return await self._launch_step(conv, item, call, done, final=True)
+            launched = await self._launch_step(conv, item, call)
+            return dataclasses.replace(launched, inbox_id=item.id, outcome=done)
         # text and button: a message, launching first when no session is open.
         text = item.text or ""
         session = conv.session_id
         if not active:
-            launch = await self._launch_step(conv, item, call, done, final=False)
-            if launch.conversation.get("state") == "ended":
+            launch = await self._launch_step(conv, item, call)
+            assert isinstance(launch.conversation, SessionOpened)
+            if launch.conversation.ended_by_bot:
                 # The welcome already ended the conversation; nothing to send the text to.
-                launch.inbox_id, launch.inbox = item.id, done
-                return launch
+                return dataclasses.replace(launch, inbox_id=item.id, outcome=done)
             # The launch is stored while Parloa already hears the message, not before: under
             # a burst the store's queue would otherwise delay every message call. A crash
             # before it is stored means a retry opens another session, as a crash during the
             # launch call does. The user sees the welcome while Parloa thinks.
-            session = launch.conversation["session_id"]
+            session = launch.conversation.session_id
             run.commit_soon(launch)
         assert session is not None
         try:
@@ -886,7 +879,7 @@ class Engine:
         except SessionNotFound:
             # The session expired at Parloa: open a new one quietly and say it again.
             log.info("conversation %s: session expired at Parloa; starting a new one", conv.id)
-            relaunch = await self._launch_step(conv, item, call, done, final=False, quiet=True)
+            relaunch = await self._launch_step(conv, item, call, quiet=True)
             await run.commit(relaunch)
             conv = run.conv
             assert conv.session_id is not None
@@ -955,53 +948,46 @@ class Engine:
         conv: Conversation,
         item: InboxItem,
         call: Callable[[Event, str], Awaitable[TextchatResult]],
-        done: dict[str, Any],
         *,
-        final: bool,
         quiet: bool = False,
     ) -> Step:
         session = str(uuid.uuid4())
         result = await call(LaunchEvent(), session)
         body = result.response
         self.metrics.sessions_started.labels(conv.channel).inc()
-        conversation: dict[str, Any] = {
-            "state": "active",
-            "session_id": session,
-            "end_reason": None,
-            "parloa_conversation_id": body.conversation_id,
-            "last_activity_at": time.time(),
-            "address": dict(item.address) if item.address else None,
-        }
-        if body.end_conversation:
-            conversation.update(state="ended", end_reason="bot_ended")
-        step = Step(conversation=conversation, outbox=[] if quiet else self._replies(result, item))
-        if final:
-            step.inbox_id, step.inbox = item.id, done
-        return step
-
-    def _answer_step(
-        self, conv: Conversation, item: InboxItem, result: TextchatResult, done: dict[str, Any]
-    ) -> Step:
-        body = result.response
-        conversation: dict[str, Any] = {
-            "last_activity_at": time.time(),
-            "address": dict(item.address) if item.address else None,
-        }
-        if body.conversation_id:
-            conversation["parloa_conversation_id"] = body.conversation_id
-        if body.end_conversation:
-            conversation.update(state="ended", end_reason="bot_ended")
-            self.metrics.sessions_ended.labels(conv.channel, "bot_ended").inc()
+        opened = SessionOpened(
+            session_id=session,
+            parloa_conversation_id=body.conversation_id,
+            at=time.time(),
+            address=item.address,
+            ended_by_bot=body.end_conversation,
+        )
         return Step(
-            conversation=conversation,
-            inbox_id=item.id,
-            inbox=done,
-            outbox=self._replies(result, item),
+            conversation=opened, replies=() if quiet else tuple(self._replies(result, item))
         )
 
-    def _replies(self, result: TextchatResult, item: InboxItem) -> list[NewOutbox]:
+    def _answer_step(
+        self, conv: Conversation, item: InboxItem, result: TextchatResult, done: Done
+    ) -> Step:
+        body = result.response
+        if body.end_conversation:
+            self.metrics.sessions_ended.labels(conv.channel, "bot_ended").inc()
+        answered = Answered(
+            at=time.time(),
+            address=item.address,
+            parloa_conversation_id=body.conversation_id or None,
+            ended_by_bot=body.end_conversation,
+        )
+        return Step(
+            inbox_id=item.id,
+            outcome=done,
+            conversation=answered,
+            replies=tuple(self._replies(result, item)),
+        )
+
+    def _replies(self, result: TextchatResult, item: InboxItem) -> list[NewReply]:
         elements = [element_to_wire(e) for e in result.response.response_elements]
         for element in result.response.response_elements:
             if element.type not in ("text", "payload", "cross_card"):
                 self.metrics.unknown_elements.labels(element.type or "?").inc()
-        return [NewOutbox(elements, item.address, item.id)] if elements else []
+        return [NewReply(elements, item.address, item.id)] if elements else []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -24,6 +23,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.store.columns import (
+    conversation_columns,
+    conversation_record,
+    inbox_columns,
+    inbox_record,
+    outbox_columns,
+    outbox_record,
+)
 from bridge.store.native import NativeStatements
 from bridge.store.runners import (
     Compiled,
@@ -37,7 +44,6 @@ from bridge.store.runners import (
 )
 from bridge.store.schema import channel_state, conversations, inbox, leases, outbox
 from bridge.store.statements import (
-    OUTBOX_BATCH,
     PENDING,
     CommitShape,
     Guard,
@@ -45,16 +51,26 @@ from bridge.store.statements import (
     params,
 )
 from bridge.store.transactions import Transactions, transactions_for
-
-__all__ = ["OUTBOX_BATCH", "PENDING"]
+from bridge.vocabulary import (
+    Accepted,
+    Claim,
+    Conversation,
+    DeliveryOutcome,
+    InboundKind,
+    InboxItem,
+    InboxStats,
+    InboxStatus,
+    NewEvent,
+    NewReply,
+    OutboxAck,
+    OutboxItem,
+    OutboxStatus,
+    Step,
+    Work,
+)
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-DONE = "done"
-DEAD = "dead"
-SENT = "sent"
-FAILED = "failed"
 
 
 class StoreUnavailable(Exception):
@@ -63,128 +79,6 @@ class StoreUnavailable(Exception):
 
 class LeaseLost(Exception):
     """This process no longer holds the conversation's lease; its work must not be committed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    id: int
-    channel: str
-    conversation_key: str
-    requester_id: str
-    state: str
-    session_id: str | None
-    parloa_conversation_id: str | None
-    end_reason: str | None
-    address: Mapping[str, Any] | None
-    last_activity_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class InboxItem:
-    id: int
-    channel: str
-    event_id: str
-    conversation_id: int
-    kind: str
-    text: str | None
-    address: Mapping[str, Any] | None
-    context: Mapping[str, Any] | None
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    created_at: float
-    finished_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    id: int
-    conversation_id: int
-    inbox_id: int | None
-    channel: str
-    address: Mapping[str, Any] | None
-    elements: list[Any]
-    parts_done: int
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    """A claimed conversation with the heads of its queues."""
-
-    conversation: Conversation
-    inbox: InboxItem | None
-    outbox: list[OutboxItem]
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxAck:
-    """A delivery's outcome, recorded with the worker's next write (see Store.commit and
-    Store.finish) rather than in a transaction of its own."""
-
-    outbox_id: int
-    values: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Take the lease of up to ``limit`` idle conversations while accepting their events
-    (Store.accept_claiming), for ``ttl`` seconds, as ``owner``."""
-
-    owner: str
-    ttl: float
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """What Store.accept_claiming did: (accepted, conversation id) per event, in order, and
-    the work of each conversation whose lease it took, as Store.claim would have read it."""
-
-    results: list[tuple[bool, int]]
-    claimed: dict[int, Work]
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An inbound event to accept (see Store.accept_many)."""
-
-    event_id: str
-    conversation_key: str
-    requester_id: str
-    kind: str
-    text: str | None
-    address: Mapping[str, Any] | None
-    context: Mapping[str, Any] | None
-
-
-@dataclass(slots=True)
-class NewOutbox:
-    elements: list[Any]
-    address: Mapping[str, Any] | None
-    inbox_id: int | None = None
-
-
-@dataclass(slots=True)
-class Step:
-    """The outcome of one piece of work on a conversation, committed atomically."""
-
-    conversation: dict[str, Any] = field(default_factory=dict)
-    inbox_id: int | None = None
-    inbox: dict[str, Any] = field(default_factory=dict)
-    outbox: list[NewOutbox] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class InboxStats:
-    pending: int
-    oldest_pending_age: float
-    dead: int
-    outbox_pending: int
 
 
 def _insert(conn: Connection, table: Any) -> Any:
@@ -198,28 +92,7 @@ def _least(conn: Connection, column: Any, value: float) -> Any:
     return (func.least if conn.dialect.name == "postgresql" else func.min)(column, value)
 
 
-def _conversation(row: Any) -> Conversation:
-    m = getattr(row, "_mapping", row)  # a Row, or a mapping from a StatementRunner
-    return Conversation(
-        m["id"],
-        m["channel"],
-        m["conversation_key"],
-        m["requester_id"],
-        m["state"],
-        m["session_id"],
-        m["parloa_conversation_id"],
-        m["end_reason"],
-        m["address"],
-        m["last_activity_at"],
-    )
-
-
-def _inbox(row: Any) -> InboxItem:
-    m: Mapping[str, Any] = getattr(row, "_mapping", row)
-    return InboxItem(**{name: m[name] for name in InboxItem.__slots__})
-
-
-def _new_reply(conversation_id: int, new: NewOutbox, channel: str, now: float) -> dict[str, Any]:
+def _new_reply(conversation_id: int, new: NewReply, channel: str, now: float) -> dict[str, Any]:
     """A new outbox row's columns (statements.REPLY_COLUMNS and its conversation's id)."""
     return {
         "conversation_id": conversation_id,
@@ -244,40 +117,38 @@ def _created(outbox_id: int, row: Mapping[str, Any]) -> OutboxItem:
         row["address"],
         row["elements"],
         0,
-        PENDING,
+        OutboxStatus.PENDING,
         0,
         row["next_attempt_at"],
         None,
     )
 
 
-def _ack_shape(acks: Sequence[OutboxAck]) -> tuple[frozenset[str], ...]:
+AckColumns = tuple[int, dict[str, Any]]  # an outbox id and the columns its ack writes
+
+
+def _ack_shape(acks: Sequence[AckColumns]) -> tuple[frozenset[str], ...]:
     """The columns each ack writes: which one-statement write to build."""
-    return tuple(frozenset(ack.values) for ack in acks)
+    return tuple(frozenset(values) for _id, values in acks)
 
 
-def _ack_params(acks: Sequence[OutboxAck]) -> dict[str, Any]:
+def _ack_params(acks: Sequence[AckColumns]) -> dict[str, Any]:
     """Parameters for the acks of a one-statement write (statements._ack_writes)."""
-    values: dict[str, Any] = {}
-    for n, ack in enumerate(acks):
-        values[f"p_a{n}_id"] = ack.outbox_id
-        values.update({f"p_a{n}_{name}": value for name, value in ack.values.items()})
-    return values
+    params: dict[str, Any] = {}
+    for n, (outbox_id, values) in enumerate(acks):
+        params[f"p_a{n}_id"] = outbox_id
+        params.update({f"p_a{n}_{name}": value for name, value in values.items()})
+    return params
 
 
-def _one_ack_per_reply(acks: Sequence[OutboxAck]) -> list[OutboxAck]:
-    """``acks`` for a one-statement write, which may not change a row twice: a reply acked
-    more than once gets one ack with all their values, the later ones winning (as when they
+def _one_ack_per_reply(acks: Sequence[OutboxAck]) -> list[AckColumns]:
+    """``acks`` as columns for a one-statement write, which may not change a row twice: a
+    reply acked more than once gets all their values, the later ones winning (as when they
     are written one after the other)."""
     merged: dict[int, dict[str, Any]] = {}
     for ack in acks:
-        merged.setdefault(ack.outbox_id, {}).update(ack.values)
-    return [OutboxAck(outbox_id, values) for outbox_id, values in merged.items()]
-
-
-def _outbox(row: Any) -> OutboxItem:
-    m: Mapping[str, Any] = getattr(row, "_mapping", row)
-    return OutboxItem(**{name: m[name] for name in OutboxItem.__slots__})
+        merged.setdefault(ack.outbox_id, {}).update(outbox_columns(ack.outcome))
+    return list(merged.items())
 
 
 PURGE_BATCH = 1000
@@ -311,7 +182,7 @@ def _claimed(row: Row, lease: tuple[str, float] | None) -> bool:
 
 def _accepted_item(row: Mapping[str, Any], inbox_id: int) -> InboxItem:
     """An event just accepted as the inbox holds it (``row``: what the intake inserted)."""
-    return _inbox({**row, "id": inbox_id, "last_error": None, "finished_at": None})
+    return inbox_record({**row, "id": inbox_id, "last_error": None, "finished_at": None})
 
 
 def _state_row(channel: str, key: str, value: str, now: float) -> dict[str, Any]:
@@ -395,7 +266,7 @@ class Store:
         event_id: str,
         conversation_key: str,
         requester_id: str,
-        kind: str,
+        kind: InboundKind,
         text: str | None,
         address: Mapping[str, Any] | None,
         context: Mapping[str, Any] | None,
@@ -487,7 +358,7 @@ class Store:
             if _claimed(got, lease):
                 inserted = {**row, "conversation_id": cid}
                 head = _accepted_item(inserted, int(got["inbox_id"])) if accepted else None
-                claimed[cid] = Work(_conversation(got), head, [])
+                claimed[cid] = Work(conversation_record(got), head, [])
             return Accepted([(accepted, cid)], claimed)
 
         return program
@@ -532,7 +403,7 @@ class Store:
             if cid in leased and inbox_id is not None and (known is None or inbox_id < known.id):
                 heads[cid] = _accepted_item(row, inbox_id)
         claimed = {
-            cid: Work(_conversation(conv), heads.get(cid), []) for cid, conv in leased.items()
+            cid: Work(conversation_record(conv), heads.get(cid), []) for cid, conv in leased.items()
         }
         results = [
             (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
@@ -592,7 +463,7 @@ class Store:
             row = sql.first(self._q.claim, values)
             if row is None:
                 return None
-            return self._work(sql, _conversation(row), bool(row["has_outbox"]))
+            return self._work(sql, conversation_record(row), bool(row["has_outbox"]))
 
         return await self._tx.write(unit)
 
@@ -607,10 +478,10 @@ class Store:
             row = yield Query("first", self._q.claim_with_inbox_head, values)
             if row is None:
                 return None
-            conv = _conversation(row)
+            conv = conversation_record(row)
             head = None
             if row["inbox_id"] is not None:
-                head = _inbox({name: row[f"inbox_{name}"] for name in InboxItem.__slots__})
+                head = inbox_record({name: row[f"inbox_{name}"] for name in InboxItem.__slots__})
             replies = (yield from self._replies(conv.id)) if row["has_outbox"] else []
             return Work(conv, head, replies)
 
@@ -622,12 +493,12 @@ class Store:
     def _work_program(self, conv: Conversation, has_outbox: bool) -> Program[Work]:
         in_row = yield Query("first", self._q.inbox_head, {"p_cid": conv.id})
         replies = (yield from self._replies(conv.id)) if has_outbox else []
-        return Work(conv, _inbox(in_row) if in_row else None, replies)
+        return Work(conv, inbox_record(in_row) if in_row else None, replies)
 
     def _replies(self, conversation_id: int) -> Program[list[OutboxItem]]:
         """The oldest pending replies of a conversation (up to OUTBOX_BATCH)."""
         rows = yield Query("all", self._q.outbox_heads, {"p_cid": conversation_id})
-        return [_outbox(r) for r in rows]
+        return [outbox_record(r) for r in rows]
 
     async def renew(self, conversation_id: int, owner: str, ttl: float) -> bool:
         until = self._expiry(self.clock(), ttl)
@@ -669,7 +540,7 @@ class Store:
             due = min(heads) if heads else None
             if due is not None and due <= now:
                 sql.rowcount(q.extend_lease, {"p_cid": conversation_id, "p_until": until})
-                return self._work(sql, _conversation(row), row["outbox_next"] is not None)
+                return self._work(sql, conversation_record(row), row["outbox_next"] is not None)
             sql.rowcount(q.release, {"p_cid": conversation_id, "p_due": due})
             return None
 
@@ -681,15 +552,20 @@ class Store:
         """PostgreSQL: finish as one statement, its own transaction (HotStatements.
         finish_in_one: how an event accepted meanwhile is not lost). The work of a lease
         kept is read in a second statement, under that lease."""
-        acks = _one_ack_per_reply(acks)
-        values = {**key, **_ack_params(acks), "p_now": now, "p_until": self._expiry(now, ttl)}
-        stmt = self._q.finish_in_one(_ack_shape(acks))
+        ack_columns = _one_ack_per_reply(acks)
+        values = {
+            **key,
+            **_ack_params(ack_columns),
+            "p_now": now,
+            "p_until": self._expiry(now, ttl),
+        }
+        stmt = self._q.finish_in_one(_ack_shape(ack_columns))
 
         def program() -> Program[Work | None]:
             row = yield Query("first", stmt, values)
             if row is None or not row["kept"]:
                 return None
-            conv = _conversation(row)
+            conv = conversation_record(row)
             return (yield from self._work_program(conv, row["outbox_next"] is not None))
 
         return program
@@ -718,7 +594,7 @@ class Store:
         conversation (otherwise the caller checked that in this transaction already)."""
         guard: Guard = "none" if owner is None else "owner"
         for ack in acks:
-            values = dict(ack.values)
+            values = outbox_columns(ack.outcome)
             sql.rowcount(
                 self._q.update_outbox(values, guard=guard),
                 params(values, id=ack.outbox_id, cid=conversation_id, owner=owner),
@@ -731,7 +607,7 @@ class Store:
             row = conn.execute(
                 select(conversations).where(conversations.c.id == conversation_id)
             ).one()
-            return _conversation(row)
+            return conversation_record(row)
 
         return await self._tx.read(unit)
 
@@ -743,28 +619,28 @@ class Store:
                     conversations.c.conversation_key == key,
                 )
             ).first()
-            return _conversation(row) if row else None
+            return conversation_record(row) if row else None
 
         return await self._tx.read(unit)
 
     async def head_inbox(self, conversation_id: int) -> InboxItem | None:
         def unit(conn: Connection) -> InboxItem | None:
             row = conn.execute(self._q.inbox_head, {"p_cid": conversation_id}).first()
-            return _inbox(row) if row else None
+            return inbox_record(row) if row else None
 
         return await self._tx.read(unit)
 
     async def outbox_item(self, outbox_id: int) -> OutboxItem | None:
         def unit(conn: Connection) -> OutboxItem | None:
             row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).first()
-            return _outbox(row) if row else None
+            return outbox_record(row) if row else None
 
         return await self._tx.read(unit)
 
     async def head_outbox(self, conversation_id: int) -> OutboxItem | None:
         def unit(conn: Connection) -> OutboxItem | None:
             row = conn.execute(self._q.outbox_heads, {"p_cid": conversation_id}).first()
-            return _outbox(row) if row else None
+            return outbox_record(row) if row else None
 
         return await self._tx.read(unit)
 
@@ -785,7 +661,7 @@ class Store:
         q = self._q
 
         # Several new replies keep the transaction: their ids are handed out in order.
-        if q.dialect == "postgresql" and len(step.outbox) <= 1:
+        if q.dialect == "postgresql" and len(step.replies) <= 1:
             return await self._hot(
                 self._commit_in_one(conversation_id, owner, step, channel, acks, now)
             )
@@ -793,7 +669,7 @@ class Store:
         def unit(conn: Connection) -> list[OutboxItem]:
             sql = self._runner(conn)
             # The lease check is part of the update, so it costs no extra round trip.
-            values = {"updated_at": now, **step.conversation}
+            values = {"updated_at": now, **conversation_columns(step.conversation)}
             updated = sql.rowcount(
                 q.update_held_conversation(values),
                 params(values, cid=conversation_id, owner=owner, now=now),
@@ -801,10 +677,11 @@ class Store:
             if not updated:
                 raise LeaseLost(f"conversation {conversation_id}: lease lost")
             self._record_acks(sql, acks)
-            if step.inbox_id is not None and step.inbox:
-                sql.rowcount(q.update_inbox(step.inbox), params(step.inbox, id=step.inbox_id))
+            inbox_values = inbox_columns(step.outcome)
+            if step.inbox_id is not None and inbox_values:
+                sql.rowcount(q.update_inbox(inbox_values), params(inbox_values, id=step.inbox_id))
             created: list[OutboxItem] = []
-            for new in step.outbox:
+            for new in step.replies:
                 row = _new_reply(conversation_id, new, channel, now)
                 inserted = sql.first(q.new_outbox, row)
                 assert inserted is not None  # INSERT ... RETURNING id
@@ -823,22 +700,23 @@ class Store:
         now: float,
     ) -> Callable[[], Program[list[OutboxItem]]]:
         """PostgreSQL: the commit as one statement (HotStatements.commit_in_one)."""
-        acks = _one_ack_per_reply(acks)
-        conversation = {"updated_at": now, **step.conversation}
-        changes_inbox = step.inbox_id is not None and bool(step.inbox)
+        ack_columns = _one_ack_per_reply(acks)
+        conversation = {"updated_at": now, **conversation_columns(step.conversation)}
+        inbox_values = inbox_columns(step.outcome)
+        changes_inbox = step.inbox_id is not None and bool(inbox_values)
         shape = CommitShape(
             frozenset(conversation),
-            frozenset(step.inbox) if changes_inbox else None,
-            bool(step.outbox),
-            _ack_shape(acks),
+            frozenset(inbox_values) if changes_inbox else None,
+            bool(step.replies),
+            _ack_shape(ack_columns),
         )
         values: dict[str, Any] = {"p_cid": conversation_id, "p_owner": owner, "p_now": now}
         values.update({f"p_c_{name}": value for name, value in conversation.items()})
         if changes_inbox:
             values["p_i_id"] = step.inbox_id
-            values.update({f"p_i_{name}": value for name, value in step.inbox.items()})
-        values.update(_ack_params(acks))
-        reply = _new_reply(conversation_id, step.outbox[0], channel, now) if step.outbox else None
+            values.update({f"p_i_{name}": value for name, value in inbox_values.items()})
+        values.update(_ack_params(ack_columns))
+        reply = _new_reply(conversation_id, step.replies[0], channel, now) if step.replies else None
         if reply is not None:
             values.update({f"p_o_{name}": value for name, value in reply.items()})
         stmt = self._q.commit_in_one(shape)
@@ -852,9 +730,11 @@ class Store:
         return program
 
     async def update_outbox(
-        self, conversation_id: int, owner: str, outbox_id: int, **values: Any
+        self, conversation_id: int, owner: str, outbox_id: int, outcome: DeliveryOutcome
     ) -> None:
+        """Record one delivery's outcome at once, under the lease. Raises LeaseLost."""
         now = self.clock()
+        values = outbox_columns(outcome)
 
         def unit(conn: Connection) -> None:
             result = conn.execute(
@@ -885,7 +765,7 @@ class Store:
                 .where(
                     outbox.c.conversation_id == conversation_id, outbox.c.status == PENDING, held
                 )
-                .values(status=FAILED, last_error=reason, finished_at=now)
+                .values(status=OutboxStatus.FAILED, last_error=reason, finished_at=now)
             )
             return int(result.rowcount)
 
@@ -905,11 +785,11 @@ class Store:
                 )
                 .limit(limit)
             )
-            return [_conversation(r) for r in rows]
+            return [conversation_record(r) for r in rows]
 
         return await self._tx.read(unit)
 
-    async def enqueue_internal(self, conv: Conversation, kind: str, event_id: str) -> bool:
+    async def enqueue_internal(self, conv: Conversation, kind: InboundKind, event_id: str) -> bool:
         """An event the bridge itself raises (idle timeout) into a conversation's queue."""
         now = self.clock()
 
@@ -993,7 +873,9 @@ class Store:
             pending, oldest = conn.execute(
                 select(func.count(), func.min(inbox.c.created_at)).where(inbox.c.status == PENDING)
             ).one()
-            dead = conn.execute(select(func.count()).where(inbox.c.status == DEAD)).scalar_one()
+            dead = conn.execute(
+                select(func.count()).where(inbox.c.status == InboxStatus.DEAD)
+            ).scalar_one()
             out_pending = conn.execute(
                 select(func.count()).where(outbox.c.status == PENDING)
             ).scalar_one()
@@ -1015,26 +897,31 @@ class Store:
     # --- dead letters (operator) ------------------------------------------------------------
 
     async def dead_letters(self, channel: str | None = None, limit: int = 100) -> list[InboxItem]:
-        query = select(inbox).where(inbox.c.status == DEAD).order_by(inbox.c.id).limit(limit)
+        query = (
+            select(inbox)
+            .where(inbox.c.status == InboxStatus.DEAD)
+            .order_by(inbox.c.id)
+            .limit(limit)
+        )
         if channel:
             query = query.where(inbox.c.channel == channel)
 
         def unit(conn: Connection) -> list[InboxItem]:
-            return [_inbox(r) for r in conn.execute(query)]
+            return [inbox_record(r) for r in conn.execute(query)]
 
         return await self._tx.read(unit)
 
     async def inbox_item(self, inbox_id: int) -> InboxItem | None:
         def unit(conn: Connection) -> InboxItem | None:
             row = conn.execute(select(inbox).where(inbox.c.id == inbox_id)).first()
-            return _inbox(row) if row else None
+            return inbox_record(row) if row else None
 
         return await self._tx.read(unit)
 
     async def retry_dead(self, ids: Sequence[int] | None = None) -> int:
         """Put dead letters back into their queues (all of them when ids is None)."""
         now = self.clock()
-        cond = inbox.c.status == DEAD
+        cond = inbox.c.status == InboxStatus.DEAD
         if ids is not None:
             cond = and_(cond, inbox.c.id.in_(list(ids)))
 

@@ -1,0 +1,183 @@
+"""The vocabulary's changes as column values, and rows as the vocabulary's records: the one
+place the store turns typed values into SQL values and back. Pure functions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.vocabulary import (
+    Answered,
+    Conversation,
+    ConversationChange,
+    ConversationState,
+    DeadLetter,
+    DeliveryFailed,
+    DeliveryOutcome,
+    DeliveryRetry,
+    Done,
+    Ended,
+    EndReason,
+    InboundKind,
+    InboxItem,
+    InboxOutcome,
+    InboxStatus,
+    OutboxItem,
+    OutboxStatus,
+    RetryLater,
+    Sent,
+    SessionOpened,
+)
+
+# Longest error texts kept in last_error.
+INBOX_ERROR_CHARS = 2000
+OUTBOX_ERROR_CHARS = 1000
+
+
+def conversation_columns(change: ConversationChange | None) -> dict[str, Any]:
+    """The conversations columns a change writes (its shape picks the statement: keep each
+    variant's set of keys stable)."""
+    match change:
+        case None:
+            return {}
+        case SessionOpened():
+            return {
+                "state": ConversationState.ENDED
+                if change.ended_by_bot
+                else ConversationState.ACTIVE,
+                "session_id": change.session_id,
+                "end_reason": EndReason.BOT_ENDED if change.ended_by_bot else None,
+                "parloa_conversation_id": change.parloa_conversation_id,
+                "last_activity_at": change.at,
+                "address": dict(change.address) if change.address else None,
+            }
+        case Answered():
+            values: dict[str, Any] = {
+                "last_activity_at": change.at,
+                "address": dict(change.address) if change.address else None,
+            }
+            if change.parloa_conversation_id:
+                values["parloa_conversation_id"] = change.parloa_conversation_id
+            if change.ended_by_bot:
+                values.update(state=ConversationState.ENDED, end_reason=EndReason.BOT_ENDED)
+            return values
+        case Ended():
+            values = {"state": ConversationState.ENDED, "end_reason": change.reason}
+            if change.at is not None:
+                values["last_activity_at"] = change.at
+            return values
+
+
+def inbox_columns(outcome: InboxOutcome | None) -> dict[str, Any]:
+    match outcome:
+        case None:
+            return {}
+        case Done():
+            return {
+                "status": InboxStatus.DONE,
+                "finished_at": outcome.at,
+                "attempts": outcome.attempts,
+                "last_error": None,
+            }
+        case DeadLetter():
+            return {
+                "status": InboxStatus.DEAD,
+                "last_error": outcome.reason[:INBOX_ERROR_CHARS],
+                "finished_at": outcome.at,
+                "attempts": outcome.attempts,
+            }
+        case RetryLater():
+            return {
+                "attempts": outcome.attempts,
+                "next_attempt_at": outcome.next_attempt_at,
+                "last_error": outcome.error[:INBOX_ERROR_CHARS],
+            }
+
+
+def outbox_columns(outcome: DeliveryOutcome) -> dict[str, Any]:
+    match outcome:
+        case Sent():
+            return {
+                "status": OutboxStatus.SENT,
+                "finished_at": outcome.at,
+                "parts_done": outcome.parts_done,
+                "platform_message_id": outcome.platform_message_id,
+            }
+        case DeliveryRetry():
+            return {
+                "attempts": outcome.attempts,
+                "next_attempt_at": outcome.next_attempt_at,
+                "last_error": outcome.error[:OUTBOX_ERROR_CHARS],
+                "parts_done": outcome.parts_done,
+                "platform_message_id": outcome.platform_message_id,
+            }
+        case DeliveryFailed():
+            values: dict[str, Any] = {
+                "status": OutboxStatus.FAILED,
+                "finished_at": outcome.at,
+                "last_error": outcome.reason[:OUTBOX_ERROR_CHARS],
+            }
+            if outcome.parts_done is not None:
+                values.update(
+                    parts_done=outcome.parts_done,
+                    platform_message_id=outcome.platform_message_id,
+                )
+            return values
+
+
+def _mapping(row: Any) -> Mapping[str, Any]:
+    return getattr(row, "_mapping", row)  # type: ignore[no-any-return]  # a Row or a mapping
+
+
+def conversation_record(row: Any) -> Conversation:
+    m = _mapping(row)
+    reason = m["end_reason"]
+    return Conversation(
+        m["id"],
+        m["channel"],
+        m["conversation_key"],
+        m["requester_id"],
+        ConversationState(m["state"]),
+        m["session_id"],
+        m["parloa_conversation_id"],
+        EndReason(reason) if reason is not None else None,
+        m["address"],
+        m["last_activity_at"],
+    )
+
+
+def inbox_record(row: Any) -> InboxItem:
+    m = _mapping(row)
+    return InboxItem(
+        m["id"],
+        m["channel"],
+        m["event_id"],
+        m["conversation_id"],
+        InboundKind(m["kind"]),
+        m["text"],
+        m["address"],
+        m["context"],
+        InboxStatus(m["status"]),
+        m["attempts"],
+        m["next_attempt_at"],
+        m["last_error"],
+        m["created_at"],
+        m["finished_at"],
+    )
+
+
+def outbox_record(row: Any) -> OutboxItem:
+    m = _mapping(row)
+    return OutboxItem(
+        m["id"],
+        m["conversation_id"],
+        m["inbox_id"],
+        m["channel"],
+        m["address"],
+        m["elements"],
+        m["parts_done"],
+        OutboxStatus(m["status"]),
+        m["attempts"],
+        m["next_attempt_at"],
+        m["last_error"],
+    )

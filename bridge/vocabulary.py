@@ -1,0 +1,326 @@
+"""The typed values the message path carries between the engine and the store.
+
+States and kinds are StrEnums (stored as their string values); what one step of a worker
+changes is a frozen dataclass, turned into column values only inside the store
+(bridge/store/columns.py). The records the store reads back (:class:`Conversation`,
+:class:`InboxItem`, :class:`OutboxItem`) carry the same enums.
+
+    inbound event ──► NewEvent ──► inbox row (InboxItem, InboundKind, InboxStatus)
+    worker step   ──► Step: InboxOutcome (Done | DeadLetter | RetryLater)
+                        + ConversationChange (SessionOpened | Answered | Ended)
+                        + NewReply … ──► outbox rows (OutboxItem, OutboxStatus)
+    delivery      ──► OutboxAck: DeliveryOutcome (Sent | DeliveryRetry | DeliveryFailed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# --- states and kinds --------------------------------------------------------------------
+
+
+class ConversationState(enum.StrEnum):
+    NEW = "new"  # created by intake; no Parloa session yet
+    ACTIVE = "active"  # a Parloa session is open
+    ENDED = "ended"  # the session was closed; the next message opens a new one
+
+
+class EndReason(enum.StrEnum):
+    IDLE_TIMEOUT = "idle_timeout"
+    USER_QUIT = "user_quit"
+    BOT_ENDED = "bot_ended"
+    RECIPIENT_GONE = "recipient_gone"
+
+
+class InboundKind(enum.StrEnum):
+    TEXT = "text"  # a user's message
+    BUTTON = "button"  # a chip pressed; ``text`` is the chip's value
+    START = "start"  # start a new conversation (Telegram /start)
+    STOP = "stop"  # the user quits
+    RESTART = "restart"  # quit and start again
+    UNSUPPORTED = "unsupported"  # a sticker, photo, voice note, ...: answered with a note
+    IDLE = "idle"  # raised by the engine itself when a conversation went quiet; never by an adapter
+
+
+class InboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"  # a dead letter: kept until an operator retries it
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+# --- records the store reads -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: int
+    channel: str
+    conversation_key: str
+    requester_id: str
+    state: ConversationState
+    session_id: str | None
+    parloa_conversation_id: str | None
+    end_reason: EndReason | None
+    address: Mapping[str, Any] | None
+    last_activity_at: float
+
+    @property
+    def active(self) -> bool:
+        """A Parloa session is open."""
+        return self.state is ConversationState.ACTIVE and self.session_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    id: int
+    channel: str
+    event_id: str
+    conversation_id: int
+    kind: InboundKind
+    text: str | None
+    address: Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
+    status: InboxStatus
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    conversation_id: int
+    inbox_id: int | None
+    channel: str
+    address: Mapping[str, Any] | None
+    elements: list[Any]
+    parts_done: int
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A claimed conversation with the heads of its queues."""
+
+    conversation: Conversation
+    inbox: InboxItem | None
+    outbox: list[OutboxItem]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxStats:
+    pending: int
+    oldest_pending_age: float
+    dead: int
+    outbox_pending: int
+
+
+# --- what intake hands the store ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An inbound event to accept."""
+
+    event_id: str
+    conversation_key: str
+    requester_id: str
+    kind: InboundKind
+    text: str | None
+    address: Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Take the lease of up to ``limit`` idle conversations while accepting their events,
+    for ``ttl`` seconds, as ``owner``."""
+
+    owner: str
+    ttl: float
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What intake did: (accepted, conversation id) per event, in order, and the work of
+    each conversation whose lease it took, as a claim would have read it."""
+
+    results: list[tuple[bool, int]]
+    claimed: dict[int, Work]
+
+
+# --- what a worker's step changes ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """Parloa answered ``launch``: a new session (ended at once if the welcome ended it)."""
+
+    session_id: str
+    parloa_conversation_id: str | None
+    at: float
+    address: Mapping[str, Any] | None
+    ended_by_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """Parloa answered a message in the open session."""
+
+    at: float
+    address: Mapping[str, Any] | None
+    parloa_conversation_id: str | None = None  # None: unchanged
+    ended_by_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The session ended for ``reason``; ``at``: the user's last activity, when it was theirs."""
+
+    reason: EndReason
+    at: float | None = None
+
+
+ConversationChange = SessionOpened | Answered | Ended
+
+
+def apply_change(conv: Conversation, change: ConversationChange | None) -> Conversation:
+    """The conversation as it is once ``change`` is committed."""
+    match change:
+        case None:
+            return conv
+        case SessionOpened():
+            return dataclasses.replace(
+                conv,
+                state=ConversationState.ENDED if change.ended_by_bot else ConversationState.ACTIVE,
+                session_id=change.session_id,
+                end_reason=EndReason.BOT_ENDED if change.ended_by_bot else None,
+                parloa_conversation_id=change.parloa_conversation_id,
+                last_activity_at=change.at,
+                address=change.address,
+            )
+        case Answered():
+            updated = dataclasses.replace(conv, last_activity_at=change.at, address=change.address)
+            if change.parloa_conversation_id is not None:
+                updated = dataclasses.replace(
+                    updated, parloa_conversation_id=change.parloa_conversation_id
+                )
+            if change.ended_by_bot:
+                updated = dataclasses.replace(
+                    updated, state=ConversationState.ENDED, end_reason=EndReason.BOT_ENDED
+                )
+            return updated
+        case Ended():
+            updated = dataclasses.replace(
+                conv, state=ConversationState.ENDED, end_reason=change.reason
+            )
+            if change.at is not None:
+                updated = dataclasses.replace(updated, last_activity_at=change.at)
+            return updated
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The event was handled (answered, or nothing to answer)."""
+
+    at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The event cannot be handled: kept for an operator (``parloa-bridge inbox retry``)."""
+
+    reason: str
+    at: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """A transient failure: try again at ``next_attempt_at``."""
+
+    attempts: int
+    next_attempt_at: float
+    error: str
+
+
+InboxOutcome = Done | DeadLetter | RetryLater
+
+
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """Response elements (wire form) to deliver to ``address``, answering inbox ``inbox_id``."""
+
+    elements: list[Any]
+    address: Mapping[str, Any] | None
+    inbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The outcome of one piece of work on a conversation, committed atomically."""
+
+    inbox_id: int | None = None
+    outcome: InboxOutcome | None = None
+    conversation: ConversationChange | None = None
+    replies: tuple[NewReply, ...] = ()
+
+
+# --- what a delivery did -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    at: float
+    parts_done: int
+    platform_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRetry:
+    """Try again at ``next_attempt_at``; the parts sent so far are recorded."""
+
+    attempts: int
+    next_attempt_at: float
+    error: str
+    parts_done: int
+    platform_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """Given up for good; ``parts_done`` None when nothing was tried."""
+
+    reason: str
+    at: float
+    parts_done: int | None = None
+    platform_message_id: str | None = None
+
+
+DeliveryOutcome = Sent | DeliveryRetry | DeliveryFailed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAck:
+    """A delivery's outcome, recorded with the worker's next write (a commit or a finish)
+    rather than in a transaction of its own."""
+
+    outbox_id: int
+    outcome: DeliveryOutcome
