@@ -3,11 +3,11 @@ that the measured bridge's CPU is its own.
 
 ``python -m bench.fakes`` serves, on 127.0.0.1 (ephemeral ports):
 
-* the fake Telegram Bot API (:class:`tests.fake_telegram.FakeTelegram`, long polling), with a
+* the fake Telegram Bot API (:class:`tests.fakes.telegram.FakeTelegram`, long polling), with a
   hook that records when each send call arrived;
-* the TextchatV2 simulator as Parloa (:func:`bridge.textchat.simulator.create_simulator_app`),
+* the TextchatV2 simulator as Parloa (:func:`bridge.devtools.simulator.create_simulator_app`),
   with a middleware that records how long it took to answer each ``message`` event;
-* the fake Slack Web API (:class:`tests.fake_slack.FakeSlack`), one workspace;
+* the fake Slack Web API (:class:`tests.fakes.slack.FakeSlack`), one workspace;
 * a control API for :mod:`bench.run`: ``GET /info``, ``PUT /parloa`` (latency), ``POST /reset``,
   ``POST /first_contact``, ``POST /closed_loop``, ``POST /open_loop``, ``POST /slack_acks``.
 
@@ -32,14 +32,14 @@ if str(ROOT) not in sys.path:  # tests/ is importable from the repository root
 from aiohttp import web  # noqa: E402
 
 from bench import workloads  # noqa: E402
-from bridge.service import tune_garbage_collector  # noqa: E402
-from bridge.textchat.simulator import (  # noqa: E402
+from bridge.devtools.simulator import (  # noqa: E402
     Faults,
     SimulatorState,
     create_simulator_app,
 )
-from tests.fake_slack import FakeSlack  # noqa: E402
-from tests.fake_telegram import Call, FakeTelegram, SentMessage  # noqa: E402
+from bridge.service import tune_garbage_collector  # noqa: E402
+from tests.fakes.slack import FakeSlack  # noqa: E402
+from tests.fakes.telegram import Call, FakeTelegram, SentMessage  # noqa: E402
 
 # One bot token per system under test, so that nothing one left behind reaches another.
 TOKENS = {
@@ -222,8 +222,9 @@ class Fakes:
         counts["slack_posted"] = len(self.slack.messages)
         self.slack.calls.clear()
         self.slack.messages.clear()
-        counts["parloa_requests"] = int(self.sim_state.stats["requests"])
-        counts["parloa_by_status"] = self.sim_state.stats["by_status"]
+        parloa = self.sim_state.stats().to_json()
+        counts["parloa_requests"] = parloa["requests"]
+        counts["parloa_by_status"] = parloa["by_status"]
         self.parloa_times.clear()
         self._fresh_counts()
         return web.json_response(counts)
@@ -298,10 +299,10 @@ class Fakes:
 async def main() -> None:
     fakes = Fakes()
     await fakes.start()
-    # The fakes keep up to 10,000 simulator sessions and their recent requests: 50,000-200,000
-    # objects, which CPython's full collections walked nine times in one throughput workload,
-    # pausing every fake server for 23-125 ms (750 ms in all) mid-burst, whichever system was
-    # under test. The bridge's own setting makes them ten times rarer.
+    # The fakes keep many simulator sessions and their recent requests alive, which CPython's
+    # full collections walk again and again, pausing every fake server mid-burst whichever
+    # system is under test: the bridge's own setting makes them rarer (docs/benchmarks.md,
+    # "Garbage collector").
     tune_garbage_collector()
     print(json.dumps(fakes.info()), flush=True)
     stop = asyncio.Event()

@@ -103,7 +103,10 @@ CENTRES: list[tuple[str, str]] = [
     ("asyncio event loop and callbacks", r"asyncio/|selectors"),
     ("native code holding the GIL (no Python frame)", r"^$"),
 ]
-STORE_METHOD = re.compile(r"Store\.(\w+) \(bridge/store/repository\.py\)")
+# A store call's frame: the method of the store's part that runs it (bridge/store/facade.py).
+STORE_METHOD = re.compile(
+    r"(?:Intake|Leases|Commits|Housekeeping|DeadLetters|ChannelStates)\.(\w+) \(bridge/store/"
+)
 
 
 def _frames(stack: str) -> list[str]:
@@ -309,8 +312,9 @@ def report_profile(agg: dict[str, Any], wall: float, rate: int) -> None:
 
 
 async def store_bench(args: argparse.Namespace) -> None:
+    from bridge.store import Store
     from bridge.store.database import create_engine, migrate
-    from bridge.store.repository import DONE, SENT, NewOutbox, Step, Store
+    from bridge.vocabulary import Answered, Done, InboundKind, NewReply, Sent, Step
 
     workdir = Path(tempfile.mkdtemp(prefix="parloa-store-"))
     db = Database(args.backend, workdir, args.postgres_url)
@@ -350,7 +354,7 @@ async def store_bench(args: argparse.Namespace) -> None:
                     event_id=f"tg:{i}",
                     conversation_key=key,
                     requester_id=f"tg:{key}",
-                    kind="text",
+                    kind=InboundKind.TEXT,
                     text=f"m{i}",
                     address=address,
                     context=context,
@@ -360,28 +364,15 @@ async def store_bench(args: argparse.Namespace) -> None:
             work = await timed("claim", store.claim(cid, owner, 30))
             assert work is not None and work.inbox is not None
             step = Step(
-                conversation={"last_activity_at": time.time(), "address": address},
                 inbox_id=work.inbox.id,
-                inbox={
-                    "status": DONE,
-                    "finished_at": time.time(),
-                    "attempts": 1,
-                    "last_error": None,
-                },
-                outbox=[NewOutbox(elements, address, work.inbox.id)],
+                outcome=Done(time.time(), 1),
+                conversation=Answered(time.time(), address),
+                replies=(NewReply(elements, address, work.inbox.id),),
             )
             created = await timed("commit", store.commit(cid, owner, step, "tg"))
             await timed(
                 "update_outbox",
-                store.update_outbox(
-                    cid,
-                    owner,
-                    created[0].id,
-                    status=SENT,
-                    finished_at=time.time(),
-                    parts_done=1,
-                    platform_message_id="1",
-                ),
+                store.update_outbox(cid, owner, created[0].id, Sent(time.time(), 1, "1")),
             )
             await timed("finish", store.finish(cid, owner, 30))
         print(

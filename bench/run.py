@@ -91,9 +91,10 @@ class Plan:
             quick=False,
             chats=[1, 100, 1000],
             latencies=[0.0, 1.0],
-            # At Parloa latency 0 long enough to be a steady state (about 2 s for the bare
-            # forwarder): a phase of half a second, or one message per chat (a burst, measured
-            # at 1 s below), moved with every stall of the machine.
+            # At Parloa latency 0 long enough to be a steady state even for the bare forwarder:
+            # a shorter phase, or one message per chat (a burst, measured at 1 s below), moved
+            # with every stall of the machine (docs/benchmarks.md, "Noise: one run is not
+            # enough").
             warm_messages={
                 "0.0:1": 100,
                 "0.0:100": 20,
@@ -416,8 +417,7 @@ class Runner:
         each round runs the bridge on every backend and the bare forwarder (in turns, first
         one then the other), each started fresh. A bridge's ratio to the bare forwarder of its
         own round is paired in time, and the spread across rounds shows how much one run's
-        ratio can be trusted (this kind of machine drifts by tens of percent within minutes;
-        docs/benchmarks.md)."""
+        ratio can be trusted (docs/benchmarks.md, "Noise: one run is not enough")."""
         zero = [min(self.plan.latencies)]
         done: list[dict[str, Any]] = self.results.setdefault("rounds", [])
         # starts=100: logs of their own, <name>-101.log, ...

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.process_harness import child_env, free_port  # noqa: E402
+from tests.support.process import child_env, free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TELEGRAM_CHANNEL = "tg"

@@ -1,6 +1,6 @@
 """The load drivers. They run inside the fakes process (:mod:`bench.fakes`), next to the fake
 Bot API, so that "an update became available" (``push_update``) and "the send call arrived"
-(the fake's :class:`~tests.fake_telegram.Call` ``at``) are read from one clock, and the next
+(the fake's :class:`~tests.fakes.telegram.Call` ``at``) are read from one clock, and the next
 message of a closed loop is pushed the moment the previous answer arrives.
 
 Every pushed message has a unique text; the bots answer ``You said: <text>`` (the simulator's
@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fake_slack import dm_message, event_callback, post_event
-from tests.fake_telegram import FakeTelegram
+from tests.fakes.slack import dm_message, event_callback, post_event
+from tests.fakes.telegram import FakeTelegram
 
 ECHO_PREFIX = "You said: "
 

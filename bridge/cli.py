@@ -12,17 +12,17 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
 
+from bridge.channels import validate_channel
 from bridge.config import BridgeConfig, ConfigError, config_path, load_config
+from bridge.lifecycle import Lifecycle
 from bridge.logsetup import configure_logging
-from bridge.service import Service, validate_channel
-from bridge.store.database import StoreError, create_engine, migrate
-from bridge.store.repository import Store
+from bridge.parts import open_database, open_sql_engine, start_clients, start_simulator_if_enabled
+from bridge.service import Service
+from bridge.store.database import migrate
+from bridge.store.errors import StoreError
 from bridge.terminal_chat import ChatAborted, TerminalChat
-from bridge.textchat.client import TextchatClient, Timeouts
 from bridge.textchat.context import build_context
-from bridge.textchat.simulator import Faults, SimulatorState, serve_forever, start_simulator
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,6 +75,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
+    # A developer tool: imported for this command only.
+    from bridge.devtools.simulator import Faults, SimulatorState, serve_forever
+
     configure_logging(args.log_level, secrets=[args.token] if args.token else [])
     faults = Faults(
         latency=args.latency,
@@ -120,30 +123,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        async with AsyncExitStack() as stack:
-            if config.simulator.enabled:
-                sim = await start_simulator(
-                    config.simulator.host,
-                    config.simulator.port,
-                    SimulatorState(
-                        token=config.simulator.token.get_secret_value()
-                        if config.simulator.token
-                        else None,
-                        faults=Faults(latency=config.simulator.latency_seconds),
-                    ),
-                )
-                stack.push_async_callback(sim.close)
-            client = TextchatClient(
-                config.bot_base_url(bot_name),
-                bot.release_id,
-                bot.api_token,
-                timeouts=Timeouts(
-                    connect=config.parloa.connect_timeout_seconds,
-                    read=bot.timeout_seconds or config.parloa.timeout_seconds,
-                ),
-                max_body_bytes=config.parloa.max_response_bytes,
-            )
-            await stack.enter_async_context(client)
+        async with Lifecycle(log) as parts:
+            await start_simulator_if_enabled(config.simulator, parts)
+            client = (await start_clients(config, parts, [bot_name]))[bot_name]
             print(f"chatting with bot {bot_name!r} at {client.url.split('?')[0]}; /help for help")
             chat = TerminalChat(
                 client, requester_id=f"terminal:{user}", context=context, out=sys.stdout
@@ -152,7 +134,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return await chat.run()
             except ChatAborted as exc:
                 return _fail(str(exc), EXIT_FAILURE)
-        return EXIT_OK
 
     return _run_until_signal(main)
 
@@ -177,11 +158,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format, config.secrets())
 
     async def main() -> int:
-        engine = create_engine(config.database.url, pool_size=1)
-        try:
-            status = await migrate(engine)
-        finally:
-            await engine.dispose()
+        async with Lifecycle(log) as parts:
+            status = await migrate(open_sql_engine(config.database, parts, pool_size=1))
         print(f"database schema is at revision {status.current} (newest)")
         return EXIT_OK
 
@@ -199,9 +177,8 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     configure_logging("WARNING", config.logging.format, config.secrets())
 
     async def main() -> int:
-        engine = create_engine(config.database.url, pool_size=1)
-        store = Store(engine)
-        try:
+        async with Lifecycle(log) as parts:
+            store = open_database(config.database, parts, pool_size=1).store
             if args.inbox_command == "list":
                 rows = await store.dead_letters(args.channel, args.limit)
                 if not rows:
@@ -237,9 +214,6 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                 count = await store.retry_dead(None if args.all else args.ids)
                 print(f"{count} dead letter(s) queued again; a running bridge picks them up")
             return EXIT_OK
-        finally:
-            await store.close()
-            await engine.dispose()
 
     return asyncio.run(main())
 

@@ -2,83 +2,69 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 PREFIX = "parloa_bridge"
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+# What each metric counts (its HELP), by its name after the prefix.
+HELP = {
+    "inbound_events": (
+        "Inbound platform events by channel and outcome (accepted, duplicate, unavailable)"
+    ),
+    "duplicates_dropped": "Redelivered events dropped",
+    "parloa_requests": (
+        "Requests to Parloa by bot, event type and status (HTTP status or error kind)"
+    ),
+    "parloa_latency_seconds": "Time Parloa took to answer",
+    "deliveries": (
+        "Outbox deliveries by channel and outcome (sent, retry, rate_limited, failed, "
+        "recipient_gone)"
+    ),
+    "inbox_pending": "Inbound events not yet processed",
+    "inbox_oldest_pending_age_seconds": "Age of the oldest unprocessed inbound event",
+    "outbox_pending": "Replies not yet delivered",
+    "dead_letters": "Inbound events given up on (see `inbox list`)",
+    "dead_lettered": "Events dead-lettered",
+    "bot_refused": "1 while Parloa refuses a bot's token or release (configuration fault)",
+    "sessions_started": "Parloa sessions launched",
+    "sessions_ended": (
+        "Sessions ended by reason (bot_ended, user_quit, idle_timeout, recipient_gone)"
+    ),
+    "unknown_response_elements": "Response elements of a type the bridge does not know",
+}
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.inbound = Counter(
-            f"{PREFIX}_inbound_events",
-            "Inbound platform events by channel and outcome (accepted, duplicate, ignored, "
-            "rejected, unavailable)",
-            ["channel", "outcome"],
-            registry=r,
+        declare = self._declare  # a kind, a name from HELP, the labels
+        self.inbound = declare(Counter, "inbound_events", "channel", "outcome")
+        self.duplicates = declare(Counter, "duplicates_dropped", "channel")
+        self.parloa_requests = declare(Counter, "parloa_requests", "bot", "event", "status")
+        self.parloa_latency = declare(
+            Histogram, "parloa_latency_seconds", "bot", buckets=LATENCY_BUCKETS
         )
-        self.duplicates = Counter(
-            f"{PREFIX}_duplicates_dropped", "Redelivered events dropped", ["channel"], registry=r
-        )
-        self.parloa_requests = Counter(
-            f"{PREFIX}_parloa_requests",
-            "Requests to Parloa by bot, event type and status (HTTP status or error kind)",
-            ["bot", "event", "status"],
-            registry=r,
-        )
-        self.parloa_latency = Histogram(
-            f"{PREFIX}_parloa_latency_seconds",
-            "Time Parloa took to answer",
-            ["bot"],
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
-            registry=r,
-        )
-        self.deliveries = Counter(
-            f"{PREFIX}_deliveries",
-            "Outbox deliveries by channel and outcome (sent, retry, rate_limited, failed, "
-            "recipient_gone)",
-            ["channel", "outcome"],
-            registry=r,
-        )
-        self.inbox_depth = Gauge(
-            f"{PREFIX}_inbox_pending", "Inbound events not yet processed", registry=r
-        )
-        self.inbox_oldest_age = Gauge(
-            f"{PREFIX}_inbox_oldest_pending_age_seconds",
-            "Age of the oldest unprocessed inbound event",
-            registry=r,
-        )
-        self.outbox_depth = Gauge(
-            f"{PREFIX}_outbox_pending", "Replies not yet delivered", registry=r
-        )
-        self.dead_letters = Gauge(
-            f"{PREFIX}_dead_letters", "Inbound events given up on (see `inbox list`)", registry=r
-        )
-        self.dead_lettered = Counter(
-            f"{PREFIX}_dead_lettered", "Events dead-lettered", ["channel"], registry=r
-        )
-        self.bot_refused = Gauge(
-            f"{PREFIX}_bot_refused",
-            "1 while Parloa refuses a bot's token or release (configuration fault)",
-            ["bot"],
-            registry=r,
-        )
-        self.sessions_started = Counter(
-            f"{PREFIX}_sessions_started", "Parloa sessions launched", ["channel"], registry=r
-        )
-        self.sessions_ended = Counter(
-            f"{PREFIX}_sessions_ended",
-            "Sessions ended by reason (bot_ended, user_quit, idle_timeout)",
-            ["channel", "reason"],
-            registry=r,
-        )
-        self.unknown_elements = Counter(
-            f"{PREFIX}_unknown_response_elements",
-            "Response elements of a type the bridge does not know",
-            ["type"],
-            registry=r,
-        )
+        self.deliveries = declare(Counter, "deliveries", "channel", "outcome")
+        self.inbox_depth = declare(Gauge, "inbox_pending")
+        self.inbox_oldest_age = declare(Gauge, "inbox_oldest_pending_age_seconds")
+        self.outbox_depth = declare(Gauge, "outbox_pending")
+        self.dead_letters = declare(Gauge, "dead_letters")
+        self.dead_lettered = declare(Counter, "dead_lettered", "channel")
+        self.bot_refused = declare(Gauge, "bot_refused", "bot")
+        self.sessions_started = declare(Counter, "sessions_started", "channel")
+        self.sessions_ended = declare(Counter, "sessions_ended", "channel", "reason")
+        self.unknown_elements = declare(Counter, "unknown_response_elements", "type")
+
+    def _declare(self, kind: type[M], name: str, *labels: str, **options: Any) -> M:
+        """A metric of ``kind`` in this registry, named ``{PREFIX}_{name}``, its help from
+        ``HELP``; ``options``: the kind's own (a histogram's buckets)."""
+        return kind(f"{PREFIX}_{name}", HELP[name], labels, registry=self.registry, **options)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

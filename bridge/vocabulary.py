@@ -141,9 +141,9 @@ class NewEvent:
     conversation_key: str
     requester_id: str
     kind: InboundKind
-    text: str | None
-    address: Mapping[str, Any] | None
-    context: Mapping[str, Any] | None
+    text: str | None = None
+    address: Mapping[str, Any] | None = None  # where to answer
+    context: Mapping[str, Any] | None = None  # context items for Parloa
 
 
 @dataclass(frozen=True, slots=True)

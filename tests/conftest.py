@@ -13,12 +13,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bridge.store.database import create_engine, migrate
-from bridge.store.repository import Store
+from bridge.devtools.simulator import RunningSimulator, start_simulator
+from bridge.store import Store
+from tests.support.database import closing, engine_for
 
 POSTGRES_ENV = "PARLOA_BRIDGE_TEST_POSTGRES_URL"
 
-# No internet here, and slack-sdk ignores NO_PROXY: tests must never use a proxy.
+# No internet here, and slack-sdk and httpx take *_PROXY from the environment (slack-sdk ignores
+# NO_PROXY): no test may use a proxy. This runs before any test module is imported.
 for _var in [v for v in os.environ if v.lower().endswith("_proxy")]:
     del os.environ[_var]
 
@@ -61,18 +63,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated engine."""
-    eng = create_engine(database_url)
-    await migrate(eng)
-    try:
+    async with engine_for(database_url, migrated=True) as eng:
         yield eng
-    finally:
-        await eng.dispose()
 
 
 @pytest.fixture
 async def store(engine: AsyncEngine) -> AsyncIterator[Store]:
-    st = Store(engine)
-    try:
+    async with closing(Store(engine)) as st:
         yield st
-    finally:
-        await st.close()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    """The Parloa simulator (its default state) on a free port of 127.0.0.1."""
+    async with await start_simulator() as simulator:
+        yield simulator

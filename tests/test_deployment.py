@@ -30,8 +30,8 @@ from aiohttp import web
 
 from bridge.config import load_config, parse_config
 from bridge.service import Service, validate_channel
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_FILE = ROOT / "docker-compose.yml"

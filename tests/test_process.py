@@ -13,30 +13,31 @@ import json
 import os
 import random
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge.textchat.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
-from tests.process_harness import (
+from bridge.devtools.simulator import Faults, RunningSimulator, SimulatorState, start_simulator
+from tests.support.database import skip_unless_replicas_can_share
+from tests.support.process import (
     API_TOKEN,
     CHANNEL,
     SECRET,
     BridgeProcess,
     Receiver,
     Sender,
-    child_env,
+    bridge_command,
     free_port,
     metric_value,
+    webhook_channel,
     write_config,
 )
+from tests.support.process import World as ProcessWorld
 
 REQUIRED_METRICS = (
     "parloa_bridge_inbound_events_total",
@@ -51,41 +52,13 @@ REQUIRED_METRICS = (
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-class World:
-    """The simulator, the receiver and every bridge process a test started."""
+class World(ProcessWorld):
+    """The simulator, the receiver (the webhook channel's deliver_url) and every bridge process
+    a test started."""
 
     def __init__(self, tmp_path: Path, simulator: RunningSimulator, receiver: Receiver) -> None:
-        self.tmp_path = tmp_path
-        self.simulator = simulator
+        super().__init__(tmp_path, simulator, webhook_channel(receiver.url))
         self.receiver = receiver
-        self.processes: list[BridgeProcess] = []
-
-    def bridge(
-        self,
-        database_url: str,
-        *,
-        name: str = "bridge",
-        api_token: str = API_TOKEN,
-        engine: dict[str, Any] | None = None,
-        database: dict[str, Any] | None = None,
-    ) -> BridgeProcess:
-        port = free_port()
-        config = write_config(
-            self.tmp_path / f"{name}.toml",
-            database_url=database_url,
-            port=port,
-            parloa_url=self.simulator.url,
-            deliver_url=self.receiver.url,
-            api_token=api_token,
-            engine=engine,
-            database=database,
-        )
-        process = BridgeProcess(config=config, port=port, log_dir=self.tmp_path, name=name)
-        self.processes.append(process)
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(p.stderr() for p in self.processes)
 
     def parloa_messages(self, requester: str) -> list[str]:
         """The message texts Parloa answered for one requester, in arrival order."""
@@ -105,17 +78,15 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    simulator = await start_simulator("127.0.0.1", 0, SimulatorState(seed=1))
     receiver = Receiver()
-    await receiver.start()
-    w = World(tmp_path, simulator, receiver)
-    try:
-        yield w
-    finally:
-        for process in w.processes:
-            await process.cleanup()
-        await receiver.close()
-        await simulator.close()
+    async with await start_simulator(state=SimulatorState(seed=1)) as simulator:
+        await receiver.start()
+        w = World(tmp_path, simulator, receiver)
+        try:
+            yield w
+        finally:
+            await w.cleanup()
+            await receiver.close()
 
 
 def requester(conversation: str) -> str:
@@ -140,7 +111,7 @@ async def sim_wait(
     except TimeoutError:
         raise AssertionError(
             f"timed out after {within}s waiting for {what}; simulator "
-            f"{world.simulator.state.stats}\n{world.logs()}"
+            f"{world.simulator.state.stats()}\n{world.logs()}"
         ) from None
 
 
@@ -255,8 +226,7 @@ async def test_sigkill_during_stream_loses_nothing(world: World, database_url: s
 
 @pytest.mark.slow
 async def test_two_processes_share_one_postgres_database(world: World, database_url: str) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several processes on one database is a PostgreSQL deployment")
+    skip_unless_replicas_can_share(database_url)
     conversations = [f"conv-{i}" for i in range(10)]
     messages = [f"m{i}" for i in range(8)]
     expected = {c: list(messages) for c in conversations}
@@ -317,7 +287,7 @@ async def test_sigterm_drains_and_exits_zero(world: World, database_url: str) ->
     async with Sender([bridge.events_url]) as sender:
         for c in conversations:
             await sender.send(c, "m0", deadline=time.monotonic() + 10)
-    await sim_wait(world, lambda s: s.stats["in_flight"] >= len(conversations), 10, "launches")
+    await sim_wait(world, lambda s: s.stats().in_flight >= len(conversations), 10, "launches")
     started = time.monotonic()
     code = await bridge.terminate(drain + 5)
     took = time.monotonic() - started
@@ -358,7 +328,7 @@ async def test_sigterm_drain_delivers_the_answers_it_waited_for(
     async with Sender([bridge.events_url]) as sender:
         for c in conversations:
             await sender.send(c, "m0", deadline=time.monotonic() + 10)
-    await sim_wait(world, lambda s: s.stats["in_flight"] >= len(conversations), 10, "launches")
+    await sim_wait(world, lambda s: s.stats().in_flight >= len(conversations), 10, "launches")
     assert await bridge.terminate(15) == 0, bridge.stderr()
     # Parloa answered every message during the drain ...
     assert all(world.parloa_messages(requester(c)) == ["m0"] for c in conversations)
@@ -385,7 +355,7 @@ async def test_killed_process_leases_are_recovered(world: World, database_url: s
         for c in conversations:
             for m in expected[c]:
                 await sender.send(c, m, deadline=time.monotonic() + 10)
-    await sim_wait(world, lambda s: s.stats["in_flight"] >= len(conversations), 10, "launches")
+    await sim_wait(world, lambda s: s.stats().in_flight >= len(conversations), 10, "launches")
     await first.kill()
     killed_at = time.monotonic()
     before = len(world.simulator.state.requests)
@@ -411,24 +381,6 @@ async def test_killed_process_leases_are_recovered(world: World, database_url: s
 
 
 # --- 5. the CLI --------------------------------------------------------------------------------
-
-
-async def cli(*args: str, env: dict[str, str] | None = None, cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=child_env(env),
-        cwd=str(cwd),
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 GOOD_CONFIG = f"""
@@ -479,12 +431,17 @@ def broken(*problems: str) -> str:
     return config
 
 
+async def check_config(tmp_path: Path, config: str) -> tuple[int, str, str]:
+    """``parloa-bridge check-config`` on ``config`` written to a file in ``tmp_path``."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(config)
+    return await bridge_command("check-config", "--config", str(path), env=SECRET_ENV, cwd=tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("problem", sorted(BROKEN))
 async def test_check_config_reports_one_problem(tmp_path: Path, problem: str) -> None:
-    path = tmp_path / "bridge.toml"
-    path.write_text(broken(problem))
-    code, out, err = await cli("check-config", "--config", str(path), env=SECRET_ENV, cwd=tmp_path)
+    code, out, err = await check_config(tmp_path, broken(problem))
     assert code == 2, (out, err)
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -494,9 +451,7 @@ async def test_check_config_reports_one_problem(tmp_path: Path, problem: str) ->
 
 @pytest.mark.slow
 async def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "bridge.toml"
-    path.write_text(broken(*BROKEN))
-    code, out, err = await cli("check-config", "--config", str(path), env=SECRET_ENV, cwd=tmp_path)
+    code, out, err = await check_config(tmp_path, broken(*BROKEN))
     assert code == 2, (out, err)
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -508,9 +463,7 @@ async def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 async def test_check_config_good_summary_hides_secrets(tmp_path: Path) -> None:
-    path = tmp_path / "bridge.toml"
-    path.write_text(GOOD_CONFIG)
-    code, out, err = await cli("check-config", "--config", str(path), env=SECRET_ENV, cwd=tmp_path)
+    code, out, err = await check_config(tmp_path, GOOD_CONFIG)
     assert code == 0, (out, err)
     assert "valid" in out and '"web"' in out and '"demo"' in out, out
     for secret in (API_TOKEN, SECRET):
@@ -526,7 +479,7 @@ async def test_migrate_and_schema_checks(tmp_path: Path, database_url: str) -> N
             database_url=database_url,
             port=free_port(),
             parloa_url="http://127.0.0.1:9",
-            deliver_url="http://127.0.0.1:9/deliver",
+            channel=webhook_channel("http://127.0.0.1:9/deliver"),
             database={"auto_migrate": auto_migrate},
         )
         return path
@@ -537,16 +490,16 @@ async def test_migrate_and_schema_checks(tmp_path: Path, database_url: str) -> N
         return [line for line in err.splitlines() if line.startswith("parloa-bridge: ")]
 
     # run on an empty database without auto_migrate: one line naming the command to run
-    code, out, err = await cli("run", "--config", str(manual), cwd=tmp_path)
+    code, out, err = await bridge_command("run", "--config", str(manual), cwd=tmp_path)
     assert code == 1, (out, err)
     assert "Traceback" not in err, err
     lines = error_lines(err)
     assert len(lines) == 1 and "parloa-bridge migrate" in lines[0], err
 
-    code, out, err = await cli("migrate", "--config", str(manual), cwd=tmp_path)
+    code, out, err = await bridge_command("migrate", "--config", str(manual), cwd=tmp_path)
     assert code == 0, (out, err)
     assert "Traceback" not in err, err
-    code, out, err = await cli("migrate", "--config", str(manual), cwd=tmp_path)
+    code, out, err = await bridge_command("migrate", "--config", str(manual), cwd=tmp_path)
     assert code == 0, (out, err)  # idempotent
 
     engine = create_async_engine(database_url)
@@ -556,7 +509,7 @@ async def test_migrate_and_schema_checks(tmp_path: Path, database_url: str) -> N
     finally:
         await engine.dispose()
     for args in (("migrate", "--config", str(manual)), ("run", "--config", str(auto))):
-        code, out, err = await cli(*args, cwd=tmp_path)
+        code, out, err = await bridge_command(*args, cwd=tmp_path)
         assert code == 1, (args, out, err)
         assert "Traceback" not in err, err
         lines = error_lines(err)

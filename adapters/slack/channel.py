@@ -55,6 +55,7 @@ from bridge.channel import (
     IntakeUnavailable,
     RecipientGone,
 )
+from bridge.channelkit import TaskSet, retry_after_seconds
 from bridge.ratelimit import KeyedLimiter, PauseBoard
 
 log = logging.getLogger("adapters.slack")
@@ -77,6 +78,8 @@ _RETRYABLE = {
     "request_timeout",
 }
 _CHIP = re.compile(r"^chip_")
+#: A 429 without a usable Retry-After pauses the channel this long.
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 
 class SlackAdapter(Adapter):
@@ -95,7 +98,7 @@ class SlackAdapter(Adapter):
         self._profiles: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._intake: Intake | None = None
         self._socket: AsyncSocketModeHandler | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet(log)
         self._identity: BotIdentity | None = None  # single-workspace mode
         self.installation_store: AsyncSQLAlchemyInstallationStore | None = None
         self.app = self._build_app()
@@ -234,17 +237,10 @@ class SlackAdapter(Adapter):
 
     async def stop(self) -> None:
         await self.stop_intake()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
 
     def status(self) -> Mapping[str, Any]:
         return {"mode": self.options.mode, "oauth": self.options.oauth}
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -284,7 +280,7 @@ class SlackAdapter(Adapter):
             accepted = await intake.accept(await self._with_profile(result, team_id, context))
             message = pressed_message(body)
             if message is not None and accepted is AcceptResult.ACCEPTED:
-                self._spawn(
+                self._background.spawn(
                     self._mark_pressed(body, message, result.text, context), "slack-mark-pressed"
                 )
         await ack()
@@ -409,7 +405,10 @@ class SlackAdapter(Adapter):
         response = exc.response
         error = str(response.get("error") or "")
         if response.status_code == 429 or error == "ratelimited":
-            retry_after = float(response.headers.get("Retry-After", 1) or 1)
+            retry_after = (
+                retry_after_seconds(response.headers.get("Retry-After"))
+                or DEFAULT_RETRY_AFTER_SECONDS
+            )
             self._paused.pause(key, retry_after)
             return DeliveryRetryable(f"Slack said 429 ({error})", retry_after, rate_limited=True)
         if error in _GONE or error == "invalid_auth":

@@ -2,10 +2,10 @@
 
 PTB lets the HTTP library be swapped through ``telegram.request.BaseRequest``; everything above
 it (the Bot methods, their parameters, error mapping, ``de_json``) stays PTB's. The bridge
-already runs aiohttp for Parloa and its own server, and measured on this stack one
-``send_message`` costs about a fifth of the CPU through aiohttp that it costs through httpx
-(docs/benchmarks.md), and aiohttp's connector queues requests for a free connection instead of
-failing them with a pool timeout under a burst.
+already runs aiohttp for Parloa and its own server, one ``send_message`` costs far less CPU
+through aiohttp than through httpx (docs/benchmarks.md, "Telegram adapter"), and aiohttp's
+connector queues requests for a free connection instead of failing them with a pool timeout
+under a burst.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The Telegram channel, on python-telegram-bot's ``Bot`` inside the service's event loop.
 
-Intake is durable in both modes. Polling: one replica holds the ``poller`` lease and calls
-getUpdates; an update's offset is passed on (which confirms it to Telegram) only after the
-update was committed to the inbox. Webhook: the update is committed before the 2xx; when the
-database is unavailable Telegram gets 503 with Retry-After and sends the update again.
+Intake is durable in both modes. Polling (polling.py): one replica holds the ``poller`` lease
+and calls getUpdates; an update's offset is passed on (which confirms it to Telegram) only
+after the update was committed to the inbox. Webhook: the update is committed before the 2xx;
+when the database is unavailable Telegram gets 503 with Retry-After and sends the update again.
 
 A chip press is deduplicated per keyboard (its event id names the keyboard), so a keyboard
 can be used once however often it is pressed. Its value is read back from the stored reply
@@ -16,38 +16,23 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import html
 import json
 import logging
-import random
-import re
-import time
-import warnings
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from telegram import Bot, Update
-from telegram.error import (
-    BadRequest,
-    ChatMigrated,
-    Conflict,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-)
-from telegram.warnings import PTBDeprecationWarning
+from telegram import Update
+from telegram.error import InvalidToken, TelegramError
 
 from adapters.telegram.aiohttp_request import AiohttpRequest
+from adapters.telegram.bot import ALLOWED_UPDATES, BridgeBot
 from adapters.telegram.budgets import SendBudgets
+from adapters.telegram.delivery import Sender
 from adapters.telegram.keyboards import (
     LEGACY_STATE_KEY,
     LegacyButton,
     ReplyButton,
-    inline_keyboard,
     pressed_value,
     read_press,
 )
@@ -60,71 +45,23 @@ from adapters.telegram.normalize import (
     to_inbound,
 )
 from adapters.telegram.options import TelegramOptions
-from adapters.telegram.render import PhotoPart, RenderOptions, TextPart, render
+from adapters.telegram.polling import Poller
+from adapters.telegram.render import RenderOptions, render
 from bridge.channel import (
     AcceptResult,
     Adapter,
     AdapterServices,
     AdapterType,
     Delivery,
-    DeliveryRejected,
-    DeliveryRetryable,
     Inbound,
     Intake,
     IntakeUnavailable,
-    RecipientGone,
 )
+from bridge.channelkit import TaskSet
 
 log = logging.getLogger("adapters.telegram")
 
-ALLOWED_UPDATES = ["message", "callback_query"]
 RETRY_AFTER_SECONDS = 5
-LEASE_RENEW_SECONDS = 1.0
-_PHOTO_FAILURES = re.compile(
-    r"wrong file identifier|failed to get http url content|wrong type of the web page|"
-    r"image_process_failed|wrong remote file|photo_invalid",
-    re.IGNORECASE,
-)
-_PARSE_FAILURE = re.compile(r"can't parse entities|can't find end", re.IGNORECASE)
-_GONE = re.compile(r"chat not found|user is deactivated|bot was kicked|not a member", re.I)
-
-
-class _Bot(Bot):
-    """PTB's Bot plus raw getUpdates: each update is parsed on its own, so one update PTB
-    cannot read is skipped instead of failing (and endlessly repeating) the whole batch.
-    Extends the protected ``_post`` the way PTB's own ExtBot does."""
-
-    async def get_raw_updates(
-        self, offset: int | None, poll_seconds: int, read_timeout: float
-    ) -> list[Any]:
-        result = await self._post(
-            "getUpdates",
-            {
-                "offset": offset,
-                "limit": 100,
-                "timeout": poll_seconds,
-                "allowed_updates": ALLOWED_UPDATES,
-            },
-            read_timeout=read_timeout,
-        )
-        return result if isinstance(result, list) else []
-
-    async def send_for_id(self, method: str, params: dict[str, Any]) -> str | None:
-        """``sendMessage`` / ``sendPhoto`` with PTB's parameter encoding and error mapping, but
-        without building the sent ``Message`` (about a tenth of the bridge's CPU per reply):
-        only its id is kept. ``None`` when Telegram's answer has none: the message was sent
-        all the same, so this is not an error (a retry would send it twice)."""
-        result = await self._post(method, params)
-        message_id = result.get("message_id") if isinstance(result, dict) else None
-        return str(message_id) if isinstance(message_id, int) else None
-
-
-def _retry_seconds(exc: RetryAfter) -> float:
-    # PTB 22 warns that retry_after becomes a timedelta; both forms are handled here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = exc.retry_after
-    return float(value.total_seconds() if isinstance(value, timedelta) else value)
 
 
 class TelegramAdapter(Adapter):
@@ -134,7 +71,7 @@ class TelegramAdapter(Adapter):
         self._services = services
         root = options.api_base_url
         timeout = options.request_timeout_seconds
-        self.bot = _Bot(
+        self.bot = BridgeBot(
             options.token.get_secret_value(),
             base_url=f"{root}/bot",
             base_file_url=f"{root}/file/bot",
@@ -151,7 +88,7 @@ class TelegramAdapter(Adapter):
                 pool_timeout=timeout,
             ),
         )
-        self._budgets = SendBudgets(
+        budgets = SendBudgets(
             options.rate_limit_per_second,
             options.chat_messages_per_second,
             options.group_messages_per_minute,
@@ -162,10 +99,12 @@ class TelegramAdapter(Adapter):
         self._render = RenderOptions(
             text_format=options.text_format, chips_prompt=options.chips_prompt
         )
+        self._sender = Sender(name, self.bot, budgets, self._render)
         self._identity: BotIdentity | None = None
         self._intake: Intake | None = None
         self._poller: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._polling: Poller | None = None
+        self._background = TaskSet(log)
         self._role = "stopped"
         self._initialized = False
 
@@ -181,7 +120,8 @@ class TelegramAdapter(Adapter):
 
     def status(self) -> Mapping[str, Any]:
         bot = self._identity.username if self._identity else None
-        return {"mode": self.options.mode, "role": self._role, "bot": bot}
+        role = self._polling.role if self._polling is not None else self._role
+        return {"mode": self.options.mode, "role": role, "bot": bot}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -220,8 +160,9 @@ class TelegramAdapter(Adapter):
             log.info("telegram channel %s: webhook registered at %s", self.name, url)
         else:
             self._role = "standby"
+            self._polling = Poller(self.name, self.bot, self.options, self._store_updates)
             self._poller = asyncio.create_task(
-                self._poll(intake), name=f"telegram-poll-{self.name}"
+                self._polling.run(intake), name=f"telegram-poll-{self.name}"
             )
         log.info(
             "telegram channel %s: bot @%s started (%s)",
@@ -233,11 +174,12 @@ class TelegramAdapter(Adapter):
     async def stop_intake(self) -> None:
         intake, self._intake = self._intake, None
         poller, self._poller = self._poller, None
+        polling, self._polling = self._polling, None
         if poller is not None:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await poller
-        if intake is not None and self._role == "leader":
+        if intake is not None and polling is not None and polling.role == "leader":
             with contextlib.suppress(Exception):
                 await intake.state.release_lease("poller", intake.instance_id)
         if self._role != "stopped":
@@ -245,109 +187,14 @@ class TelegramAdapter(Adapter):
 
     async def stop(self) -> None:
         await self.stop_intake()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
         if self._initialized:
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
             self._initialized = False
         self._role = "stopped"
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # --- polling ----------------------------------------------------------------------------
-
-    async def _poll(self, intake: Intake) -> None:
-        """Leader election, then getUpdates → commit → confirm, forever."""
-        owner = intake.instance_id
-        lease_ttl = max(self.options.leader_lease_seconds, self.options.poll_timeout_seconds + 5)
-        backoff = 1.0
-        offset: int | None = None
-        renewed = -LEASE_RENEW_SECONDS
-        while True:
-            try:
-                # Renewed at most once a second: under load getUpdates returns at once and
-                # this loop turns many times a second. The lease outlives one long poll by
-                # 5 s (lease_ttl), so a renewal up to a second old still covers the next poll.
-                leader = self._role == "leader"
-                if not leader or time.monotonic() - renewed >= LEASE_RENEW_SECONDS:
-                    try:
-                        leader = await intake.state.acquire_lease("poller", owner, lease_ttl)
-                        renewed = time.monotonic()
-                    except Exception as exc:
-                        log.warning(
-                            "telegram channel %s: cannot take the poller lease: %s",
-                            self.name,
-                            exc,
-                        )
-                        leader = False
-                if not leader:
-                    if self._role == "leader":
-                        log.warning("telegram channel %s: lost the poller lease", self.name)
-                    self._role = "standby"
-                    offset = None
-                    await asyncio.sleep(min(5.0, lease_ttl / 4))
-                    continue
-                if self._role != "leader":
-                    log.info("telegram channel %s: this replica polls", self.name)
-                    with contextlib.suppress(TelegramError):
-                        # getUpdates does not work while a webhook is set
-                        await self.bot.delete_webhook(
-                            drop_pending_updates=self.options.drop_pending_updates
-                        )
-                    stored = await intake.state.get("offset")
-                    offset = int(stored) if stored else None
-                    self._role = "leader"
-                try:
-                    updates = await self.bot.get_raw_updates(
-                        offset,
-                        self.options.poll_timeout_seconds,
-                        self.options.poll_timeout_seconds + self.options.request_timeout_seconds,
-                    )
-                except Conflict as exc:
-                    log.warning(
-                        "telegram channel %s: %s (another poller or a webhook is active)",
-                        self.name,
-                        exc.message,
-                    )
-                    await self._sleep_backoff(backoff)
-                    backoff = min(60.0, backoff * 2)
-                    continue
-                except InvalidToken:
-                    log.error("telegram channel %s: Telegram refused the bot token", self.name)
-                    await self._sleep_backoff(backoff)
-                    backoff = min(60.0, backoff * 2)
-                    continue
-                except RetryAfter as exc:
-                    await asyncio.sleep(_retry_seconds(exc))
-                    continue
-                except (NetworkError, TelegramError) as exc:
-                    log.warning("telegram channel %s: getUpdates failed: %s", self.name, exc)
-                    await self._sleep_backoff(backoff)
-                    backoff = min(60.0, backoff * 2)
-                    continue
-                backoff = 1.0
-                confirmed = offset
-                try:
-                    offset = await self._store_updates(intake, updates, offset)
-                except IntakeUnavailable as exc:
-                    # Not confirmed: Telegram keeps the updates and we ask again after a pause.
-                    log.warning("telegram channel %s: cannot store updates: %s", self.name, exc)
-                    offset = confirmed
-                    await self._sleep_backoff(backoff)
-                    backoff = min(60.0, backoff * 2)
-            except Exception:
-                # Whatever went wrong (a database blip, a bug), polling must go on: a dead
-                # poller would silently stop this bot while /readyz still said "leader".
-                log.exception("telegram channel %s: polling failed; retrying", self.name)
-                self._role = "standby"
-                offset = None
-                await self._sleep_backoff(backoff)
-                backoff = min(60.0, backoff * 2)
+    # --- polling (the loop is polling.py) ---------------------------------------------------
 
     async def _store_updates(
         self, intake: Intake, updates: Sequence[Any], offset: int | None
@@ -372,10 +219,6 @@ class TelegramAdapter(Adapter):
             await intake.accept_many(batch, state)
         return offset
 
-    @staticmethod
-    async def _sleep_backoff(seconds: float) -> None:
-        await asyncio.sleep(seconds * random.uniform(0.5, 1.0))
-
     # --- webhook ----------------------------------------------------------------------------
 
     async def _handle_webhook(self, request: web.Request) -> web.Response:
@@ -392,7 +235,7 @@ class TelegramAdapter(Adapter):
             return web.json_response({"error": "not running"}, status=503, headers=unavailable)
         try:
             data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:  # UnicodeDecodeError included
             return web.json_response({"error": "body is not JSON"}, status=400)
         try:
             await self._handle_update(intake, data)
@@ -441,7 +284,7 @@ class TelegramAdapter(Adapter):
         normal = to_inbound(update, self._identity, self._normalize)
         if isinstance(normal, Ignored):
             if update.callback_query is not None:  # always answered: no endless spinner
-                self._spawn(
+                self._background.spawn(
                     self._answer(update.callback_query.id, None), "telegram-answer-callback"
                 )
             log.debug(
@@ -461,7 +304,7 @@ class TelegramAdapter(Adapter):
         elif isinstance(pressed, LegacyButton):
             value = await self._legacy_value(intake, pressed)
         if pressed is None or value is None:
-            self._spawn(
+            self._background.spawn(
                 self._answer(press.callback_query_id, "This choice is no longer available."),
                 "telegram-answer-callback",
             )
@@ -470,9 +313,11 @@ class TelegramAdapter(Adapter):
         event = dataclasses.replace(press.inbound(value), event_id=f"tg:kb:{pressed.keyboard}")
         result = await intake.accept(event)
         note = None if result is AcceptResult.ACCEPTED else "Already chosen."
-        self._spawn(self._answer(press.callback_query_id, note), "telegram-answer-callback")
+        self._background.spawn(
+            self._answer(press.callback_query_id, note), "telegram-answer-callback"
+        )
         if result is AcceptResult.ACCEPTED and press.chat_id and press.message_id:
-            self._spawn(
+            self._background.spawn(
                 self._remove_keyboard(press.chat_id, press.message_id), "telegram-remove-keyboard"
             )
 
@@ -519,100 +364,13 @@ class TelegramAdapter(Adapter):
         except TelegramError as exc:
             log.info("telegram channel %s: keyboard not removed: %s", self.name, exc)
 
-    # --- delivery ---------------------------------------------------------------------------
+    # --- delivery (delivery.py) -------------------------------------------------------------
 
     async def typing(self, address: Mapping[str, Any]) -> None:
-        chat_id = address.get("chat_id")
-        if isinstance(chat_id, int) and not self._budgets.paused_for(chat_id):
-            await self.bot.send_chat_action(
-                chat_id, "typing", message_thread_id=address.get("thread_id")
-            )
+        await self._sender.typing(address)
 
     async def deliver(self, delivery: Delivery) -> None:
-        address = delivery.address
-        chat_id = address.get("chat_id")
-        if not isinstance(chat_id, int):
-            raise DeliveryRejected(f"no Telegram chat in the reply address {dict(address)!r}")
-        is_group = address.get("chat_type") in ("group", "supergroup")
-        parts = render(delivery.elements, self._render)
-        for index in range(delivery.parts_done, len(parts)):
-            paused = self._budgets.paused_for(chat_id)
-            if paused:
-                raise DeliveryRetryable("chat paused after a 429", paused, rate_limited=True)
-            await self._budgets.acquire(chat_id, is_group)
-            markup = inline_keyboard(parts[index].buttons, delivery.outbox_id, index)
-            message_id = await self._send(parts[index], chat_id, address, markup)
-            await delivery.progress(index, message_id)
-
-    async def _send(
-        self,
-        part: TextPart | PhotoPart,
-        chat_id: int,
-        address: Mapping[str, Any],
-        markup: dict[str, Any] | None,
-    ) -> str | None:
-        common: dict[str, Any] = {"chat_id": chat_id}
-        if address.get("thread_id"):
-            common["message_thread_id"] = address["thread_id"]
-        if address.get("reply_to_message_id"):
-            common["reply_parameters"] = {
-                "message_id": address["reply_to_message_id"],
-                "allow_sending_without_reply": True,
-            }
-        try:
-            if isinstance(part, PhotoPart):
-                try:
-                    return await self.bot.send_for_id(
-                        "sendPhoto",
-                        {
-                            "photo": part.url,
-                            "caption": part.caption,
-                            "parse_mode": part.parse_mode,
-                            "reply_markup": markup,
-                            **common,
-                        },
-                    )
-                except BadRequest as exc:
-                    if not _PHOTO_FAILURES.search(exc.message):
-                        raise
-                    log.info(
-                        "telegram channel %s: photo not sent (%s); sending text",
-                        self.name,
-                        exc.message,
-                    )
-                    part = dataclasses.replace(part.fallback, buttons=part.buttons)
-            try:
-                return await self.bot.send_for_id(
-                    "sendMessage",
-                    {
-                        "text": part.text,
-                        "parse_mode": part.parse_mode,
-                        "reply_markup": markup,
-                        **common,
-                    },
-                )
-            except BadRequest as exc:
-                if part.parse_mode is None or not _PARSE_FAILURE.search(exc.message):
-                    raise
-                # Formatting Telegram cannot parse: the words matter more than the bold.
-                plain = html.unescape(re.sub(r"<[^>]+>", "", part.text))
-                return await self.bot.send_for_id(
-                    "sendMessage", {"text": plain, "reply_markup": markup, **common}
-                )
-        except RetryAfter as exc:
-            seconds = _retry_seconds(exc)
-            self._budgets.pause(chat_id, seconds)
-            raise DeliveryRetryable(
-                f"Telegram said 429: {exc}", seconds, rate_limited=True
-            ) from None
-        except (Forbidden, ChatMigrated) as exc:
-            raise RecipientGone(exc.message) from None
-        except BadRequest as exc:
-            if _GONE.search(exc.message):
-                raise RecipientGone(exc.message) from None
-            raise DeliveryRejected(exc.message) from None
-        except (NetworkError, TelegramError) as exc:  # TimedOut is a NetworkError
-            raise DeliveryRetryable(f"Telegram request failed: {exc}") from None
+        await self._sender.deliver(delivery)
 
 
 TELEGRAM = AdapterType(TelegramOptions, TelegramAdapter)

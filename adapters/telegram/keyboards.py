@@ -64,7 +64,8 @@ def check(button: Button) -> str:
 def inline_keyboard(rows: Keyboard, outbox_id: int, part: int) -> dict[str, Any] | None:
     """The reply_markup of part ``part`` of reply ``outbox_id``, as the JSON the Bot API
     takes (built as plain data: PTB's InlineKeyboardMarkup is turned back into it by
-    introspecting every object, a tenth of the CPU of a message with chips)."""
+    introspecting every object, a real share of a first contact's CPU: docs/benchmarks.md,
+    "Telegram adapter")."""
     keyboard: list[list[dict[str, str]]] = []
     index = 0
     for row in rows:

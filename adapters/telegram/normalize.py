@@ -193,15 +193,23 @@ def to_inbound(
 # --- messages -------------------------------------------------------------------------------
 
 
+def _unserved_chat(chat: Chat | None, what: str) -> Ignored | None:
+    """Why a ``what`` (a message, a button press) in ``chat`` is not for the bridge: there is
+    no chat, or one neither private nor a group. None when it is."""
+    if chat is None:
+        return Ignored(f"{what} without a chat")
+    if chat.type != Chat.PRIVATE and chat.type not in _GROUP_TYPES:
+        return Ignored(f"unsupported chat type {chat.type}")
+    return None
+
+
 def _from_message(
     update_id: int, msg: Message, bot: BotIdentity, options: NormalizeOptions
 ) -> Inbound | Ignored:
     chat = msg.chat
-    if chat is None:
-        return Ignored("message without a chat")
+    if (unserved := _unserved_chat(chat, "message")) is not None:
+        return unserved
     private = chat.type == Chat.PRIVATE
-    if not private and chat.type not in _GROUP_TYPES:
-        return Ignored(f"unsupported chat type {chat.type}")
     if msg.sender_chat is not None:
         # Anonymous admins, posts on behalf of a channel, automatic forwards from a linked
         # channel (sent as the non-bot "Telegram" user 777000): nobody to answer.
@@ -305,7 +313,8 @@ _OPTIONAL_STRINGS = ("last_name", "username", "language_code")
 
 def private_text(data: Any, bot: BotIdentity) -> Inbound | None:
     """A text message in a private chat, read from the update's JSON without building
-    python-telegram-bot's objects for it (most of the bridge's CPU per message went there).
+    python-telegram-bot's objects for it (a large share of the bridge's CPU per message went
+    there: docs/benchmarks.md, "Telegram adapter").
     Returns what ``to_inbound(Update.de_json(data))`` returns for it, or None for anything
     else, which the caller then reads the full way (including every update to ignore)."""
     if type(data) is not dict or data.keys() != {"update_id", "message"}:
@@ -552,11 +561,9 @@ def _from_callback(update: Update, options: NormalizeOptions) -> ButtonPress | I
     if held is None:
         return Ignored("button press on an inline message")
     chat = held.chat
-    if chat is None:
-        return Ignored("button press without a chat")
+    if (unserved := _unserved_chat(chat, "button press")) is not None:
+        return unserved
     private = chat.type == Chat.PRIVATE
-    if not private and chat.type not in _GROUP_TYPES:
-        return Ignored(f"unsupported chat type {chat.type}")
     # PTB parses an inaccessible message (date 0) as a Message too: ask is_accessible.
     if isinstance(held, Message) and held.is_accessible:
         thread = _thread(held)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from yarl import URL
 
 from bridge.channel import ContextScalar, Inbound, InboundKind
+from bridge.channelkit import is_storable_text
 from bridge.textchat.models import PayloadElement, ResponseElement, element_to_wire
 
 PLATFORM = "webchat"
@@ -93,15 +94,6 @@ def parse_frame(raw: str) -> dict[str, Any]:
     return value
 
 
-def _is_text(value: str) -> bool:
-    """JSON can carry lone surrogates (``"\\ud800"``), which are not storable text."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def language_tag(value: object) -> str | None:
     """``value`` when it is a plausible language tag, else None."""
     if isinstance(value, str) and len(value) <= 35 and LANGUAGE.match(value):
@@ -155,7 +147,7 @@ def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
         raise FrameError(
             TEXT_TOO_LONG, f"{field} is longer than {max_text_length} characters", frame_id
         )
-    if not _is_text(text):
+    if not is_storable_text(text):
         raise FrameError(INVALID_FRAME, f"{field} is not valid Unicode text", frame_id)
     return ClientEvent(frame_id, kind, text)
 
@@ -180,7 +172,7 @@ def to_inbound(user: str, event: ClientEvent, context: Mapping[str, ContextScala
 def connection_context(user_agent: str | None, language: str | None) -> dict[str, ContextScalar]:
     """The context every event of one connection carries."""
     context: dict[str, ContextScalar] = {"platform": PLATFORM}
-    if user_agent and _is_text(user_agent):
+    if user_agent and is_storable_text(user_agent):
         context["userAgent"] = user_agent[:MAX_USER_AGENT]
     if language:
         context["language"] = language

@@ -11,9 +11,10 @@ Inbound ``POST /webhook/{channel}/events`` answers:
 ======  ===========================================================================
 
 Replies are POSTed to ``deliver_url``; the receiver's status decides what happens: 2xx sent,
-429 wait (``Retry-After``) and retry, 5xx / timeout / connection error retry, 410 the recipient
-is gone (the conversation ends), any other status the message is dropped. Redirects are not
-followed (a signed request must reach the configured URL).
+429 wait (``Retry-After``, seconds or an HTTP date, honoured up to an hour) and retry, 5xx /
+timeout / connection error retry, 410 the recipient is gone (the conversation ends), any other
+status the message is dropped. Redirects are not followed (a signed request must reach the
+configured URL).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
 
 import aiohttp
@@ -55,6 +55,7 @@ from bridge.channel import (
     IntakeUnavailable,
     RecipientGone,
 )
+from bridge.channelkit import retry_after_seconds
 
 log = logging.getLogger("adapters.webhook")
 
@@ -108,22 +109,6 @@ class WebhookOptions(BaseModel):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(problem)
         return value
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def _excerpt(raw: bytes, limit: int = 200) -> str:
@@ -314,10 +299,14 @@ class WebhookAdapter(Adapter):
         message = f"deliver_url answered {status}" + (f": {excerpt}" if excerpt else "")
         if status == 429:
             raise DeliveryRetryable(
-                message, retry_after=_retry_after(headers.get("Retry-After")), rate_limited=True
+                message,
+                retry_after=retry_after_seconds(headers.get("Retry-After")),
+                rate_limited=True,
             )
         if status >= 500:
-            raise DeliveryRetryable(message, retry_after=_retry_after(headers.get("Retry-After")))
+            raise DeliveryRetryable(
+                message, retry_after=retry_after_seconds(headers.get("Retry-After"))
+            )
         if status == 410:
             raise RecipientGone(message)
         raise DeliveryRejected(message)

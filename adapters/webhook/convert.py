@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from bridge.channel import ContextScalar, Delivery, DeliveryRejected, Inbound, InboundKind
+from bridge.channelkit import is_storable_text
 from bridge.textchat.models import element_to_wire
 
 PLATFORM = "webhook"
@@ -117,15 +118,6 @@ def parse_body(raw: bytes) -> object:
         raise InvalidEvent("body is not valid JSON") from None
 
 
-def _is_text(value: str) -> bool:
-    """JSON can carry lone surrogates (``"\\ud800"``), which are not storable text."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _optional_id(payload: Mapping[str, Any], key: str) -> str | None:
     value = payload.get(key)
     if value is None:
@@ -134,7 +126,7 @@ def _optional_id(payload: Mapping[str, Any], key: str) -> str | None:
         raise InvalidEvent(f"{key} must be a string")
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise InvalidEvent(f"{key} must be 1 to {MAX_ID_LENGTH} characters")
-    if not _is_text(value):
+    if not is_storable_text(value):
         raise InvalidEvent(f"{key} is not valid Unicode text")
     return value
 
@@ -171,7 +163,7 @@ def _text(payload: Mapping[str, Any], kind: InboundKind, max_text_length: int) -
         raise InvalidEvent(f"text must not be empty for type {kind.value}")
     if len(value) > max_text_length:
         raise TextTooLong(f"text is longer than {max_text_length} characters")
-    if not _is_text(value):
+    if not is_storable_text(value):
         raise InvalidEvent("text is not valid Unicode text")
     return value
 
@@ -189,12 +181,12 @@ def _context(payload: Mapping[str, Any]) -> dict[str, ContextScalar]:
         # json.loads only makes string keys; a caller passing a dict may not.
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_CONTEXT_KEY_LENGTH:
             raise InvalidEvent(f"context keys must be 1 to {MAX_CONTEXT_KEY_LENGTH} characters")
-        if not _is_text(key):
+        if not is_storable_text(key):
             raise InvalidEvent("a context key is not valid Unicode text")
         if isinstance(item, str):
             if len(item) > MAX_CONTEXT_STRING:
                 raise InvalidEvent(f"context.{key} is longer than {MAX_CONTEXT_STRING} characters")
-            if not _is_text(item):
+            if not is_storable_text(item):
                 raise InvalidEvent(f"context.{key} is not valid Unicode text")
         elif isinstance(item, float):
             if not math.isfinite(item):

@@ -3,8 +3,10 @@ place the store turns typed values into SQL values and back. Pure functions."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import dataclasses
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from bridge.vocabulary import (
     Answered,
@@ -28,6 +30,8 @@ from bridge.vocabulary import (
     Sent,
     SessionOpened,
 )
+
+R = TypeVar("R")
 
 # Longest error texts kept in last_error.
 INBOX_ERROR_CHARS = 2000
@@ -129,55 +133,29 @@ def _mapping(row: Any) -> Mapping[str, Any]:
     return getattr(row, "_mapping", row)  # type: ignore[no-any-return]  # a Row or a mapping
 
 
-def conversation_record(row: Any) -> Conversation:
-    m = _mapping(row)
-    reason = m["end_reason"]
-    return Conversation(
-        m["id"],
-        m["channel"],
-        m["conversation_key"],
-        m["requester_id"],
-        ConversationState(m["state"]),
-        m["session_id"],
-        m["parloa_conversation_id"],
-        EndReason(reason) if reason is not None else None,
-        m["address"],
-        m["last_activity_at"],
-    )
+def _reader(record: Callable[..., R], **typed: Callable[[Any], Any]) -> Callable[[Any], R]:
+    """How ``record`` (a dataclass) is read from a row: each field from the column of its
+    name, those in ``typed`` converted (a stored string to its enum). Positional and
+    precomputed: records are read on the hot path."""
+    names = [field.name for field in dataclasses.fields(record)]  # type: ignore[arg-type]
+    columns = operator.itemgetter(*names)
+    conversions = [(names.index(name), convert) for name, convert in typed.items()]
+
+    def read(row: Any) -> R:
+        values = list(columns(_mapping(row)))
+        for index, convert in conversions:
+            values[index] = convert(values[index])
+        return record(*values)
+
+    return read
 
 
-def inbox_record(row: Any) -> InboxItem:
-    m = _mapping(row)
-    return InboxItem(
-        m["id"],
-        m["channel"],
-        m["event_id"],
-        m["conversation_id"],
-        InboundKind(m["kind"]),
-        m["text"],
-        m["address"],
-        m["context"],
-        InboxStatus(m["status"]),
-        m["attempts"],
-        m["next_attempt_at"],
-        m["last_error"],
-        m["created_at"],
-        m["finished_at"],
-    )
+def _unless_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
 
 
-def outbox_record(row: Any) -> OutboxItem:
-    m = _mapping(row)
-    return OutboxItem(
-        m["id"],
-        m["conversation_id"],
-        m["inbox_id"],
-        m["channel"],
-        m["address"],
-        m["elements"],
-        m["parts_done"],
-        OutboxStatus(m["status"]),
-        m["attempts"],
-        m["next_attempt_at"],
-        m["last_error"],
-    )
+conversation_record = _reader(
+    Conversation, state=ConversationState, end_reason=_unless_none(EndReason)
+)
+inbox_record = _reader(InboxItem, kind=InboundKind, status=InboxStatus)
+outbox_record = _reader(OutboxItem, status=OutboxStatus)

@@ -24,28 +24,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
+from bridge.store.errors import BadDatabaseUrl, SchemaOutdated, SchemaTooNew, translated
 
 log = logging.getLogger("bridge.store")
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 # Serialises concurrent `migrate` runs of several replicas on one PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x7061726C6F61
-
-
-class StoreError(Exception):
-    """Root of storage errors that carry an operator's next step."""
-
-
-class SchemaTooNew(StoreError):
-    pass
-
-
-class SchemaOutdated(StoreError):
-    pass
-
-
-class BadDatabaseUrl(StoreError):
-    pass
 
 
 # conn.info key: the next transaction on this SQLite connection only reads.
@@ -161,8 +146,8 @@ def _tune_sqlite(engine: Engine, autocheckpoint: int | None = None) -> None:
             conn.exec_driver_sql(sql)
             return
         # The store thread's synchronous connection: on the driver itself. SQLAlchemy's
-        # execution machinery cost several times what SQLite takes to begin, and every unit
-        # begins (6% of the bridge's CPU at 100 messages a second, one unit per group).
+        # execution machinery costs more than SQLite takes to begin, and every unit (one per
+        # group) begins (docs/benchmarks.md, "SQLite store thread").
         try:
             driver.execute(sql)
         except sqlite3.Error as exc:  # raised as SQLAlchemy raises it (OperationalError...)
@@ -204,8 +189,9 @@ def _known(conn: Connection) -> SchemaStatus:
 
 
 async def schema_status(engine: AsyncEngine) -> SchemaStatus:
-    async with engine.connect() as conn:
-        return await conn.run_sync(_known)
+    with translated():
+        async with engine.connect() as conn:
+            return await conn.run_sync(_known)
 
 
 def _too_new(status: SchemaStatus) -> SchemaTooNew:
@@ -231,8 +217,9 @@ def _upgrade(conn: Connection) -> SchemaStatus:
 
 async def migrate(engine: AsyncEngine) -> SchemaStatus:
     """Bring the schema to the newest revision. Refuses a database newer than this code."""
-    async with engine.begin() as conn:
-        before = await conn.run_sync(_upgrade)
+    with translated():
+        async with engine.begin() as conn:
+            before = await conn.run_sync(_upgrade)
     after = await schema_status(engine)
     if before.current != after.current:
         log.info("database migrated from %s to %s", before.current or "empty", after.current)

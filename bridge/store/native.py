@@ -2,10 +2,10 @@
 store keeps checked out.
 
 Through SQLAlchemy, each one-statement store call (claim, commit, finish, one event's
-intake) also paid for a pool checkout and checkin and a greenlet around the unit: 137 µs of
-CPU for a trivial statement, against 60 µs on the asyncpg connection itself
-(docs/benchmarks.md). The statements are still SQLAlchemy's, compiled for the dialect and
-their values and rows converted by their column types' processors (runners.Compiled); a
+intake) also paid for a pool checkout and checkin and a greenlet around the unit: more than
+twice the CPU of the statement on the asyncpg connection itself (docs/benchmarks.md,
+"PostgreSQL store calls"). The statements are still SQLAlchemy's, compiled for the dialect
+and their values and rows converted by their column types' processors (runners.Compiled); a
 statement runs here only after SQLAlchemy has run it once (the row processors depend on
 the types the server reports).
 
@@ -13,15 +13,17 @@ Bound: the connections are checked out of the engine's pool and kept, at most ha
 ``pool_size``: ``database.pool_size`` still bounds the replica's connections, and the other
 half is left to the pool for everything else (intake batches, the dispatcher's scans,
 renewals). When every kept connection is busy, a call waits for one: going through the
-pool instead costs twice the CPU, and under load most calls did.
+pool instead costs far more, and under load most calls did (docs/benchmarks.md,
+"PostgreSQL store calls").
 
 Failures: a statement the server refuses, and a connection that died, send the whole call
-through SQLAlchemy instead (``Transactions.each_statement``): its errors come out as
-SQLAlchemy's (IntegrityError, OperationalError...) and its handling of a dead connection
-applies. A program's statements may run again from the start (runners.Program). A kept
-connection that died is dropped (an idle one when it is next taken). A call cancelled
-mid-statement keeps its connection: asyncpg asks the server to cancel the statement, and
-the connection's next statement waits for that to be done.
+through SQLAlchemy instead (``Transactions.each_statement``): its handling of a dead
+connection applies, and its errors come out as the store's (bridge/store/errors.py: a
+refused value as DataRefused, a failure as StoreUnavailable), as any raised here do. A
+program's statements may run again from the start (runners.Program). A kept connection
+that died is dropped (an idle one when it is next taken). A call cancelled mid-statement
+keeps its connection: asyncpg asks the server to cancel the statement, and the
+connection's next statement waits for that to be done.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
+from bridge.store.errors import translated
 from bridge.store.runners import Compiled, Program, Query, cache_key
 
 T = TypeVar("T")
@@ -81,7 +84,8 @@ class NativeStatements:
         self._count = 0  # kept connections, idle or busy
         # Calls waiting for a kept connection, since when; None wakes one to open one anew.
         self._waiters: deque[tuple[float, asyncio.Future[_Kept | None]]] = deque()
-        # One timer for every waiter's timeout: a timer per wait cost 2% of the CPU.
+        # One timer for every waiter's timeout, not one per wait (docs/benchmarks.md,
+        # "Timers, not tasks").
         self._sweeper: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -101,16 +105,17 @@ class NativeStatements:
     async def run(self, make: Callable[[], Program[T]], fallback: Callable[[], Awaitable[T]]) -> T:
         """Run the program ``make()`` on a kept connection; through ``fallback`` (the same
         program as a SQLAlchemy unit) when none could be had or asyncpg raised."""
-        kept = await self._take()
-        if kept is None:
+        with translated():
+            kept = await self._take()
+            if kept is None:
+                return await fallback()
+            try:
+                return await self._drive(make(), kept.driver)
+            except (_NotLearned, _DriverFailed):
+                pass  # the program's own exceptions (LeaseLost...) and cancellation propagate
+            finally:
+                self._give(kept)
             return await fallback()
-        try:
-            return await self._drive(make(), kept.driver)
-        except (_NotLearned, _DriverFailed):
-            pass  # the program's own exceptions (LeaseLost...) and cancellation propagate
-        finally:
-            self._give(kept)
-        return await fallback()
 
     async def close(self) -> None:
         """Give every idle kept connection back to the pool (later calls keep new ones)."""

@@ -3,11 +3,11 @@
 ``CoreRunner`` executes them through SQLAlchemy's Connection, as everything else is.
 ``DirectRunner`` runs them on the DBAPI cursor of the same connection and transaction: the
 sqlite3 cursor on SQLite, SQLAlchemy's asyncpg adapter cursor on PostgreSQL. SQLAlchemy's
-per-execution work (cache lookup, execution context, result objects) cost about 65 µs a
-statement on SQLite against about 14 µs for SQLite to run it, and about 110 µs a statement on
-PostgreSQL (docs/benchmarks.md); each message takes about eight of them. The statements are
-still SQLAlchemy's: compiled once for the dialect, their parameters and results converted by
-their own column types' processors (JSON in and out, booleans, floats).
+per-execution work (cache lookup, execution context, result objects) costs several times
+what SQLite takes to run a hot statement (docs/benchmarks.md, "Hot statements"), and every
+message runs several. The statements are still SQLAlchemy's: compiled once for the dialect,
+their parameters and results converted by their own column types' processors (JSON in and
+out, booleans, floats).
 
 A store call that is a few hot statements in a row is written once, as a *program*: a
 generator that yields each ``Query`` and is sent its result. ``run_program`` runs one on a

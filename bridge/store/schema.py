@@ -5,6 +5,8 @@ Times are epoch seconds (double precision): the same arithmetic on SQLite and Po
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.schema import SchemaItem
 
 metadata = MetaData(
     naming_convention={
@@ -32,10 +35,23 @@ metadata = MetaData(
 # SQLite only autoincrements INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+
+# Columns several tables have alike are made by functions (a Column belongs to one table).
+
+
+def _id() -> Column[int]:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _time(name: str, *, nullable: bool = False) -> Column[float]:
+    """A time, in epoch seconds."""
+    return Column(name, Double, nullable=nullable)
+
+
 conversations = Table(
     "conversations",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
+    _id(),
     Column("channel", String(64), nullable=False),
     Column("conversation_key", String(255), nullable=False),
     Column("requester_id", String(255), nullable=False),
@@ -45,74 +61,86 @@ conversations = Table(
     Column("parloa_conversation_id", String(255), nullable=True),
     Column("end_reason", String(32), nullable=True),
     Column("address", JSON, nullable=True),
-    Column("created_at", Double, nullable=False),
-    Column("updated_at", Double, nullable=False),
-    Column("last_activity_at", Double, nullable=False),
+    _time("created_at"),
+    _time("updated_at"),
+    _time("last_activity_at"),
     # When this conversation next has work (a pending message or delivery); NULL: none.
-    Column("due_at", Double, nullable=True),
+    _time("due_at", nullable=True),
     # The lease: only its holder processes this conversation (strict order across processes).
     Column("lease_owner", String(64), nullable=True),
-    Column("lease_until", Double, nullable=True),
+    _time("lease_until", nullable=True),
     UniqueConstraint("channel", "conversation_key"),
     Index(None, "state", "last_activity_at"),
     Index(None, "due_at"),
 )
 
-inbox = Table(
-    "inbox",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("channel", String(64), nullable=False),
-    Column("event_id", String(255), nullable=False),
-    Column(
+
+# The queues: a conversation's inbound events (inbox) and replies (outbox), in order.
+
+
+def _conversation_id() -> Column[int]:
+    """A queue item's conversation: the item goes when the conversation does."""
+    return Column(
         "conversation_id",
         Id,
         ForeignKey("conversations.id", ondelete="CASCADE"),
         nullable=False,
-    ),
+    )
+
+
+def _progress() -> list[Column[Any]]:
+    """Where a queue item stands: its status (pending: due at next_attempt_at), the attempts
+    made and the last one's error."""
+    return [
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        _time("next_attempt_at"),
+        Column("last_error", Text, nullable=True),
+    ]
+
+
+def _queue(name: str, *items: SchemaItem) -> Table:
+    """A queue's table: its items' ids, their own columns, and the indexes for a
+    conversation's pending items in order, the items due, and the retention purge."""
+    return Table(
+        name,
+        metadata,
+        _id(),
+        *items,
+        Index(None, "conversation_id", "status", "id"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "finished_at"),
+    )
+
+
+inbox = _queue(
+    "inbox",
+    Column("channel", String(64), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    _conversation_id(),
     Column("kind", String(16), nullable=False),
     Column("text", Text, nullable=True),
     Column("address", JSON, nullable=True),
     Column("context", JSON, nullable=True),
-    # pending (due at next_attempt_at) | done | dead (dead letter: see last_error)
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", Double, nullable=False),
-    Column("last_error", Text, nullable=True),
-    Column("created_at", Double, nullable=False),
-    Column("finished_at", Double, nullable=True),
+    # status: pending | done | dead (a dead letter: see last_error)
+    *_progress(),
+    _time("created_at"),
+    _time("finished_at", nullable=True),
     UniqueConstraint("channel", "event_id"),
-    Index(None, "conversation_id", "status", "id"),
-    Index(None, "status", "next_attempt_at"),
-    Index(None, "finished_at"),  # the retention purge
 )
 
-outbox = Table(
+outbox = _queue(
     "outbox",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column(
-        "conversation_id",
-        Id,
-        ForeignKey("conversations.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _conversation_id(),
     Column("inbox_id", Id, nullable=True),
     Column("channel", String(64), nullable=False),
     Column("address", JSON, nullable=True),
     Column("elements", JSON, nullable=False),
     Column("parts_done", Integer, nullable=False, default=0),
-    # pending | sent | failed
-    Column("status", String(16), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", Double, nullable=False),
-    Column("last_error", Text, nullable=True),
+    *_progress(),  # status: pending | sent | failed
     Column("platform_message_id", String(255), nullable=True),
-    Column("created_at", Double, nullable=False),
-    Column("finished_at", Double, nullable=True),
-    Index(None, "conversation_id", "status", "id"),
-    Index(None, "status", "next_attempt_at"),
-    Index(None, "finished_at"),  # the retention purge
+    _time("created_at"),
+    _time("finished_at", nullable=True),
 )
 
 channel_state = Table(
@@ -121,7 +149,7 @@ channel_state = Table(
     Column("channel", String(64), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("value", Text, nullable=False),
-    Column("updated_at", Double, nullable=False),
+    _time("updated_at"),
 )
 
 leases = Table(
@@ -129,5 +157,5 @@ leases = Table(
     metadata,
     Column("name", String(255), primary_key=True),
     Column("owner", String(64), nullable=False),
-    Column("expires_at", Double, nullable=False),
+    _time("expires_at"),
 )

@@ -1,14 +1,15 @@
 """The statements every message goes through, built once per Store.
 
 Building a SQLAlchemy statement and computing its cache key costs more CPU than SQLite takes to
-run it (docs/benchmarks.md). A statement object built once with ``bindparam()`` placeholders
-memoizes its cache key, so executing it again skips both; only the values change per call.
+run it (docs/benchmarks.md, "Hot statements"). A statement object built once with
+``bindparam()`` placeholders memoizes its cache key, so executing it again skips both; only
+the values change per call.
 Statements whose SET clause depends on the call (which columns a step changes) are built once
 per set of columns and kept."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,17 +49,20 @@ class HotStatements:
         # SQLite's two-argument MIN returns NULL if either is NULL (PostgreSQL's LEAST
         # ignores NULLs); wrapped in COALESCE both give the same answer.
         least = func.least if dialect == "postgresql" else func.min
+        # For the statements built per call elsewhere (an upsert, a LEAST of two values).
+        self.insert: Callable[[Any], Any] = insert
+        self.least: Callable[..., Any] = least
         # Typed: it is also an argument of LEAST/MIN below, where no column lends it a type.
         now = bindparam("p_now", type_=inbox.c.next_attempt_at.type)
         c, i, o = conversations.c, inbox.c, outbox.c
 
         # Intake: a conversation created, or touched (due now, its row locked until the
         # intake commits), in one statement, with its row returned either way. A worker's
-        # finish that comes later waits for the lock, then sees the events (Store.finish).
+        # finish that comes later waits for the lock, then sees the events (leases.py).
         # The lease the row is written with (``lease_owner``, ``lease_until``; NULL for none)
         # is taken only if the conversation is idle: no lease and no work due (``due_at`` is
         # NULL only when both its queues are empty, see release and finish_in_one), so the
-        # events being accepted are all its work (Store.accept_claiming). SET expressions read
+        # events being accepted are all its work (intake.py). SET expressions read
         # the row as it was before the update, on both databases.
         new = insert(conversations)
         idle = and_(c.lease_owner.is_(None), c.due_at.is_(None))
@@ -98,7 +102,7 @@ class HotStatements:
             .limit(1)
         )
         # PostgreSQL: the claim and the inbox's head in one statement, run without BEGIN and
-        # COMMIT (Store.claim): one round trip where there were four.
+        # COMMIT (leases.claim_in_one): one round trip where there were four.
         self.claim_with_inbox_head: Any = None
         if dialect == "postgresql":
             claimed = self.claim.cte("claimed")
@@ -145,7 +149,7 @@ class HotStatements:
         )
         self.new_outbox = outbox.insert().returning(o.id)
         # Guards for writes to a conversation's queues: the lease is held and unexpired, or
-        # (inside a transaction that checks nothing else, see Store.finish) held by the owner.
+        # (inside a transaction that checks nothing else, see leases.finish_unit) held by the owner.
         self.guards = {
             "lease": select(c.id)
             .where(c.id == _p("cid"), c.lease_owner == _p("owner"), c.lease_until >= now)

@@ -5,15 +5,20 @@ atomically: all of it is committed, or none of it. A unit never commits or rolls
 (it raises to undo what it did), and may run again from the start:
 
 * SQLite: on one dedicated thread with a synchronous pysqlite connection. A call costs one
-  thread hop, where aiosqlite costs three or four per statement — most of the bridge's CPU
-  per message went there (docs/benchmarks.md). Writes that queue up meanwhile share one
-  transaction (group commit, below). One connection on one thread also keeps SQLite's single
-  writer an orderly queue. A caller that is cancelled does not interrupt the unit: it
-  commits or rolls back on its own, so no connection is left holding the write lock.
+  thread hop, where aiosqlite costs three or four per statement — SQL had been the largest
+  part of the bridge's CPU (docs/benchmarks.md, "SQLite store thread"). Writes that queue up
+  meanwhile share one transaction (group commit, below). One connection on one thread also
+  keeps SQLite's single writer an orderly queue. A caller that is cancelled does not
+  interrupt the unit: it commits or rolls back on its own, so no connection is left holding
+  the write lock.
 * PostgreSQL: asyncpg, natively asynchronous, the whole unit in one pass through SQLAlchemy's
   greenlet bridge. A unit whose writes are all in its first statement (the claim, a worker's
   usual commit) may skip BEGIN and COMMIT (``each_statement``): each statement is then its
   own transaction, and a statement is atomic.
+
+Errors: what a unit raises reaches its caller as it is, but for the drivers' exceptions,
+which are raised as the store's (bridge/store/errors.py) once nothing here needs them any
+more (to run a unit again on a fresh connection, or a group's units alone).
 """
 
 from __future__ import annotations
@@ -34,15 +39,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from bridge.store.database import READ_ONLY, StoreError, is_sqlite, sqlite_sync_engine
+from bridge.store.database import READ_ONLY, is_sqlite, sqlite_sync_engine
+from bridge.store.errors import StoreClosed, translated
 
 T = TypeVar("T")
 log = logging.getLogger("bridge.store")
 Unit = Callable[[Connection], T]
-
-
-class StoreClosed(StoreError):
-    """The store was closed (the service is shutting down)."""
 
 
 class Transactions(Protocol):
@@ -75,12 +77,14 @@ class AsyncTransactions:
     """PostgreSQL: the whole unit — checkout, BEGIN, its statements, COMMIT, checkin — runs
     in one pass through SQLAlchemy's greenlet bridge, on the sync face of the async engine.
     Going through ``AsyncConnection`` instead costs a greenlet per step (connect, begin,
-    run_sync, commit, close): about 110 µs of CPU per unit, a quarter of a short one.
+    run_sync, commit, close): a large part of a short unit's CPU (docs/benchmarks.md,
+    "PostgreSQL store calls").
 
     A pooled connection that died (the server restarted, a proxy dropped it) fails the
     unit's first statement; the unit is then run once more on a fresh connection. Nothing
     of it can have been committed: a commit is never retried. This replaces a ping on every
-    checkout (pool_pre_ping), which cost a round trip and a quarter of a unit's CPU.
+    checkout (pool_pre_ping), which cost a round trip per unit (docs/benchmarks.md,
+    "PostgreSQL store calls").
 
     A caller cancelled mid-unit cancels the statement it waits on; the unit then unwinds
     inside the greenlet like any failure (rolled back, the connection returned)."""
@@ -95,7 +99,8 @@ class AsyncTransactions:
             if each_statement:
                 # The driver's own autocommit: no BEGIN is sent, so nothing to COMMIT. Set
                 # on the driver, not as the Connection's isolation level: SQLAlchemy would
-                # then also reset it at every checkin (a tenth of a unit's CPU).
+                # then also reset it at every checkin (docs/benchmarks.md, "PostgreSQL store
+                # calls").
                 driver.autocommit = True
             else:
                 transaction = conn.begin()
@@ -131,7 +136,8 @@ class AsyncTransactions:
     async def _run(
         self, unit: Callable[[Connection], T], commit: bool, each_statement: bool = False
     ) -> T:
-        result: T = await greenlet_spawn(self._unit, unit, commit, each_statement)
+        with translated():
+            result: T = await greenlet_spawn(self._unit, unit, commit, each_statement)
         return result
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
@@ -180,7 +186,8 @@ class SqliteThread:
         self._sync: Engine = sqlite_sync_engine(engine)
         self._queue: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
         # Kept open between units (on the thread only): a pool checkout and its reset per
-        # unit cost more than a short transaction itself.
+        # unit cost more than a short transaction itself (docs/benchmarks.md, "SQLite store
+        # thread").
         self._conn: Connection | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
@@ -290,7 +297,8 @@ class SqliteThread:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put(_Job(unit, commit, future))
         # A caller that is cancelled stops waiting; its unit still runs whole.
-        return await future
+        with translated():
+            return await future
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
         return await self._submit(unit, commit=True)
@@ -326,8 +334,8 @@ class WalCheckpointer:
     """Copies SQLite's write-ahead log back into the database file, on a thread of its own.
 
     SQLite does it by itself every 1000 pages, inside the commit that crossed the mark; the
-    copy ends with an fsync (7-9 ms on the benchmark machine's disk), and every unit queued
-    behind that commit waited for it: that set the p99 of the bridge's added latency. So the
+    copy ends with an fsync, and every unit queued behind that commit waited for it: that set
+    the p99 of the bridge's added latency (docs/benchmarks.md, "SQLite store thread"). So the
     store's connection checkpoints only as a backstop, at a much larger log, and this thread
     runs a PASSIVE checkpoint every ``interval`` seconds, which never blocks the writer. A
     writer that never pauses can keep PASSIVE checkpoints from reaching the end of the log

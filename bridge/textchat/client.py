@@ -329,7 +329,8 @@ def _parse_body(raw: bytes, rid: str, cid: str | None) -> TextchatResponse:
         )
     # Every container opens with "[" or "{": with no more of them than the limit in the raw
     # body (those inside strings count too), the data cannot be deeper; only a body with
-    # more is walked (~25 µs for a usual answer, a tenth of the call).
+    # more is walked: the walk is a noticeable part of every call (docs/benchmarks.md,
+    # "Parloa client").
     brackets = raw.count(b"[") + raw.count(b"{")
     if brackets > MAX_JSON_DEPTH and _depth(data) > MAX_JSON_DEPTH:
         raise MalformedResponse(

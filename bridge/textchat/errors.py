@@ -22,6 +22,8 @@ No message or repr ever contains the API token.
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 
 class TextchatError(Exception):
     """Root of the client's errors. ``retryable`` says whether sending again may succeed."""
@@ -67,6 +69,15 @@ class TextchatTimeout(TextchatTransportError):
 
 class TextchatConnectionError(TextchatTransportError):
     """The connection could not be made or broke."""
+
+
+class AnswerDetails(TypedDict, total=False):
+    """What a status error tells of Parloa's answer besides its status (the keywords of
+    :class:`TextchatStatusError`, passed on by its subclasses)."""
+
+    body_excerpt: str
+    request_id: str | None
+    correlation_id: str | None
 
 
 class TextchatStatusError(TextchatError):
@@ -116,17 +127,9 @@ class RateLimited(TextchatStatusError):
         *,
         status: int = 429,
         retry_after: float | None = None,
-        body_excerpt: str = "",
-        request_id: str | None = None,
-        correlation_id: str | None = None,
+        **answer: Unpack[AnswerDetails],
     ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            body_excerpt=body_excerpt,
-            request_id=request_id,
-            correlation_id=correlation_id,
-        )
+        super().__init__(message, status=status, **answer)
         self.retry_after = retry_after
 
 
@@ -142,22 +145,8 @@ class UnexpectedStatus(TextchatStatusError):
 
     hint = "unexpected status from Parloa; check base_url"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        body_excerpt: str = "",
-        request_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            body_excerpt=body_excerpt,
-            request_id=request_id,
-            correlation_id=correlation_id,
-        )
+    def __init__(self, message: str, *, status: int, **answer: Unpack[AnswerDetails]) -> None:
+        super().__init__(message, status=status, **answer)
         # 408 Request Timeout and 425 Too Early invite a retry by definition.
         self.retryable = status in (408, 425)
 

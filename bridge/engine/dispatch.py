@@ -1,0 +1,141 @@
+"""Which conversations get a worker, and when: the dispatcher that starts workers (from the
+board's notices and from scans of the database) and the housekeeping loop (idle timeouts,
+retention, gauges)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from bridge.engine.board import Board
+from bridge.engine.shared import Shared
+from bridge.engine.worker import Worker
+from bridge.vocabulary import InboundKind, Work
+
+log = logging.getLogger("bridge.engine")
+
+
+class Dispatcher:
+    """Starts a worker for each conversation with work due, up to the free slots."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        board: Board,
+        worker: Worker,
+        poll_interval: float,
+        housekeeping_interval: float,
+    ) -> None:
+        self.shared = shared
+        self.board = board
+        self.worker = worker
+        self._poll_interval = poll_interval
+        self._housekeeping_interval = housekeeping_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop_signal = asyncio.Event()
+
+    def start_worker(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
+        """The one worker of conversation ``cid`` (the caller checked there is none)."""
+        self.board.workers[cid] = asyncio.create_task(
+            self.worker.work(cid, claimed, claimed_at), name=f"conversation-{cid}"
+        )
+
+    async def start(self) -> None:
+        self.board.stopping = False
+        self._stop_signal.clear()
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
+            asyncio.create_task(self._housekeeping(), name="engine-housekeeping"),
+        ]
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Start no more work; give the loops and the running workers until ``drain_timeout``
+        from now to end, then cancel what is left."""
+        deadline = time.monotonic() + drain_timeout
+        self.board.stopping = True
+        self.board.wake.set()
+        self._stop_signal.set()
+        # The loops leave at their next check; cancelling them inside a query could leave a
+        # SQLite connection holding its write lock until busy_timeout, so they get the time
+        # left first, as the workers do.
+        await _within(self._tasks, deadline)
+        self._tasks = []
+        await _within(list(self.board.workers.values()), deadline)
+
+    async def _dispatch(self) -> None:
+        board = self.board
+        last_scan = 0.0
+        while not board.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(board.wake.wait(), self._poll_interval)
+            board.wake.clear()
+            if board.stopping:
+                return
+            candidates = list(board.notified)
+            board.notified.clear()
+            # Work this process was told about arrives through notify(); the database is
+            # scanned for the rest (retries coming due, other replicas' intake, conversations
+            # left over after a crash) once per poll interval, not on every wake-up: under
+            # load the dispatcher wakes for every accepted event and every finished worker.
+            now = time.monotonic()
+            if now - last_scan < self._poll_interval:
+                candidates = [c for c in candidates if c not in board.workers]
+            else:
+                last_scan = now
+                candidates = await self._scan(candidates)
+            for cid in dict.fromkeys(candidates):
+                if cid not in board.workers:
+                    self.start_worker(cid)
+
+    async def _scan(self, candidates: list[int]) -> list[int]:
+        free = self.board.free
+        if free > len(candidates):
+            try:
+                candidates += await self.shared.store.due_conversations(
+                    free, self.shared.instance_id
+                )
+            except Exception as exc:
+                log.warning("cannot look for due work: %s", exc)
+        return candidates
+
+    async def _housekeeping(self) -> None:
+        while not self.board.stopping:
+            try:
+                await self.run_housekeeping()
+            except Exception as exc:
+                log.warning("housekeeping failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_signal.wait(), self._housekeeping_interval)
+
+    async def run_housekeeping(self) -> None:
+        """Idle timeouts, retention, gauges. Safe to run from several processes."""
+        store, config = self.shared.store, self.shared.config
+        if config.idle_timeout_seconds > 0:
+            for conv in await store.idle_conversations(config.idle_timeout_seconds):
+                if await store.enqueue_internal(conv, InboundKind.IDLE, f"idle:{conv.session_id}"):
+                    self.board.notify(conv.id)
+        if config.retention_days > 0:
+            inbox_rows, outbox_rows = await store.purge(config.retention_days * 86400)
+            if inbox_rows or outbox_rows:
+                log.info("purged %d inbox and %d outbox rows", inbox_rows, outbox_rows)
+        await self.refresh_gauges()
+
+    async def refresh_gauges(self) -> None:
+        stats = await self.shared.store.stats()
+        metrics = self.shared.metrics
+        metrics.inbox_depth.set(stats.pending)
+        metrics.inbox_oldest_age.set(stats.oldest_pending_age)
+        metrics.dead_letters.set(stats.dead)
+        metrics.outbox_depth.set(stats.outbox_pending)
+
+
+async def _within(tasks: list[asyncio.Task[None]], deadline: float) -> None:
+    """Wait for ``tasks`` until ``deadline`` (monotonic), cancel the rest and wait for those."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

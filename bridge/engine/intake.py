@@ -1,0 +1,166 @@
+"""Where inbound events enter: the Intake each adapter is given. Accepting stores the events
+(deduplicated, in one transaction) and leases idle conversations to the free worker slots at
+the same time, so their workers start at once on what intake read."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from bridge.channel import (
+    AcceptResult,
+    ChannelState,
+    Inbound,
+    IntakeUnavailable,
+    StoredReply,
+)
+from bridge.engine.board import Board
+from bridge.engine.dispatch import Dispatcher
+from bridge.engine.shared import Shared
+from bridge.store import DataRefused, Store, StoreUnavailable
+from bridge.textchat.models import parse_element
+from bridge.vocabulary import Claim, NewEvent
+
+log = logging.getLogger("bridge.engine")
+
+
+def requester_id(channel: str, user_id: str) -> str:
+    """Parloa's requester id of a channel's user."""
+    return f"{channel}:{user_id}"
+
+
+class Acceptor:
+    """Accepts inbound events into the store and hands their conversations to workers."""
+
+    def __init__(self, shared: Shared, board: Board, dispatcher: Dispatcher) -> None:
+        self.shared = shared
+        self.board = board
+        self.dispatcher = dispatcher
+
+    async def accept_many(
+        self, channel: str, events: Sequence[Inbound], state: Mapping[str, str] | None
+    ) -> list[AcceptResult]:
+        board, shared = self.board, self.shared
+        metrics = shared.metrics
+        batch = [
+            NewEvent(
+                event_id=event.event_id,
+                conversation_key=event.conversation_key,
+                requester_id=requester_id(channel, event.user_id),
+                kind=event.kind,
+                text=event.text,
+                address=event.address,
+                context=event.context,
+            )
+            for event in events
+        ]
+        # Idle conversations are leased as their events are stored, up to the free worker
+        # slots, so their workers start at once on the work intake returns: one store call
+        # (on PostgreSQL one round trip) per message fewer than a claim of their own
+        # (docs/benchmarks.md, "Lease at intake").
+        free = board.free
+        claim = None
+        if free > 0 and not board.stopping:
+            claim = Claim(shared.instance_id, shared.config.lease_seconds, free)
+        try:
+            outcome = await shared.store.accept_claiming(channel, batch, state, claim)
+        except (StoreUnavailable, DataRefused) as exc:
+            metrics.inbound.labels(channel, "unavailable").inc(len(batch))
+            raise IntakeUnavailable(str(exc)) from exc
+        claimed_at = time.monotonic()
+        results = []
+        for accepted, cid in outcome.results:
+            if accepted:
+                metrics.inbound.labels(channel, "accepted").inc()
+                if cid not in outcome.claimed:
+                    board.notify(cid)
+                results.append(AcceptResult.ACCEPTED)
+            else:
+                metrics.inbound.labels(channel, "duplicate").inc()
+                metrics.duplicates.labels(channel).inc()
+                results.append(AcceptResult.DUPLICATE)
+        for cid, work in outcome.claimed.items():
+            if cid in board.workers or board.stopping:
+                # A worker that has not claimed yet, or whose finish released the lease
+                # just before intake took it: it claims again (the lease is this process's
+                # own). At a stop, release_all gives the lease up.
+                board.notify(cid)
+            else:
+                self.dispatcher.start_worker(cid, work, claimed_at)
+        return results
+
+
+class ChannelIntake:
+    """The Intake an adapter is given: accept into the store, wake the engine."""
+
+    def __init__(self, acceptor: Acceptor, channel: str) -> None:
+        self._acceptor = acceptor
+        self._store = acceptor.shared.store
+        self._channel = channel
+        self._state = ChannelStateView(self._store, channel)
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def state(self) -> ChannelState:
+        return self._state
+
+    @property
+    def instance_id(self) -> str:
+        return self._acceptor.shared.instance_id
+
+    async def accept(self, event: Inbound) -> AcceptResult:
+        (result,) = await self._acceptor.accept_many(self._channel, [event], None)
+        return result
+
+    async def accept_many(
+        self, events: Sequence[Inbound], state: Mapping[str, str] | None = None
+    ) -> list[AcceptResult]:
+        return await self._acceptor.accept_many(self._channel, events, state)
+
+    async def conversation_exists(self, conversation_key: str) -> bool:
+        try:
+            found = await self._store.find_conversation(self._channel, conversation_key)
+        except Exception as exc:
+            raise IntakeUnavailable(f"cannot look up the conversation: {exc}") from exc
+        return found is not None
+
+    async def stored_reply(self, outbox_id: int) -> StoredReply | None:
+        try:
+            item = await self._store.outbox_item(outbox_id)
+        except Exception as exc:
+            raise IntakeUnavailable(f"cannot read the reply: {exc}") from exc
+        if item is None or item.channel != self._channel:
+            return None
+        try:
+            elements = [parse_element(e) for e in item.elements]
+        except Exception as exc:  # stored by this code, so not expected: a reply to forget
+            log.warning("reply %s cannot be read again: %s", outbox_id, exc)
+            return None
+        return StoredReply(outbox_id, item.address or {}, elements)
+
+
+class ChannelStateView:
+    """A channel's own key-value state and named leases (e.g. a poller's offset and lease)."""
+
+    def __init__(self, store: Store, channel: str) -> None:
+        self._store = store
+        self._channel = channel
+
+    async def get(self, key: str) -> str | None:
+        return await self._store.state_get(self._channel, key)
+
+    async def put(self, key: str, value: str) -> None:
+        await self._store.state_put(self._channel, key, value)
+
+    async def delete(self, key: str) -> None:
+        await self._store.state_delete(self._channel, key)
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        return await self._store.acquire_lease(f"{self._channel}:{name}", owner, ttl)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._store.release_lease(f"{self._channel}:{name}", owner)

@@ -1,0 +1,323 @@
+"""One conversation's worker, under its lease: deliver the pending replies in order, then take
+the oldest due inbound event, carry out what the lifecycle decided for it (calling Parloa) and
+commit the outcome in one transaction; again while work is due."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+
+from bridge.engine import lifecycle
+from bridge.engine.board import Board
+from bridge.engine.delivery import Deliverer
+from bridge.engine.heartbeat import heartbeat
+from bridge.engine.lifecycle import (
+    Launch,
+    LaunchThenMessage,
+    Message,
+    Quit,
+    Reply,
+)
+from bridge.engine.parloa import Bot, Call, Parloa, Permanent, quit_quietly
+from bridge.engine.shared import Shared
+from bridge.store import OUTBOX_BATCH, LeaseLost, StoreUnavailable
+from bridge.textchat.errors import SessionNotFound, TextchatError
+from bridge.textchat.models import LaunchEvent, MessageEvent, TextchatResponse
+from bridge.vocabulary import (
+    Conversation,
+    DeadLetter,
+    Done,
+    InboxItem,
+    OutboxAck,
+    OutboxItem,
+    RetryLater,
+    SessionOpened,
+    Step,
+    Work,
+    apply_change,
+)
+
+log = logging.getLogger("bridge.engine")
+
+
+class Run:
+    """One pass over a claimed conversation: commits steps and delivers what they created,
+    in order. Once a reply must wait (a retry is scheduled), every later one waits too."""
+
+    def __init__(self, worker: Worker, conv: Conversation, acks: list[OutboxAck]) -> None:
+        self.worker = worker
+        self.conv = conv
+        # Deliveries that went out, recorded with this worker's next write (a commit or
+        # finish): one transaction fewer per reply. A crash before that write re-sends them,
+        # the same crash window as between a send and its own write.
+        self.acks = acks
+        self.blocked = False
+        # Until when the typing indicator shown last is still visible (parloa.Typing).
+        self.typing_until = 0.0
+        self._background: asyncio.Task[None] | None = None
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> None:
+        for item in items:
+            if self.blocked:
+                return
+            if item.next_attempt_at > time.time() or not await self.worker.delivery.deliver(
+                self.conv.id, item, self.conv.conversation_key, self.acks
+            ):
+                self.blocked = True
+
+    async def commit(self, step: Step) -> None:
+        await self.settle()
+        await self.deliver(await self._store(step))
+
+    def commit_soon(self, step: Step) -> None:
+        """Store ``step`` and deliver what it created while the caller goes on (a launch is
+        stored while Parloa already hears the message). The next commit or settle() waits for
+        both and raises what they raised: a failed write still fails the attempt."""
+        previous = self._background
+
+        async def store_then_deliver() -> None:
+            if previous is not None:
+                await previous
+            await self.deliver(await self._store(step))
+
+        self._background = asyncio.create_task(store_then_deliver(), name=f"commit-{self.conv.id}")
+
+    async def _store(self, step: Step) -> list[OutboxItem]:
+        shared = self.worker.shared
+        created = await shared.store.commit(
+            self.conv.id, shared.instance_id, step, self.conv.channel, self.acks
+        )
+        self.acks.clear()
+        self.conv = apply_change(self.conv, step.conversation)
+        return created
+
+    async def settle(self) -> None:
+        """Wait for work started by commit_soon()."""
+        task, self._background = self._background, None
+        if task is not None:
+            await task
+
+
+class Worker:
+    """Works on conversations, one worker task per conversation (the dispatcher starts them)."""
+
+    def __init__(
+        self,
+        shared: Shared,
+        board: Board,
+        delivery: Deliverer,
+        parloa: Parloa,
+        bots: Mapping[str, Bot],
+        channel_bots: Mapping[str, str],
+    ) -> None:
+        self.shared = shared
+        self.board = board
+        self.delivery = delivery
+        self.parloa = parloa
+        self.bots = bots
+        self.channel_bots = channel_bots
+
+    @property
+    def renew_interval(self) -> float:
+        """How often a worker renews its lease: three renewals fit in one lease."""
+        return self.shared.config.lease_seconds / 3
+
+    async def work(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
+        """Work on a conversation while it has work due. ``claimed``: its lease and work,
+        taken at intake at ``claimed_at`` (monotonic); used if a slot came before the
+        lease's first renewal would be due (renew_interval), otherwise claimed again."""
+        board = self.board
+        store = self.shared.store
+        owner = self.shared.instance_id
+        ttl = self.shared.config.lease_seconds
+        acks: list[OutboxAck] = []
+        try:
+            async with board.slots:
+                while not board.stopping:
+                    waited = time.monotonic() - claimed_at
+                    if claimed is not None and waited < self.renew_interval:
+                        work: Work | None = claimed
+                    else:
+                        work = await store.claim(cid, owner, ttl)
+                    claimed = None
+                    if work is None:
+                        return  # another process is on it
+                    async with heartbeat(store, cid, owner, ttl, self.renew_interval):
+                        read = board.notices
+                        while work is not None and not board.stopping:
+                            await self._run(work, acks)
+                            read = board.notices
+                            work = await store.finish(cid, owner, ttl, acks)
+                            acks.clear()
+                    # finish() read the queues after every event noticed by then; one noticed
+                    # since may have been stored after that read. The dispatcher skipped its
+                    # notice (this worker was still running): claim again rather than leave
+                    # it to the next scan of the database, up to a poll interval later.
+                    if not board.noticed_since(cid, read):
+                        return
+        except LeaseLost:
+            log.warning("conversation %s: lease lost to another process; stopping", cid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("conversation %s: worker failed; it will be retried", cid)
+            with contextlib.suppress(Exception):
+                await store.finish(cid, owner, 0, acks)
+        finally:
+            board.left(cid)
+
+    async def _run(self, work: Work, acks: list[OutboxAck]) -> None:
+        """Pending replies first, in order; then the oldest inbound event if it is due."""
+        run = Run(self, work.conversation, acks)
+        try:
+            await run.deliver(work.outbox)
+            if len(work.outbox) >= OUTBOX_BATCH:
+                run.blocked = True  # older replies remain unread: new ones wait behind them
+            item = work.inbox
+            # Never tried: due whatever the clock says (as Store.finish sees it).
+            if item is not None and (item.attempts == 0 or item.next_attempt_at <= time.time()):
+                await self._process(run, item)
+        finally:
+            await run.settle()
+
+    # --- one inbound event ------------------------------------------------------------------
+
+    async def _process(self, run: Run, item: InboxItem) -> None:
+        conv = run.conv
+        bot_name = self.channel_bots.get(conv.channel)
+        if bot_name is None:
+            # The channel was removed from the configuration: nobody can answer this.
+            reason = f"channel {conv.channel!r} is not configured"
+            await run.commit(self._dead(item, reason, ""))
+            return
+        bot = self.bots[bot_name]
+        try:
+            step = await self._lifecycle(run, item, bot)
+        except Permanent as exc:
+            step = self._dead(item, exc.reason, exc.notice)
+            if exc.refused_bot:
+                self.parloa.refused(bot, exc.reason)
+                log.error(
+                    "bot %s: %s — fix the configuration; the event is kept as a dead "
+                    "letter (parloa-bridge inbox retry)",
+                    bot.name,
+                    exc.reason,
+                )
+            else:
+                log.warning(
+                    "conversation %s: event %s dead-lettered: %s", conv.id, item.id, exc.reason
+                )
+        except TextchatError as exc:
+            step = self._retry_or_give_up(item, exc)
+        except (LeaseLost, StoreUnavailable):
+            raise
+        except Exception as exc:
+            # A bug, not Parloa: retry like a transient failure (bounded by the retry
+            # budget), so one bad event can neither spin nor block its conversation forever.
+            log.exception("conversation %s: event %s failed unexpectedly", conv.id, item.id)
+            step = self._retry_or_give_up(item, exc)
+        await run.commit(step)
+
+    def _dead(self, item: InboxItem, reason: str, notice: str) -> Step:
+        self.shared.metrics.dead_lettered.labels(item.channel).inc()
+        return lifecycle.dead_letter(item, reason, notice, time.time())
+
+    def _retry_or_give_up(self, item: InboxItem, exc: Exception) -> Step:
+        shared = self.shared
+        step = lifecycle.retry_or_give_up(
+            item, exc, time.time(), shared.config, shared.messages, shared.uniform
+        )
+        match step.outcome:
+            case DeadLetter():
+                shared.metrics.dead_lettered.labels(item.channel).inc()
+            case RetryLater(attempts=attempts, next_attempt_at=at):
+                log.info(
+                    "conversation %s: Parloa failed (%s); attempt %d, retry in %.1fs",
+                    item.conversation_id,
+                    exc,
+                    attempts,
+                    at - time.time(),
+                )
+        return step
+
+    async def _lifecycle(self, run: Run, item: InboxItem, bot: Bot) -> Step:
+        """Carry out what the lifecycle decides for one event. Intermediate results (a
+        launch) are committed as they happen, so a retry resumes where the last one stopped."""
+        conv = run.conv
+        call = self.parloa.caller(
+            run, bot, conv.channel, conv.requester_id, item.address, item.context
+        )
+        now = time.time()
+        plan = lifecycle.decide(conv, item, now, self.shared.messages)
+        done = lifecycle.handled(item, now)
+        match plan:
+            case Reply():
+                return plan.step
+            case Quit():
+                result = await quit_quietly(call, plan.session_id)
+                said = result.response if result is not None else None
+                if said is not None and plan.tells_user:
+                    self._count_unknown(said)
+                self.shared.metrics.sessions_ended.labels(conv.channel, plan.reason.value).inc()
+                return lifecycle.quitted(plan, item, said, done, self.shared.messages)
+            case Launch():
+                if plan.quit_session is not None:
+                    await quit_quietly(call, plan.quit_session)
+                    self.shared.metrics.sessions_ended.labels(conv.channel, "user_quit").inc()
+                return lifecycle.settle(await self._launch(conv, item, call), item, done)
+            case LaunchThenMessage():
+                launch = await self._launch(conv, item, call)
+                if lifecycle.ended_by_welcome(launch):
+                    # The welcome already ended the conversation; nothing to send the text to.
+                    return lifecycle.settle(launch, item, done)
+                # The launch is stored while Parloa already hears the message, not before:
+                # under a burst the store's queue would otherwise delay every message call. A
+                # crash before it is stored means a retry opens another session, as a crash
+                # during the launch call does. The user sees the welcome while Parloa thinks.
+                assert isinstance(launch.conversation, SessionOpened)
+                run.commit_soon(launch)
+                return await self._message(run, item, call, launch.conversation.session_id, done)
+            case Message():
+                return await self._message(run, item, call, plan.session_id, done)
+
+    async def _message(
+        self, run: Run, item: InboxItem, call: Call, session: str, done: Done
+    ) -> Step:
+        """Send the event's text in ``session``; reopen the session once if Parloa lost it."""
+        text = item.text or ""
+        try:
+            result = await call(MessageEvent(text=text), session)
+        except SessionNotFound:
+            # The session expired at Parloa: open a new one quietly and say it again.
+            log.info("conversation %s: session expired at Parloa; starting a new one", run.conv.id)
+            await run.commit(await self._launch(run.conv, item, call, quiet=True))
+            assert run.conv.session_id is not None
+            try:
+                result = await call(MessageEvent(text=text), run.conv.session_id)
+            except SessionNotFound as exc:
+                raise Permanent(
+                    f"Parloa lost a brand-new session: {exc}", self.shared.messages.unavailable
+                ) from exc
+        response = result.response
+        if response.end_conversation:
+            self.shared.metrics.sessions_ended.labels(run.conv.channel, "bot_ended").inc()
+        self._count_unknown(response)
+        return lifecycle.answered(item, response, done, time.time())
+
+    async def _launch(
+        self, conv: Conversation, item: InboxItem, call: Call, *, quiet: bool = False
+    ) -> Step:
+        session = str(uuid.uuid4())
+        result = await call(LaunchEvent(), session)
+        self.shared.metrics.sessions_started.labels(conv.channel).inc()
+        if not quiet:
+            self._count_unknown(result.response)
+        return lifecycle.launched(session, result.response, item, time.time(), quiet=quiet)
+
+    def _count_unknown(self, response: TextchatResponse) -> None:
+        for kind in lifecycle.unknown_types(response):
+            self.shared.metrics.unknown_elements.labels(kind).inc()

@@ -1,0 +1,170 @@
+"""The composition root: every part of the bridge built from a :class:`BridgeConfig`, in one
+place, for the service and the CLI's commands.
+
+Whatever holds a resource is handed to the caller's :class:`~bridge.lifecycle.Lifecycle` as it
+is opened or started, so the caller stops exactly what was started, in reverse order. Start
+order in the service: database → simulator (when enabled) → Parloa clients → HTTP server →
+engine → channels."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.channel import Adapter, AdapterServices
+from bridge.channels import create_adapter
+from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, SimulatorConfig
+from bridge.engine import Bot, Engine
+from bridge.http_server import HttpServer, Readiness, build_app
+from bridge.lifecycle import Lifecycle
+from bridge.metrics import Metrics
+from bridge.store import Store
+from bridge.store.database import check_schema, create_engine, migrate
+from bridge.textchat.client import TextchatClient, Timeouts
+
+if TYPE_CHECKING:
+    from bridge.devtools.simulator import RunningSimulator
+
+log = logging.getLogger("bridge.parts")
+
+
+# --- the database -----------------------------------------------------------------------------
+
+
+def open_sql_engine(
+    config: DatabaseConfig, parts: Lifecycle, *, pool_size: int | None = None
+) -> AsyncEngine:
+    """The SQLAlchemy engine (no connection yet), disposed when ``parts`` stop."""
+    engine = create_engine(config.url, pool_size=pool_size or config.pool_size, echo=config.echo)
+    parts.on_stop("database", engine.dispose)
+    return engine
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The SQLAlchemy engine and the store over it."""
+
+    engine: AsyncEngine
+    store: Store
+
+
+def open_database(
+    config: DatabaseConfig, parts: Lifecycle, *, pool_size: int | None = None
+) -> Database:
+    """The SQL engine and the store over it; the store closes before the engine is disposed."""
+    engine = open_sql_engine(config, parts, pool_size=pool_size)
+    store = Store(engine)
+    parts.on_stop("store", store.close)
+    return Database(engine, store)
+
+
+async def prepare_schema(config: DatabaseConfig, engine: AsyncEngine) -> None:
+    """Migrate to the newest schema, or (``auto_migrate = false``) refuse one that is not."""
+    if config.auto_migrate:
+        await migrate(engine)
+    else:
+        await check_schema(engine)
+
+
+# --- Parloa -----------------------------------------------------------------------------------
+
+
+async def start_simulator_if_enabled(
+    config: SimulatorConfig, parts: Lifecycle
+) -> RunningSimulator | None:
+    """The in-process TextchatV2 simulator when ``[simulator] enabled``; else None."""
+    if not config.enabled:
+        return None
+    # A developer tool: imported only here, so a production process never loads it.
+    from bridge.devtools.simulator import Faults, SimulatorState, start_simulator
+
+    token = config.token.get_secret_value() if config.token else None
+    simulator = await start_simulator(
+        config.host,
+        config.port,
+        SimulatorState(token=token, faults=Faults(latency=config.latency_seconds)),
+    )
+    parts.on_stop("simulator", simulator.close)
+    log.info("Parloa simulator running at %s", simulator.url)
+    return simulator
+
+
+def textchat_client(config: BridgeConfig, bot: str) -> TextchatClient:
+    """A client (not started) for the release of ``[bots.<bot>]``."""
+    settings = config.bots[bot]
+    return TextchatClient(
+        config.bot_base_url(bot),
+        settings.release_id,
+        settings.api_token,
+        timeouts=Timeouts(
+            connect=config.parloa.connect_timeout_seconds,
+            read=settings.timeout_seconds or config.parloa.timeout_seconds,
+        ),
+        max_connections=config.parloa.max_connections,
+        max_body_bytes=config.parloa.max_response_bytes,
+    )
+
+
+async def start_clients(
+    config: BridgeConfig, parts: Lifecycle, bots: Iterable[str] | None = None
+) -> dict[str, TextchatClient]:
+    """Started clients for ``bots`` (default: every configured bot), by bot name."""
+    clients: dict[str, TextchatClient] = {}
+    for name in config.bots if bots is None else bots:
+        client = textchat_client(config, name)
+        await parts.start(f"Parloa client {name}", client.start, client.close)
+        clients[name] = client
+    return clients
+
+
+def bots_for(config: BridgeConfig, clients: Mapping[str, TextchatClient]) -> dict[str, Bot]:
+    """What the engine knows of each bot: its client and its configured context."""
+    return {
+        name: Bot(name, client, dict(config.bots[name].context)) for name, client in clients.items()
+    }
+
+
+# --- channels, engine, HTTP -------------------------------------------------------------------
+
+
+def build_adapters(config: BridgeConfig, sql_engine: AsyncEngine) -> dict[str, Adapter]:
+    """One adapter per configured channel, by channel name (nothing started)."""
+    services = AdapterServices(
+        public_url=config.http.public_url,
+        unsupported_text=config.messages.unsupported,
+        sql_engine=sql_engine,
+    )
+    return {channel.name: create_adapter(channel, services) for channel in config.channels}
+
+
+def build_engine(
+    config: BridgeConfig,
+    store: Store,
+    bots: Mapping[str, Bot],
+    adapters: Mapping[str, Adapter],
+    metrics: Metrics,
+    instance_id: str,
+) -> Engine:
+    """The engine (not started), with each channel's bot."""
+    return Engine(
+        store,
+        bots=bots,
+        channel_bots={channel.name: channel.bot for channel in config.channels},
+        adapters=adapters,
+        config=config.engine,
+        messages=config.messages,
+        metrics=metrics,
+        instance_id=instance_id,
+    )
+
+
+def build_http_server(
+    config: HttpConfig, metrics: Metrics, readiness: Readiness, adapters: Iterable[Adapter]
+) -> HttpServer:
+    """The one HTTP server: health, readiness, metrics and every adapter's routes."""
+    routes = [route for adapter in adapters for route in adapter.routes()]
+    return HttpServer(build_app(metrics, readiness, routes), config.host, config.port)

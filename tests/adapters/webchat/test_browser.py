@@ -1,0 +1,227 @@
+"""The web chat in a real browser: Debian's Chromium driven by Playwright, against the real
+in-process Service with the simulator as Parloa. Screenshots of every step go to
+``test-artifacts/webchat/``.
+
+Needs the ``playwright`` Python package (its browsers are never downloaded: the system's
+Chromium is used) and ``chromium`` (Debian package); skipped when either is missing.
+``PARLOA_BRIDGE_CHROMIUM`` points at another Chromium binary. Waits are on page conditions
+(Playwright's ``expect``), never fixed sleeps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bridge.devtools.simulator import RunningSimulator
+from bridge.service import Service
+from tests.adapters.webchat.test_channel import CHANNEL, config_for
+from tests.support.config import sqlite_url
+from tests.support.net import free_port, serving
+from tests.support.paths import ROOT
+
+CHROMIUM = os.environ.get("PARLOA_BRIDGE_CHROMIUM") or shutil.which("chromium") or ""
+if not CHROMIUM or not Path(CHROMIUM).exists():
+    pytest.skip(
+        "the browser test needs Chromium (apt-get install -y chromium)", allow_module_level=True
+    )
+try:
+    from playwright.async_api import Browser, Page, async_playwright, expect
+except ImportError:
+    pytest.skip(
+        "the browser test needs the playwright package (pip install playwright)",
+        allow_module_level=True,
+    )
+
+ARTIFACTS = ROOT / "test-artifacts" / "webchat"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def service_on(tmp_path: Path, sim: RunningSimulator, port: int, **channel: Any) -> Service:
+    return Service(config_for(sqlite_url(tmp_path), sim, port=port, **channel))
+
+
+def watch_for_errors(page: Page) -> list[str]:
+    """Script errors and policy violations of the page (network errors while the server is
+    down are expected and not collected)."""
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+    return problems
+
+
+async def send(page: Page, text: str) -> None:
+    field = page.get_by_label("Your message")
+    await field.fill(text)
+    await field.press("Enter")
+
+
+async def test_chat_in_a_browser(
+    tmp_path: Path, sim: RunningSimulator, browser: Browser, artifacts: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webchat/{CHANNEL}/"
+    service = service_on(tmp_path, sim, port, title="Demo shop")
+    await service.start()
+    try:
+        context = await browser.new_context(viewport={"width": 480, "height": 760})
+        page = await context.new_page()
+        problems = watch_for_errors(page)
+        await page.goto(url)
+        await expect(page).to_have_title("Demo shop")
+        await expect(page.get_by_role("heading", name="Demo shop")).to_be_visible()
+        await expect(page.locator("#status")).to_have_text("")  # connected
+
+        # launch: the welcome with its chips, then the echo
+        await send(page, "hello")
+        bot = page.locator(".msg.bot")
+        await expect(bot.first).to_contain_text("demo bot of the parloa-bridge simulator")
+        chips = page.get_by_role("group", name="Suggestions").get_by_role("button")
+        await expect(chips).to_have_text(["Show me a card", "What can you do?", "bye"])
+        await expect(bot.nth(1)).to_have_text("You said: hello")
+        await expect(page.locator(".msg.user").first).to_have_text("hello")
+        await expect(page.locator(".msg.user.pending")).to_have_count(0)  # acknowledged
+        await expect(page.locator("#typing")).to_be_hidden()
+        await page.screenshot(path=artifacts / "01-welcome.png")
+
+        # a chip: the card, with its image; the chips are spent
+        await page.get_by_role("button", name="Show me a card").click()
+        card = page.locator("article.card")
+        await expect(card.get_by_role("heading")).to_have_text("A card from the simulator")
+        await expect(card).to_contain_text("Rendered by your channel")
+        image = card.get_by_role("img", name="A colourful gradient")
+        await expect(image).to_be_visible()
+        await expect(image).to_have_js_property("complete", True)
+        assert await image.evaluate("img => img.naturalWidth") == 320
+        await expect(chips.first).to_be_disabled()
+        await page.screenshot(path=artifacts / "02-card.png")
+
+        # bye: the farewell
+        await send(page, "bye")
+        await expect(bot.last).to_have_text("Bye! See you later :)")
+        await page.screenshot(path=artifacts / "03-farewell.png")
+
+        # a reload shows the conversation again, the user's messages in their places
+        items = page.locator("#log > li")
+        await expect(items).to_have_count(7)
+        before = await items.all_inner_texts()
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("")
+        await expect(items).to_have_count(7)
+        await expect(page.locator(".msg.user")).to_have_text(["hello", "Show me a card", "bye"])
+        await expect(items.nth(0)).to_have_text("hello")
+        await expect(items.nth(1)).to_contain_text("demo bot")
+        await expect(items.nth(2)).to_have_text("You said: hello")
+        await expect(items.nth(3)).to_have_text("Show me a card")
+        await expect(items.nth(4).locator("article.card img")).to_be_visible()
+        await expect(items.nth(5)).to_have_text("bye")
+        await expect(items.nth(6)).to_have_text("Bye! See you later :)")
+        assert await items.all_inner_texts() == before
+        await expect(page.locator(".chips button:enabled")).to_have_count(0)
+        await page.screenshot(path=artifacts / "04-reloaded.png")
+
+        # the service restarts: the page reconnects and sends what was typed meanwhile
+        await service.stop()
+        await expect(page.locator("#status")).to_contain_text("Reconnecting")
+        await send(page, "anyone there?")
+        await expect(page.locator(".msg.user.pending")).to_have_text("anyone there?Sending…")
+        await page.screenshot(path=artifacts / "05-offline.png")
+        service = service_on(tmp_path, sim, port, title="Demo shop")
+        await service.start()
+        await expect(page.locator("#status")).to_have_text("", timeout=15_000)
+        await expect(bot.last).to_have_text("You said: anyone there?")
+        await expect(page.locator(".msg.user.pending")).to_have_count(0)
+        await page.screenshot(path=artifacts / "06-after-restart.png")
+
+        # the restart link starts a new conversation
+        await page.get_by_role("button", name="Restart conversation").click()
+        await expect(page.locator("#log > li.note")).to_have_text(["Conversation restarted"])
+        await expect(bot.last).to_contain_text("demo bot")
+        assert problems == []
+        await context.close()
+    finally:
+        await service.stop()
+    launches = [r for r in sim.state.requests if r.event_type == "launch"]
+    assert len(launches) == 3  # hello; after bye, "anyone there?"; the restart
+
+
+async def test_embedded_on_another_site(
+    tmp_path: Path, sim: RunningSimulator, browser: Browser, artifacts: Path
+) -> None:
+    bridge_port, site_port = free_port(), free_port()
+    site_origin = f"http://127.0.0.1:{site_port}"
+    embed = f"http://127.0.0.1:{bridge_port}/webchat/{CHANNEL}/embed.js"
+
+    async def home(_request: web.Request) -> web.Response:
+        html = (
+            "<!doctype html><html lang='en'><head><title>Shop</title></head><body>"
+            "<h1>A shop</h1><p>Buy things here.</p>"
+            f"<script src='{embed}' data-label='Chat with the shop' async></script>"
+            "</body></html>"
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", home)
+    async with serving(app, site_port):
+        service = service_on(tmp_path, sim, bridge_port, allowed_origins=[site_origin])
+        await service.start()
+        try:
+            page = await browser.new_page(viewport={"width": 900, "height": 760})
+            problems = watch_for_errors(page)
+            await page.goto(site_origin + "/")
+            opener = page.get_by_role("button", name="Chat with the shop")
+            await expect(opener).to_have_attribute("aria-expanded", "false")
+            await opener.click()
+            await expect(opener).to_have_attribute("aria-expanded", "true")
+            chat = page.frame_locator("#parloa-bridge-webchat-frame")
+            await expect(chat.locator("#status")).to_have_text("")
+            field = chat.get_by_label("Your message")
+            await field.fill("hi from the shop")
+            await field.press("Enter")
+            await expect(chat.locator(".msg.bot").last).to_have_text("You said: hi from the shop")
+            await page.screenshot(path=artifacts / "07-embedded.png")
+            assert problems == []
+            await page.close()
+        finally:
+            await service.stop()
