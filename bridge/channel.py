@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -72,6 +73,107 @@ class IntakeUnavailable(Exception):
     to the platform: let the platform send it again."""
 
 
+class IntakeRefused(Exception):
+    """The event can never be stored (the database refuses its values): answer the platform
+    with a 4xx, or skip the update where there is no answer to give. Sending it again would
+    fail the same way."""
+
+
+#: Column limits the store enforces (bridge/store/schema.py; tests/test_intake_fuzz.py checks
+#: they agree): longer values are refused at the adapter instead of by the database.
+MAX_EVENT_ID_LENGTH = 255
+MAX_CONVERSATION_KEY_LENGTH = 255
+MAX_REQUESTER_ID_LENGTH = 255
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether a string the database refuses (a NUL character: PostgreSQL; a lone surrogate,
+    which JSON can carry: not UTF-8) hides in ``value`` or its nested keys and values."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not _encodable(item):
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+#: Deepest nesting of lists and objects accepted in a JSON body at intake; platforms' payloads
+#: are far shallower, and ``json`` would recurse as deep as a body asks.
+MAX_JSON_DEPTH = 64
+
+
+class UnreadableBody(ValueError):
+    """A request body that is not what the route takes (answer 400); the message says why in
+    one line."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
+def loads_object(body: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """A JSON object from a request body; raises UnreadableBody for anything else (invalid
+    UTF-8, not JSON, not an object, nested deeper than ``max_depth``)."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise UnreadableBody("body is not UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise UnreadableBody("JSON nested too deeply") from None
+    except ValueError:
+        raise UnreadableBody("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise UnreadableBody("JSON body is not an object")
+    if json_depth(value) > max_depth:
+        raise UnreadableBody("JSON nested too deeply")
+    return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def inbound_problem(channel: str, event: Inbound) -> str | None:
+    """Why the store would refuse ``event`` (NUL characters, lone surrogates, ids over the
+    column limits), or None. The requester id is ``{channel}:{user_id}``."""
+    if len(event.event_id) > MAX_EVENT_ID_LENGTH:
+        return f"event id longer than {MAX_EVENT_ID_LENGTH} characters"
+    if len(event.conversation_key) > MAX_CONVERSATION_KEY_LENGTH:
+        return f"conversation key longer than {MAX_CONVERSATION_KEY_LENGTH} characters"
+    if len(channel) + 1 + len(event.user_id) > MAX_REQUESTER_ID_LENGTH:
+        return f"user id longer than {MAX_REQUESTER_ID_LENGTH - len(channel) - 1} characters"
+    parts = (event.event_id, event.conversation_key, event.user_id, event.text)
+    if _unstorable(parts) or _unstorable(event.address) or _unstorable(event.context):
+        return "a NUL character or invalid Unicode in the event"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """Response elements for one conversation, to render and send in order.
@@ -114,7 +216,16 @@ class ChannelState(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
-    async def put(self, key: str, value: str) -> None: ...
+    async def put(self, key: str, value: str, *, announce: bool = False) -> None:
+        """Store ``value``; with ``announce``, wake every replica's watchers of ``key`` once
+        it is stored."""
+        ...
+
+    def watch(self, key: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (on the event loop; it must not block) after every announced put of
+        ``key``, by any replica; returns the unsubscribe. A wake-up, not a delivery: the
+        watcher reads the entry itself, and keeps a slow re-read as the safety net."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from bridge.channels import validate_channel
 from bridge.config import BridgeConfig, ConfigError, config_path, load_config
+from bridge.engine.intake import requester_id
 from bridge.lifecycle import Lifecycle
 from bridge.logsetup import configure_logging
 from bridge.parts import open_database, open_sql_engine, start_clients, start_simulator_if_enabled
@@ -208,12 +209,37 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                     "finished_at": _when(item.finished_at),
                 }
                 print(json.dumps(data, indent=2, ensure_ascii=False))
+            elif args.inbox_command == "discard":
+                count = await store.discard_dead(args.ids)
+                print(f"{count} dead letter(s) discarded")
+                if count < len(set(args.ids)):
+                    return _fail("some ids named no dead letter", EXIT_FAILURE)
             else:
                 if not args.all and not args.ids:
                     raise UsageError("inbox retry: name dead-letter ids, or --all")
                 count = await store.retry_dead(None if args.all else args.ids)
                 print(f"{count} dead letter(s) queued again; a running bridge picks them up")
             return EXIT_OK
+
+    return asyncio.run(main())
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    config = _load(args)
+    configure_logging("WARNING", config.logging.format, config.secrets())
+    if not args.user:
+        raise UsageError("erase: --user must name a user id")
+
+    async def main() -> int:
+        async with Lifecycle(log) as parts:
+            store = open_database(config.database, parts, pool_size=1).store
+            erased = await store.erase_user(
+                args.channel, args.user, requester_id(args.channel, args.user)
+            )
+        print(f"erased user {args.user!r} of channel {args.channel!r}:")
+        for table, count in erased.by_table().items():
+            print(f"  {table:<14} {count}")
+        return EXIT_OK
 
     return asyncio.run(main())
 
@@ -244,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("inbox", help="list, inspect and retry dead letters")
+    p = sub.add_parser("inbox", help="list, inspect, retry and discard dead letters")
     with_config(p)
     inbox_sub = p.add_subparsers(dest="inbox_command", metavar="ACTION")
     inbox_sub.required = True
@@ -256,8 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = inbox_sub.add_parser("retry", help="queue dead letters again")
     q.add_argument("ids", type=int, nargs="*")
     q.add_argument("--all", action="store_true")
+    q = inbox_sub.add_parser("discard", help="delete dead letters for good")
+    q.add_argument("ids", type=int, nargs="+")
     for q in (p,):
         q.set_defaults(func=cmd_inbox)
+
+    p = sub.add_parser("erase", help="delete everything stored about one user of a channel")
+    with_config(p)
+    p.add_argument("--channel", required=True, metavar="NAME")
+    p.add_argument("--user", required=True, metavar="ID", help="the user's id on the channel")
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("check-config", help="validate the configuration and print a summary")
     with_config(p)

@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
@@ -48,6 +49,21 @@ class HttpConfig(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     public_url: str | None = None
+    #: a request body must arrive within this long, or the client is cut off with 408
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 20.0
+    #: /readyz and /metrics on a listener of their own (the public one then serves only
+    #: /healthz and the intake routes): admin_port set turns it on (0 picks a free port)
+    admin_host: str = "127.0.0.1"
+    admin_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+    #: /readyz and /metrics need ``Authorization: Bearer <admin_token>`` (on either listener)
+    admin_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _admin_token_long_enough(self) -> HttpConfig:
+        token = self.admin_token.get_secret_value() if self.admin_token else None
+        if token is not None and len(token) < 16:
+            raise ValueError("admin_token: use at least 16 characters")
+        return self
 
 
 class LoggingConfig(_Section):
@@ -107,7 +123,15 @@ class EngineConfig(_Section):
     max_concurrent_conversations: Annotated[int, Field(ge=1)] = 2000
     delivery_attempts: Annotated[int, Field(ge=1)] = 10
     retention_days: Annotated[float, Field(ge=0)] = 30.0
+    #: a conversation mapping idle this long, with nothing left queued, is purged (0: kept)
+    conversation_retention_days: Annotated[float, Field(ge=0)] = 365.0
     drain_timeout_seconds: Annotated[float, Field(ge=0)] = 15.0
+    # The circuit breaker per bot (bridge/engine/breaker.py): this many transient Parloa
+    # failures in a row (0: never) within the window pause the waiting conversations; probes
+    # then go 1 s apart, doubling up to breaker_probe_max_seconds.
+    breaker_failures: Annotated[int, Field(ge=0)] = 5
+    breaker_window_seconds: PositiveSeconds = 60.0
+    breaker_probe_max_seconds: PositiveSeconds = 5.0
 
 
 class MessagesConfig(_Section):
@@ -168,6 +192,7 @@ class BridgeConfig(_Section):
             for key, value in channel.options.items():
                 if isinstance(value, str) and value and _SECRET_KEY.search(key):
                     found.append(value)
+        found.extend(url_password(self.database.url))
         return found
 
     def summary(self) -> dict[str, Any]:
@@ -205,9 +230,39 @@ def _redacted(value: Any, key: str = "") -> Any:
     if isinstance(value, str) and _SECRET_KEY.search(key) and value:
         return "***"
     if isinstance(value, str) and "://" in value and "@" in value:
-        # database URLs carry passwords: user:pw@host
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", value)
+        return redact_url(value)
     return value
+
+
+def _url_credentials(url: str) -> tuple[int, int] | None:
+    """Where the password of ``scheme://user:password@host...`` lies in ``url`` (start, end),
+    or None when it has none. Split at the LAST ``@``: a password may hold an unencoded
+    ``@`` (or ``/``); should a query hold one, more is hidden than needed, never less."""
+    scheme = url.find("://")
+    at = url.rfind("@")
+    if scheme < 0 or at < scheme:
+        return None
+    colon = url.find(":", scheme + 3, at)
+    if colon < 0:
+        return None
+    return colon + 1, at
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (everything between ``://user:`` and the last ``@``) hidden."""
+    where = _url_credentials(url)
+    if where is None:
+        return url
+    return url[: where[0]] + "***" + url[where[1] :]
+
+
+def url_password(url: str) -> list[str]:
+    """The password of a URL as written and percent-decoded (both may reach a log line)."""
+    where = _url_credentials(url)
+    if where is None or where[0] == where[1]:
+        return []
+    raw = url[where[0] : where[1]]
+    return sorted({raw, unquote(raw)})
 
 
 def resolve_env(

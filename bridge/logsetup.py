@@ -20,6 +20,8 @@ REDACTED = "***"
 _TOKEN_PATTERNS = [
     re.compile(r"(?<=/bot)\d+:[A-Za-z0-9_-]{20,}"),  # Telegram bot token in a URL path
     re.compile(r"\b\d{6,}:[A-Za-z0-9_-]{30,}\b"),  # Telegram bot token anywhere
+    # Slack refresh tokens (token rotation): xoxe-1-..., and rotating tokens xoxe.xoxp-1-...
+    re.compile(r"\bxoxe(?:\.xox[a-z])?-[A-Za-z0-9-]{8,}"),
     re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{8,}"),  # Slack bot/user tokens
     re.compile(r"\bxapp-[A-Za-z0-9-]{8,}"),  # Slack app-level tokens
     re.compile(r"(?i)(?<=bearer )[^\s\"',;]+"),  # Authorization headers
@@ -50,19 +52,19 @@ class Redactor:
 class RedactingFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor, fmt: str, datefmt: str | None = None) -> None:
         super().__init__(fmt, datefmt)
-        self._redact = redactor
+        self.redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return self._redact(super().format(record))
+        return self.redactor(super().format(record))
 
 
 class RedactingJsonFormatter(JsonFormatter):
     def __init__(self, redactor: Redactor, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._redact = redactor
+        self.redactor = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return self._redact(super().format(record))
+        return self.redactor(super().format(record))
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -101,3 +103,16 @@ def configure_logging(
     # Alembic narrates every migration context at INFO; our own line says what changed.
     logging.getLogger("alembic").setLevel(logging.WARNING if level != "DEBUG" else level)
     return redactor
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Redact ``secrets`` from now on in every line of the handlers :func:`configure_logging`
+    installed: for values learnt while running (a Slack workspace's tokens, issued at OAuth
+    installation), which no configuration names."""
+    values = [s for s in secrets if s]
+    if not values:
+        return
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, RedactingFormatter | RedactingJsonFormatter):
+            formatter.redactor.add(values)

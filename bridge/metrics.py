@@ -13,7 +13,7 @@ M = TypeVar("M", Counter, Gauge, Histogram)
 # What each metric counts (its HELP), by its name after the prefix.
 HELP = {
     "inbound_events": (
-        "Inbound platform events by channel and outcome (accepted, duplicate, unavailable)"
+        "Inbound platform events by channel and outcome (accepted, duplicate, refused, unavailable)"
     ),
     "duplicates_dropped": "Redelivered events dropped",
     "parloa_requests": (
@@ -30,6 +30,11 @@ HELP = {
     "dead_letters": "Inbound events given up on (see `inbox list`)",
     "dead_lettered": "Events dead-lettered",
     "bot_refused": "1 while Parloa refuses a bot's token or release (configuration fault)",
+    "breaker_open": (
+        "1 while a bot's circuit breaker is open or half-open (Parloa keeps failing; waiting "
+        "conversations pause until a probe succeeds)"
+    ),
+    "breaker_openings": "Times a bot's circuit breaker opened",
     "sessions_started": "Parloa sessions launched",
     "sessions_ended": (
         "Sessions ended by reason (bot_ended, user_quit, idle_timeout, recipient_gone)"
@@ -57,6 +62,8 @@ class Metrics:
         self.dead_letters = declare(Gauge, "dead_letters")
         self.dead_lettered = declare(Counter, "dead_lettered", "channel")
         self.bot_refused = declare(Gauge, "bot_refused", "bot")
+        self.breaker_open = declare(Gauge, "breaker_open", "bot")
+        self.breaker_openings = declare(Counter, "breaker_openings", "bot")
         self.sessions_started = declare(Counter, "sessions_started", "channel")
         self.sessions_ended = declare(Counter, "sessions_ended", "channel", "reason")
         self.unknown_elements = declare(Counter, "unknown_response_elements", "type")

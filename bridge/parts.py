@@ -19,7 +19,7 @@ from bridge.channel import Adapter, AdapterServices
 from bridge.channels import create_adapter
 from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, SimulatorConfig
 from bridge.engine import Bot, Engine
-from bridge.http_server import HttpServer, Readiness, build_app
+from bridge.http_server import HttpServer, Readiness, build_admin_app, build_app
 from bridge.lifecycle import Lifecycle
 from bridge.metrics import Metrics
 from bridge.store import Store
@@ -165,6 +165,21 @@ def build_engine(
 def build_http_server(
     config: HttpConfig, metrics: Metrics, readiness: Readiness, adapters: Iterable[Adapter]
 ) -> HttpServer:
-    """The one HTTP server: health, readiness, metrics and every adapter's routes."""
+    """The HTTP server: health, readiness, metrics and every adapter's routes; with
+    ``admin_port`` readiness and metrics on an admin listener of their own instead, started
+    and stopped with the server."""
     routes = [route for adapter in adapters for route in adapter.routes()]
-    return HttpServer(build_app(metrics, readiness, routes), config.host, config.port)
+    token = config.admin_token.get_secret_value() if config.admin_token else None
+    admin = None
+    if config.admin_port is not None:
+        admin_app = build_admin_app(metrics, readiness, token)
+        admin = HttpServer(admin_app, config.admin_host, config.admin_port)
+    app = build_app(
+        metrics,
+        readiness,
+        routes,
+        body_timeout_seconds=config.body_timeout_seconds,
+        operational=admin is None,
+        admin_token=token,
+    )
+    return HttpServer(app, config.host, config.port, admin=admin)

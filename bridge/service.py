@@ -171,7 +171,10 @@ class Service:
         for name, adapter in self.adapters.items():
             channels[name] = {"state": self.channel_state.get(name, "unknown"), **adapter.status()}
         refused = self.engine.health.refused if self.engine else {}
-        bots = {
+        # The circuit breaker per bot: open means Parloa keeps failing for it. Like a refused
+        # bot it does not make the bridge unready: intake goes on durably.
+        breakers = self.engine.breaker_status() if self.engine else {}
+        bots: dict[str, dict[str, Any]] = {
             name: (
                 {"state": "refused", "reason": refused[name]}
                 if name in refused
@@ -179,6 +182,9 @@ class Service:
             )
             for name in self.config.bots
         }
+        for name, breaker in breakers.items():
+            if name in bots:
+                bots[name]["breaker"] = dict(breaker)
         ready = database == "ok" and all(
             state == "started" for state in self.channel_state.values()
         )

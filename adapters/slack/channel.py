@@ -2,35 +2,33 @@
 
 Bolt runs with ``process_before_response``: a listener commits the event to the inbox and only
 then does Bolt answer Slack (HTTP) or ack the envelope (Socket Mode) — well within Slack's 3 s,
-and never after Parloa. When the commit fails the request gets 503, so Slack sends it again.
+and never after Parloa. When the commit fails the request gets 503, so Slack sends it again;
+an event the database could never store gets 400 (Socket Mode: acknowledged and skipped).
+Over HTTP the signature is checked on the raw bytes, and the body read as Bolt will read it,
+before Bolt parses anything (intake.py): garbage is 401 or 400, never a 500.
 Retries and double deliveries (an ``app_mention`` and a ``message`` for one post) share one
 deduplication key, so they never reach Parloa twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import ClientError, web
 from aiolimiter import AsyncLimiter
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
-from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.http_intake import bolt_request_or_refusal
 from adapters.slack.normalize import (
     BotIdentity,
     Ignored,
@@ -40,7 +38,9 @@ from adapters.slack.normalize import (
     event_to_inbound,
     pressed_message,
 )
+from adapters.slack.oauth import RedactingInstallationStore, oauth_page, oauth_settings
 from adapters.slack.options import SlackOptions
+from adapters.slack.profiles import Profiles
 from adapters.slack.render import RenderOptions, pressed_blocks, render
 from bridge.channel import (
     AcceptResult,
@@ -52,8 +52,10 @@ from bridge.channel import (
     DeliveryRetryable,
     Inbound,
     Intake,
+    IntakeRefused,
     IntakeUnavailable,
     RecipientGone,
+    inbound_problem,
 )
 from bridge.channelkit import TaskSet, retry_after_seconds
 from bridge.ratelimit import KeyedLimiter, PauseBoard
@@ -95,12 +97,12 @@ class SlackAdapter(Adapter):
             lambda _key: AsyncLimiter(options.workspace_messages_per_minute, 60)
         )
         self._paused = PauseBoard()
-        self._profiles: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+        self._profiles = Profiles(name, options, self.client)
         self._intake: Intake | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._background = TaskSet(log)
         self._identity: BotIdentity | None = None  # single-workspace mode
-        self.installation_store: AsyncSQLAlchemyInstallationStore | None = None
+        self.installation_store: RedactingInstallationStore | None = None
         self.app = self._build_app()
 
     def __repr__(self) -> str:
@@ -123,30 +125,15 @@ class SlackAdapter(Adapter):
             "logger": logging.getLogger("adapters.slack.bolt"),
         }
         if opts.oauth:
-            assert opts.client_id is not None and opts.client_secret is not None
+            assert opts.client_id is not None
             engine = self._services.sql_engine
             if engine is None:
                 raise RuntimeError("Slack OAuth needs the bridge's database")
-            self.installation_store = AsyncSQLAlchemyInstallationStore(
-                client_id=opts.client_id, engine=engine
-            )
-            public = (self._services.public_url or "").rstrip("/")
-            app = AsyncApp(
-                **common,
-                installation_store=self.installation_store,
-                oauth_settings=AsyncOAuthSettings(
-                    client_id=opts.client_id,
-                    client_secret=opts.client_secret.get_secret_value(),
-                    scopes=opts.scopes,
-                    install_path=f"{self.base_path}/install",
-                    redirect_uri_path=f"{self.base_path}/oauth_redirect",
-                    redirect_uri=f"{public}{self.base_path}/oauth_redirect" if public else None,
-                    installation_store=self.installation_store,
-                    state_store=AsyncSQLAlchemyOAuthStateStore(
-                        expiration_seconds=600, engine=engine
-                    ),
-                ),
-            )
+            store = RedactingInstallationStore(client_id=opts.client_id, engine=engine)
+            self.installation_store = store
+            public_url = self._services.public_url
+            settings = oauth_settings(opts, store, engine, self.base_path, public_url)
+            app = AsyncApp(**common, installation_store=store, oauth_settings=settings)
             app.enable_token_revocation_listeners()
         else:
             app = AsyncApp(**common)  # the client carries the bot token
@@ -177,13 +164,19 @@ class SlackAdapter(Adapter):
             return web.json_response(
                 {"error": "not running"}, status=503, headers={"Retry-After": "5"}
             )
-        bolt_request = await to_bolt_request(request)
         oauth = self.app.oauth_flow
         if request.method == "GET" and oauth is not None:
-            if request.path == oauth.install_path:
-                return await to_aiohttp_response(await oauth.handle_installation(bolt_request))
-            if request.path == oauth.redirect_uri_path:
-                return await to_aiohttp_response(await oauth.handle_callback(bolt_request))
+            page = await oauth_page(request, oauth)
+            if page is not None:
+                return page
+        # The signature is checked on the raw bytes, and the body read as Bolt will read it,
+        # before Bolt parses anything: Bolt has no guard against garbage.
+        raw = await request.read()
+        assert self.options.signing_secret is not None  # required in http mode
+        secret = self.options.signing_secret.get_secret_value().encode()
+        bolt_request = bolt_request_or_refusal(request, raw, secret, self.name)
+        if isinstance(bolt_request, web.Response):
+            return bolt_request
         return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
     async def _on_error(self, error: Exception, body: Any) -> BoltResponse:
@@ -192,8 +185,15 @@ class SlackAdapter(Adapter):
                 "slack channel %s: event not stored (%s); Slack will retry", self.name, error
             )
             return BoltResponse(status=503, body="", headers={"Retry-After": "5"})
-        log.error("slack channel %s: event failed: %r", self.name, error)
-        return BoltResponse(status=500, body="")
+        # Sent again, these would fail again: 400 over HTTP; in Socket Mode, where only an
+        # acknowledgement stops Slack sending it again, the envelope is acknowledged (skipped).
+        refused = 200 if self.options.mode == "socket" else 400
+        if isinstance(error, IntakeRefused):
+            log.warning("slack channel %s: event refused: %s", self.name, error)
+            return BoltResponse(status=refused, body="")
+        # A payload of a shape Slack never sends (it was signed, so it is ours to refuse).
+        log.warning("slack channel %s: event not understood: %r", self.name, error)
+        return BoltResponse(status=refused, body="")
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -257,6 +257,13 @@ class SlackAdapter(Adapter):
             raise IntakeUnavailable("channel is not running")
         return intake
 
+    async def _accept(self, intake: Intake, event: Inbound) -> AcceptResult:
+        """Accept ``event``, unless the store would refuse its values (IntakeRefused)."""
+        problem = inbound_problem(self.name, event)
+        if problem is not None:
+            raise IntakeRefused(problem)
+        return await intake.accept(event)
+
     async def _on_event(self, body: dict[str, Any], context: AsyncBoltContext) -> None:
         intake = self._live_intake()
         event = body.get("event") or {}
@@ -270,14 +277,16 @@ class SlackAdapter(Adapter):
             if not await intake.conversation_exists(result.thread_key):
                 return
             result = result.inbound
-        await intake.accept(await self._with_profile(result, team_id, context))
+        await self._accept(intake, await self._profiles.enrich(result, team_id, context))
 
     async def _on_action(self, ack: Any, body: dict[str, Any], context: AsyncBoltContext) -> None:
         intake = self._live_intake()
         team_id = str((body.get("team") or {}).get("id") or context.team_id or "")
         result = action_to_inbound(body, self._bot(context, team_id))
         if not isinstance(result, Ignored):
-            accepted = await intake.accept(await self._with_profile(result, team_id, context))
+            accepted = await self._accept(
+                intake, await self._profiles.enrich(result, team_id, context)
+            )
             message = pressed_message(body)
             if message is not None and accepted is AcceptResult.ACCEPTED:
                 self._background.spawn(
@@ -290,7 +299,7 @@ class SlackAdapter(Adapter):
         team_id = str(body.get("team_id") or context.team_id or "")
         result = command_to_inbound(body, self._bot(context, team_id))
         if not isinstance(result, Ignored):
-            await intake.accept(await self._with_profile(result, team_id, context))
+            await self._accept(intake, await self._profiles.enrich(result, team_id, context))
         await ack()
 
     async def _on_other_event(self, body: dict[str, Any]) -> None:
@@ -324,42 +333,6 @@ class SlackAdapter(Adapter):
             )
         except (SlackApiError, ClientError, TimeoutError) as exc:
             log.info("slack channel %s: buttons not updated: %s", self.name, exc)
-
-    async def _with_profile(
-        self, inbound: Inbound, team_id: str, context: AsyncBoltContext
-    ) -> Inbound:
-        """Add the user's name and locale (users.info, cached; never slower than the limit)."""
-        profile = await self._profile(team_id, inbound.user_id, context.bot_token)
-        if not profile:
-            return inbound
-        return dataclasses.replace(inbound, context={**inbound.context, **profile})
-
-    async def _profile(self, team_id: str, user_id: str, token: str | None) -> dict[str, str]:
-        key = (team_id, user_id)
-        cached = self._profiles.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.options.profile_cache_seconds:
-            return cached[1]
-        profile: dict[str, str] = {}
-        try:
-            async with asyncio.timeout(self.options.profile_timeout_seconds):
-                info = await self.client.users_info(token=token, user=user_id, include_locale=True)
-            user = info.get("user") or {}
-            names = user.get("profile") or {}
-            name = names.get("display_name") or names.get("real_name") or user.get("real_name")
-            if name:
-                profile["userName"] = str(name)
-            if user.get("locale"):
-                profile["locale"] = str(user["locale"])
-            if user.get("tz"):
-                profile["timezone"] = str(user["tz"])
-        except (SlackApiError, ClientError, TimeoutError) as exc:
-            log.debug("slack channel %s: no profile for %s: %s", self.name, user_id, exc)
-            return {}
-        self._profiles[key] = (now, profile)
-        if len(self._profiles) > 10_000:
-            self._profiles.pop(next(iter(self._profiles)))
-        return profile
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -396,12 +369,12 @@ class SlackAdapter(Adapter):
                     thread_ts=address.get("thread_ts"),
                 )
             except SlackApiError as exc:
-                raise self._delivery_error(exc, key) from None
+                raise self._delivery_error(exc, key, team_id) from None
             except (ClientError, TimeoutError) as exc:
                 raise DeliveryRetryable(f"Slack request failed: {exc!r}") from None
             await delivery.progress(index, str(response.get("ts")))
 
-    def _delivery_error(self, exc: SlackApiError, key: str) -> Exception:
+    def _delivery_error(self, exc: SlackApiError, key: str, team_id: str) -> Exception:
         response = exc.response
         error = str(response.get("error") or "")
         if response.status_code == 429 or error == "ratelimited":
@@ -409,7 +382,11 @@ class SlackAdapter(Adapter):
                 retry_after_seconds(response.headers.get("Retry-After"))
                 or DEFAULT_RETRY_AFTER_SECONDS
             )
+            # Slack does not say which budget ran out; a workspace-wide one would answer 429
+            # in every channel, so the whole workspace waits (each channel would otherwise
+            # spend a request learning it again).
             self._paused.pause(key, retry_after)
+            self._paused.pause(team_id, retry_after)
             return DeliveryRetryable(f"Slack said 429 ({error})", retry_after, rate_limited=True)
         if error in _GONE or error == "invalid_auth":
             return RecipientGone(error)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from adapters.telegram.normalize import (
 from adapters.telegram.options import TelegramOptions
 from adapters.telegram.polling import Poller
 from adapters.telegram.render import RenderOptions, render
+from adapters.telegram.webhook import refused, secret_refusal, unavailable
 from bridge.channel import (
     AcceptResult,
     Adapter,
@@ -55,13 +55,38 @@ from bridge.channel import (
     Delivery,
     Inbound,
     Intake,
+    IntakeRefused,
     IntakeUnavailable,
+    UnreadableBody,
+    inbound_problem,
+    loads_object,
 )
 from bridge.channelkit import TaskSet
 
 log = logging.getLogger("adapters.telegram")
 
-RETRY_AFTER_SECONDS = 5
+
+def build_bot(options: TelegramOptions) -> BridgeBot:
+    """The channel's bot: one connection pool for sending, a small one for getUpdates."""
+    root = options.api_base_url
+    timeout = options.request_timeout_seconds
+    return BridgeBot(
+        options.token.get_secret_value(),
+        base_url=f"{root}/bot",
+        base_file_url=f"{root}/file/bot",
+        request=AiohttpRequest(
+            connection_pool_size=options.connection_pool_size,
+            read_timeout=timeout,
+            connect_timeout=timeout,
+            pool_timeout=timeout,
+        ),
+        get_updates_request=AiohttpRequest(
+            connection_pool_size=2,
+            read_timeout=timeout,
+            connect_timeout=timeout,
+            pool_timeout=timeout,
+        ),
+    )
 
 
 class TelegramAdapter(Adapter):
@@ -69,25 +94,7 @@ class TelegramAdapter(Adapter):
         super().__init__(name)
         self.options = options
         self._services = services
-        root = options.api_base_url
-        timeout = options.request_timeout_seconds
-        self.bot = BridgeBot(
-            options.token.get_secret_value(),
-            base_url=f"{root}/bot",
-            base_file_url=f"{root}/file/bot",
-            request=AiohttpRequest(
-                connection_pool_size=options.connection_pool_size,
-                read_timeout=timeout,
-                connect_timeout=timeout,
-                pool_timeout=timeout,
-            ),
-            get_updates_request=AiohttpRequest(
-                connection_pool_size=2,
-                read_timeout=timeout,
-                connect_timeout=timeout,
-                pool_timeout=timeout,
-            ),
-        )
+        self.bot = build_bot(options)
         budgets = SendBudgets(
             options.rate_limit_per_second,
             options.chat_messages_per_second,
@@ -207,42 +214,66 @@ class TelegramAdapter(Adapter):
             normal = self._classify(data)
             if isinstance(normal, ButtonPress):
                 if batch:
-                    await intake.accept_many(batch)
+                    await self._accept_batch(intake, batch, None)
                     batch = []
-                await self._press(intake, normal)
-            elif normal is not None:
+                try:
+                    await self._press(intake, normal)
+                except IntakeRefused as exc:
+                    self._skipped(update_id, exc)
+            elif isinstance(normal, Inbound):
                 batch.append(normal)
             if isinstance(update_id, int):
                 offset = update_id + 1
         if batch or (updates and offset is not None):
             state = {"offset": str(offset)} if offset is not None else None
-            await intake.accept_many(batch, state)
+            await self._accept_batch(intake, batch, state)
         return offset
+
+    async def _accept_batch(
+        self, intake: Intake, batch: list[Inbound], state: Mapping[str, str] | None
+    ) -> None:
+        """accept_many; when the store refuses an event for good, the others are stored one
+        by one and it is skipped, so that polling never asks for the same batch for ever."""
+        try:
+            await intake.accept_many(batch, state)
+        except IntakeRefused:
+            for event in batch:
+                try:
+                    await intake.accept(event)
+                except IntakeRefused as exc:
+                    self._skipped(event.event_id, exc)
+            if state is not None:
+                await intake.accept_many([], state)
+
+    def _skipped(self, update_id: object, exc: Exception) -> None:
+        log.warning(
+            "telegram channel %s: update %s refused by the store; skipped: %s",
+            self.name,
+            update_id,
+            exc,
+        )
 
     # --- webhook ----------------------------------------------------------------------------
 
     async def _handle_webhook(self, request: web.Request) -> web.Response:
-        unavailable = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        expected = self.options.webhook_secret
-        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if expected is None or not hmac.compare_digest(
-            given.encode("utf-8", "surrogateescape"), expected.get_secret_value().encode()
-        ):
-            log.info("telegram channel %s: webhook request with a wrong secret", self.name)
-            return web.json_response({"error": "unauthorized"}, status=401)
+        refusal = secret_refusal(request, self.options.webhook_secret, self.name)
+        if refusal is not None:
+            return refusal
         intake = self._intake
         if intake is None or self.options.mode != "webhook":
-            return web.json_response({"error": "not running"}, status=503, headers=unavailable)
+            return unavailable("not running")
         try:
-            data = json.loads(await request.read())
-        except ValueError:  # UnicodeDecodeError included
-            return web.json_response({"error": "body is not JSON"}, status=400)
+            data = loads_object(await request.read())
+        except UnreadableBody as exc:
+            log.info("telegram channel %s: webhook request refused: %s", self.name, exc)
+            return refused(exc)
         try:
             await self._handle_update(intake, data)
         except IntakeUnavailable:
-            return web.json_response(
-                {"error": "temporarily unavailable"}, status=503, headers=unavailable
-            )
+            return unavailable("temporarily unavailable")
+        except IntakeRefused as exc:
+            log.warning("telegram channel %s: update refused: %s", self.name, exc)
+            return refused(exc)
         return web.json_response({"ok": True})
 
     # --- one update -------------------------------------------------------------------------
@@ -256,9 +287,21 @@ class TelegramAdapter(Adapter):
             await intake.accept(normal)
 
     def _classify(self, data: Any) -> Inbound | ButtonPress | None:
-        """An update as an event to accept, a chip press, or None (skipped, logged)."""
+        """An update as an event to accept, a chip press, or None (skipped, logged). An
+        event the store would refuse (NUL characters, ids too long) is skipped here."""
         try:
-            return self._read(data)
+            normal = self._read(data)
+            if isinstance(normal, Inbound):
+                problem = inbound_problem(self.name, normal)
+                if problem is not None:
+                    log.warning(
+                        "telegram channel %s: update %s skipped: %s",
+                        self.name,
+                        normal.event_id,
+                        problem,
+                    )
+                    return None
+            return normal
         except Exception:
             # A bug on an update nobody foresaw: skipped, with its id and the traceback.
             # Raised, it would stall the poller on this batch for good (Telegram sends it
@@ -311,6 +354,9 @@ class TelegramAdapter(Adapter):
             return
         # The keyboard is the event id: a second press of it is a duplicate.
         event = dataclasses.replace(press.inbound(value), event_id=f"tg:kb:{pressed.keyboard}")
+        problem = inbound_problem(self.name, event)
+        if problem is not None:
+            raise IntakeRefused(problem)
         result = await intake.accept(event)
         note = None if result is AcceptResult.ACCEPTED else "Already chosen."
         self._background.spawn(

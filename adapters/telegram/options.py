@@ -8,7 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
-_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: Shortest accepted ``webhook_secret`` (as the webhook channel's ``secret``): a short one
+#: can be guessed.
+MIN_SECRET_LENGTH = 16
+_SECRET = re.compile(rf"^[A-Za-z0-9_-]{{{MIN_SECRET_LENGTH},256}}$")
 
 
 class TelegramOptions(BaseModel):
@@ -59,7 +62,9 @@ class TelegramOptions(BaseModel):
     @classmethod
     def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _SECRET.match(value.get_secret_value()):
-            raise ValueError("webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and -")
+            raise ValueError(
+                f"webhook_secret: {MIN_SECRET_LENGTH}-256 characters of A-Z, a-z, 0-9, _ and -"
+            )
         return value
 
     @field_validator("api_base_url")

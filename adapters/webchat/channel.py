@@ -12,24 +12,38 @@ A browser page may use the chat from its own origin, from an origin in ``allowed
 (``["*"]``: any), and only those origins may frame the page. A client that sends no ``Origin``
 is not a browser and is let through: the check protects users' browsers, not the endpoint.
 
-The page keeps a random user id in ``localStorage``; the conversation is that user's
+Identity is issued by the server: a hello without a user gets an ``identity`` frame, a random
+user id and its token (base64url HMAC-SHA256 over the channel and the id, keyed with
+``identity_secret``, or a random key of the process when it is unset). The page keeps both in
+``localStorage`` (which works in a cross-origin frame, where third-party cookies do not) and
+sends them in every hello; a user id without a valid token is refused (``identity_refused``,
+close code 4001), so a guessed id reads and writes nothing. The conversation is that user's
 (conversation key = user id), so a reload continues it.
+
+Limits (options): per socket and per client address, events are rate limited by token buckets
+(``rate_limited``: nothing stored, the page shows a notice); sockets are capped per user, per
+address and in total (``too_many_connections``, close code 4029); a user's events waiting for
+the bot in this process are capped (``slow_down``).
 
 Protocol: JSON text frames.
 
 Client → server::
 
-    {"type": "hello", "user": "<id>", "since": <last seq seen, 0 after a reload>,
-     "language": "<BCP 47, optional>"}                          first, exactly once
+    {"type": "hello", "user": "<id>", "token": "<token>", "since": <last seq seen, 0 after
+     a reload>, "language": "<BCP 47, optional>"}  first, exactly once; no user and token:
+                                                   a new user (the server issues an identity)
     {"type": "message", "id": "<client id>", "text": "..."}
     {"type": "button",  "id": "<client id>", "value": "..."}     a chip was pressed
     {"type": "restart", "id": "<client id>"}                     quit and start again
+    {"type": "start", "id": "start"}    a new user's page opened: the bot's welcome. Every
+                                        start of a user is the one event ``wc:<user>:start``
 
 Server → client::
 
     {"type": "message", "seq": N, "elements": [...]}   one delivery: TextchatV2 response
         elements in their wire form; a payload with suggestion chips also carries them
         normalised as "chips": [{"title", "value"}]
+    {"type": "identity", "user": "<id>", "token": "<token>"}   a new user's, before "ready"
     {"type": "ready", "last": N}        after the hello: the entries with seq > since were sent
     {"type": "ack", "id": "<client id>"}                 the event is committed
     {"type": "error", "id": "<client id>", "reason": "..."}
@@ -39,15 +53,21 @@ Ids are 1 to 64 letters, digits, ``-`` or ``_`` (user ids at least 8). ``ack`` i
 after the event was committed; until then the page shows the message as being sent and, after
 a reconnect, sends it again with the same id: the event id ``wc:<user>:<id>`` deduplicates it.
 Error reasons: ``invalid_frame``, ``hello_required`` (the connection is closed with 1008),
-``empty_text``, ``text_too_long``, and ``unavailable`` (nothing was stored: send it again).
+``identity_refused`` (closed with 4001), ``too_many_connections`` (closed with 4029),
+``empty_text``, ``text_too_long``, ``rate_limited``, ``slow_down``, and ``unavailable``
+(nothing was stored: send it again). A frame over the size limit closes the socket with 1009,
+one that is not UTF-8 with 1007 (one log line each).
 
-Durable delivery: every delivery becomes one mailbox entry with the user's next sequence
-number, stored in channel state (``tmp:mailbox:<user>``, the newest ``history_size`` entries,
-one JSON value), then pushed to the user's open sockets in this process. A hello replays the
-entries after ``since``, so a reload shows the history and a reconnect after a restart gets what
-was delivered meanwhile; open sockets also re-read the mailbox every few seconds, so a reply
-delivered by another replica (during a rolling restart) appears without a reconnect. A retried
-delivery finds its entry by outbox id and is not added twice.
+Durable delivery: every delivery becomes one mailbox entry with the user's next sequence number
+and the time it was written (entries older than ``history_days`` are dropped when the mailbox is
+next written, and not sent when it is read), stored in channel state (``tmp:mailbox:<user>``,
+the newest ``history_size`` entries, one JSON value), then pushed to the user's open sockets in
+this process. A hello replays the entries after ``since``, so a reload shows the history and a
+reconnect after a restart gets what was delivered meanwhile. The mailbox is written as an
+announced put (``ChannelState.put(..., announce=True)``): an open socket of the user on any
+replica syncs from it at once, so a reply delivered by another replica appears without a
+reconnect; a slow periodic re-read is the safety net. A retried delivery finds its entry by
+outbox id and is not added twice.
 
 On shutdown the sockets are closed with 1001 (going away) so pages reconnect, to another
 replica if there is one.
@@ -60,35 +80,40 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adapters.webchat.admission import Admission
 from adapters.webchat.assets import Page, build_page, embed_script
+from adapters.webchat.options import WebchatOptions
 from adapters.webchat.protocol import (
-    HELLO_REQUIRED,
     INVALID_FRAME,
     UNAVAILABLE,
     FrameError,
-    Hello,
     Mailbox,
     accept_language,
     address_user,
     connection_context,
-    encode,
     error_frame,
     mailbox_key,
-    message_frame,
     normalize_origin,
     origin_allowed,
     parse_event,
     parse_frame,
-    parse_hello,
     render_elements,
     to_inbound,
 )
+from adapters.webchat.sockets import (
+    CLOSE_TOO_MANY,
+    Socket,
+    identify,
+    log_socket_error,
+    read_hello,
+    refuse,
+)
 from bridge.channel import (
+    AcceptResult,
     Adapter,
     AdapterServices,
     AdapterType,
@@ -98,86 +123,23 @@ from bridge.channel import (
     DeliveryRejected,
     DeliveryRetryable,
     Intake,
+    IntakeRefused,
     IntakeUnavailable,
 )
 
 log = logging.getLogger("adapters.webchat")
 
 RETRY_AFTER_SECONDS = 5
-#: How long a new connection may take to say hello.
-HELLO_TIMEOUT_SECONDS = 30.0
-#: How often an open socket re-reads its mailbox: often while the user is active (a reply
-#: may be delivered by another replica), rarely when idle.
-SYNC_ACTIVE_SECONDS = 2.0
+#: How often an open socket re-reads its mailbox anyway: a delivery wakes it at once (an
+#: announced put, whichever replica made it), so this is only the safety net for a lost
+#: notice; sooner while the user is active than when idle.
+SYNC_ACTIVE_SECONDS = 10.0
 SYNC_IDLE_SECONDS = 30.0
 ACTIVE_WINDOW_SECONDS = 120.0
-#: How long a push to one socket may wait (for its lock) before the mailbox sync takes over.
-PUSH_TIMEOUT_SECONDS = 5.0
 #: WebSocket ping interval; proxies drop idle connections otherwise.
 HEARTBEAT_SECONDS = 25.0
 #: How long closing a socket waits for the page's close frame.
 CLOSE_TIMEOUT_SECONDS = 2.0
-
-
-class WebchatOptions(BaseModel):
-    """The options of a ``type = "webchat"`` channel (the channel's extra configuration keys)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: Origins (``https://shop.example.com``) whose pages may open the WebSocket and embed the
-    #: chat in a frame, besides the page's own origin, which is always allowed; ``["*"]``
-    #: allows every origin.
-    allowed_origins: list[str] = []
-    #: The page's title and heading.
-    title: Annotated[str, Field(min_length=1, max_length=200)] = "Chat with us"
-    #: Longest accepted message (or chip value) in characters; longer ones get an error frame.
-    max_text_length: Annotated[int, Field(ge=1, le=100_000)] = 4000
-    #: Deliveries kept per user (the mailbox), shown again after a reload or a reconnect.
-    history_size: Annotated[int, Field(ge=1, le=10_000)] = 100
-    #: The hint shown in the empty message field.
-    placeholder: Annotated[str, Field(max_length=200)] = "Write a message…"
-
-    # The messages name their key: bridge.config.describe_errors prints a value error's
-    # message without its location.
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
-        normalized: list[str] = []
-        for origin in value:
-            if origin.strip() == "*":
-                normalized.append("*")
-                continue
-            clean = normalize_origin(origin)
-            if clean is None:
-                raise ValueError(
-                    f"allowed_origins: {origin[:100]!r} is not an origin like "
-                    "https://shop.example.com (scheme and host, no path), nor *"
-                )
-            normalized.append(clean)
-        return normalized
-
-
-class _Socket:
-    """One open WebSocket of a user. Every frame goes out under ``lock``, so a replay from
-    the mailbox and a push of a new delivery never interleave or repeat an entry."""
-
-    def __init__(self, ws: web.WebSocketResponse, user: str, since: int) -> None:
-        self.ws = ws
-        self.user = user
-        self.sent = since  # the highest sequence number this socket has (had) on the page
-        self.lock = asyncio.Lock()
-        self.active_at = time.monotonic()
-
-    async def send(self, frame: Mapping[str, Any]) -> None:
-        async with self.lock:
-            await self.ws.send_str(encode(frame))
-
-    async def send_new(self, entries: Sequence[Mapping[str, Any]]) -> None:
-        """Send the entries this socket has not had yet, in order; the caller holds ``lock``."""
-        for entry in entries:
-            if entry["seq"] > self.sent:
-                await self.ws.send_str(encode(message_frame(entry)))
-                self.sent = entry["seq"]
 
 
 class WebchatAdapter(Adapter):
@@ -191,8 +153,9 @@ class WebchatAdapter(Adapter):
         self._services = services
         self._intake: Intake | None = None
         self._state: ChannelState | None = None  # kept after stop_intake: deliver still works
-        self._sockets: dict[str, set[_Socket]] = {}  # by user, after their hello
+        self._sockets: dict[str, set[Socket]] = {}  # by user, after their hello
         self._open: set[web.WebSocketResponse] = set()  # every open socket, hello or not
+        self._admission = Admission(name, options)
         own = normalize_origin(services.public_url) if services.public_url else None
         self._own_origins = (own,) if own else ()
         self._page: Page = build_page(
@@ -206,6 +169,10 @@ class WebchatAdapter(Adapter):
 
     def __repr__(self) -> str:
         return f"WebchatAdapter(name={self.name!r})"
+
+    @property
+    def _history_seconds(self) -> float:
+        return self.options.history_days * 86400.0
 
     @property
     def base_path(self) -> str:
@@ -224,6 +191,13 @@ class WebchatAdapter(Adapter):
         self._intake = intake
         self._state = intake.state
         log.info("webchat channel %s: serving the chat on %s/", self.name, self.base_path)
+        if self.options.identity_secret is None:
+            log.warning(
+                "webchat channel %s: no identity_secret, so user identities are signed with a "
+                "random key of this process: they end with a restart, and several replicas "
+                "need one shared secret",
+                self.name,
+            )
 
     async def stop_intake(self) -> None:
         # New sockets get 503; open ones are told to go away so pages reconnect elsewhere.
@@ -312,48 +286,45 @@ class WebchatAdapter(Adapter):
         )
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "expected a WebSocket upgrade"}, status=426)
+        address = request.remote or "unknown"
         await ws.prepare(request)
+        # Caps are told over the socket: a browser cannot read a refused upgrade's status.
+        too_many = self._admission.over_cap(address, len(self._open))
+        if too_many is not None:
+            await refuse(ws, CLOSE_TOO_MANY, too_many, self.name)
+            return ws
         self._open.add(ws)
+        self._admission.opened(address)
         try:
-            hello = await self._hello(ws)
+            hello = await read_hello(ws, self.name)
             if hello is not None:
                 language = hello.language or accept_language(request.headers.get("Accept-Language"))
                 context = connection_context(request.headers.get("User-Agent"), language)
-                await self._converse(_Socket(ws, hello.user, hello.since), context)
+                user = await identify(ws, hello, self._admission, self.name)
+                if user is not None:
+                    if len(self._sockets.get(user, ())) >= self.options.max_sockets_per_user:
+                        reason = "too many connections of this user"
+                        await refuse(ws, CLOSE_TOO_MANY, reason, self.name)
+                        return ws
+                    bucket = self._admission.socket_bucket()
+                    since = hello.since if hello.user is not None else 0
+                    await self._converse(Socket(ws, user, since, address, bucket), context)
         finally:
             self._open.discard(ws)
+            self._admission.closed(address)
             if not ws.closed:
                 await ws.close()
         return ws
 
-    async def _hello(self, ws: web.WebSocketResponse) -> Hello | None:
-        """The connection's hello, or None after closing a connection without one."""
-        try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT_SECONDS)
-        except TimeoutError:
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no hello")
-            return None
-        if msg.type != WSMsgType.TEXT:
-            if msg.type == WSMsgType.BINARY:
-                await ws.send_str(encode(error_frame(INVALID_FRAME)))
-                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
-            return None
-        try:
-            return parse_hello(parse_frame(msg.data))
-        except FrameError as exc:
-            reason = exc.reason if exc.reason == HELLO_REQUIRED else INVALID_FRAME
-            await ws.send_str(encode(error_frame(reason, exc.id)))
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.detail.encode()[:120])
-            return None
-
-    async def _converse(self, sock: _Socket, context: Mapping[str, ContextScalar]) -> None:
+    async def _converse(self, sock: Socket, context: Mapping[str, ContextScalar]) -> None:
         """Replay the mailbox, then serve the socket's frames until it closes."""
         # Registered before the replay reads the mailbox: a delivery in between is pushed
         # (after the replay, which holds the lock) instead of being missed.
         self._sockets.setdefault(sock.user, set()).add(sock)
+        unwatch = sock.watch(self._state, self._history_seconds, self.name)
         try:
             try:
-                last = await self._sync(sock)
+                last = await sock.sync(self._state, self._history_seconds)
             except Exception as exc:
                 log.warning("webchat channel %s: cannot read a mailbox: %s", self.name, exc)
                 await sock.send(error_frame(UNAVAILABLE))
@@ -369,7 +340,7 @@ class WebchatAdapter(Adapter):
                     )
                 except TimeoutError:
                     try:
-                        await self._sync(sock)
+                        await sock.sync(self._state, self._history_seconds)
                     except Exception as exc:  # the next round tries again
                         log.debug("webchat channel %s: mailbox sync failed: %s", self.name, exc)
                     continue
@@ -379,29 +350,19 @@ class WebchatAdapter(Adapter):
                 elif msg.type == WSMsgType.BINARY:
                     await sock.send(error_frame(INVALID_FRAME))
                 else:  # close, closing, closed, error
+                    log_socket_error(msg, self.name)
                     break
         finally:
+            unwatch()
+            if sock.syncing is not None:
+                sock.syncing.cancel()
             group = self._sockets.get(sock.user)
             if group is not None:
                 group.discard(sock)
                 if not group:
                     del self._sockets[sock.user]
 
-    async def _sync(self, sock: _Socket) -> int:
-        """Send the mailbox entries the socket has not had; returns the last sequence number."""
-        state = self._state
-        if state is None:
-            raise DeliveryRetryable("channel is not running")
-        async with sock.lock:
-            mailbox = Mailbox.load(await state.get(mailbox_key(sock.user)))
-            if sock.sent > mailbox.last_seq:
-                sock.sent = 0  # the mailbox expired and started again: send it all
-            await sock.send_new(mailbox.after(sock.sent))
-            return mailbox.last_seq
-
-    async def _on_frame(
-        self, sock: _Socket, raw: str, context: Mapping[str, ContextScalar]
-    ) -> None:
+    async def _on_frame(self, sock: Socket, raw: str, context: Mapping[str, ContextScalar]) -> None:
         try:
             frame = parse_frame(raw)
             if frame.get("type") == "hello":
@@ -416,8 +377,17 @@ class WebchatAdapter(Adapter):
         if intake is None:
             await sock.send(error_frame(UNAVAILABLE, event.id))
             return
+        refusal = self._admission.limit(sock.user, sock.bucket, sock.address)
+        if refusal is not None:
+            log.debug("webchat channel %s: %s for user %s", self.name, refusal, sock.user)
+            await sock.send(error_frame(refusal, event.id))
+            return
         try:
             result = await intake.accept(inbound)
+        except IntakeRefused as exc:
+            log.info("webchat channel %s: refused event %s: %s", self.name, inbound.event_id, exc)
+            await sock.send(error_frame(INVALID_FRAME, event.id))
+            return
         except IntakeUnavailable as exc:
             log.warning(
                 "webchat channel %s: event %s could not be stored (%s); the page sends it again",
@@ -427,18 +397,13 @@ class WebchatAdapter(Adapter):
             )
             await sock.send(error_frame(UNAVAILABLE, event.id))
             return
+        if result is AcceptResult.ACCEPTED:
+            self._admission.accepted(sock.user)
         # Only now, with the event committed, may the page consider it sent.
         log.debug("webchat channel %s: event %s %s", self.name, inbound.event_id, result.value)
         await sock.send({"type": "ack", "id": event.id})
 
     # --- outbound ---------------------------------------------------------------------------
-
-    async def _push(self, sock: _Socket, entry: Mapping[str, Any]) -> None:
-        try:
-            async with asyncio.timeout(PUSH_TIMEOUT_SECONDS), sock.lock:
-                await sock.send_new([entry])
-        except Exception as exc:  # closed meanwhile, or slow: the mailbox sync catches up
-            log.debug("webchat channel %s: push failed: %s", self.name, exc)
 
     async def deliver(self, delivery: Delivery) -> None:
         # The whole delivery is one part (one mailbox entry).
@@ -455,17 +420,21 @@ class WebchatAdapter(Adapter):
             await delivery.progress(0, None)
             return
         key = mailbox_key(user)
+        self._admission.answered(user)
         # Read-modify-write: safe, the core delivers one conversation (= user) at a time.
         try:
+            now = time.time()
             mailbox = Mailbox.load(await state.get(key))
             entry = mailbox.find(delivery.outbox_id)
             if entry is None:
-                entry = mailbox.append(delivery.outbox_id, elements, self.options.history_size)
-                await state.put(key, mailbox.dump())
+                mailbox.expire(now, self._history_seconds)
+                entry = mailbox.append(delivery.outbox_id, elements, self.options.history_size, now)
+                # Announced: a socket of this user open on another replica syncs at once.
+                await state.put(key, mailbox.dump(), announce=True)
         except Exception as exc:
             raise DeliveryRetryable(f"cannot store the message: {type(exc).__name__}") from exc
         sockets = list(self._sockets.get(user, ()))
-        await asyncio.gather(*(self._push(s, entry) for s in sockets))
+        await asyncio.gather(*(s.push(entry, self.name) for s in sockets))
         log.debug(
             "webchat channel %s: outbox %s is entry %s (%d socket(s))",
             self.name,

@@ -8,6 +8,9 @@ Errors, one tree::
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +30,8 @@ MAILBOX_KEY = "tmp:mailbox:"  # + user id; "tmp:" rows are purged after the rete
 USER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 #: A client message id (a random hex string or a UUID).
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: An identity token: base64url of an HMAC-SHA256, unpadded.
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 #: A BCP 47 language tag, loosely (``de``, ``en-GB``, ``zh-Hant-TW``).
 LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8}){0,4}$")
 MAX_USER_AGENT = 500
@@ -37,11 +42,19 @@ HELLO_REQUIRED = "hello_required"  # the first frame must be a hello
 EMPTY_TEXT = "empty_text"
 TEXT_TOO_LONG = "text_too_long"
 UNAVAILABLE = "unavailable"  # nothing was stored; send the same frame again later
+IDENTITY_REFUSED = "identity_refused"  # the hello's user and token were not issued here
+RATE_LIMITED = "rate_limited"  # too many frames too fast: nothing was stored
+SLOW_DOWN = "slow_down"  # too many events wait for the bot: nothing was stored
+TOO_MANY_CONNECTIONS = "too_many_connections"  # a socket cap: the connection is closed
+
+#: The fixed client id of the greeting: every ``start`` of a user is one event.
+START_ID = "start"
 
 _EVENT_KINDS = {
     "message": InboundKind.TEXT,
     "button": InboundKind.BUTTON,
     "restart": InboundKind.RESTART,
+    "start": InboundKind.START,
 }
 
 
@@ -58,7 +71,10 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    user: str
+    """``user`` and ``token`` are None for a page that has no identity yet."""
+
+    user: str | None
+    token: str | None
     since: int
     language: str | None
 
@@ -116,14 +132,19 @@ def parse_hello(frame: Mapping[str, Any]) -> Hello:
         frame_id = raw_id if isinstance(raw_id, str) and CLIENT_ID.match(raw_id) else None
         raise FrameError(HELLO_REQUIRED, "the first frame must be a hello", frame_id)
     user = frame.get("user")
-    if not isinstance(user, str) or not USER_ID.match(user):
+    token = frame.get("token")
+    if user is None:
+        token = None  # a new page: the server issues an identity
+    elif not isinstance(user, str) or not USER_ID.match(user):
         raise FrameError(INVALID_FRAME, "user must be 8 to 64 letters, digits, '-' or '_'")
+    elif not isinstance(token, str) or not TOKEN.match(token):
+        raise FrameError(IDENTITY_REFUSED, "user has no valid token")
     since = frame.get("since", 0)
     if since is None:
         since = 0
     if not isinstance(since, int) or isinstance(since, bool) or since < 0:
         raise FrameError(INVALID_FRAME, "since must be an integer >= 0")
-    return Hello(user=user, since=since, language=language_tag(frame.get("language")))
+    return Hello(user=user, token=token, since=since, language=language_tag(frame.get("language")))
 
 
 def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
@@ -135,6 +156,8 @@ def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
         raise FrameError(INVALID_FRAME, "unknown frame type", frame_id)
     if frame_id is None:
         raise FrameError(INVALID_FRAME, "id must be 1 to 64 letters, digits, '-' or '_'")
+    if kind is InboundKind.START:
+        return ClientEvent(START_ID, kind, "")  # one greeting per user, whatever the id
     if kind is InboundKind.RESTART:
         return ClientEvent(frame_id, kind, "")
     field = "text" if kind is InboundKind.TEXT else "value"
@@ -147,7 +170,8 @@ def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
         raise FrameError(
             TEXT_TOO_LONG, f"{field} is longer than {max_text_length} characters", frame_id
         )
-    if not is_storable_text(text):
+    # PostgreSQL refuses NUL in text columns: refused here, not retried there.
+    if not is_storable_text(text) or "\x00" in text:
         raise FrameError(INVALID_FRAME, f"{field} is not valid Unicode text", frame_id)
     return ClientEvent(frame_id, kind, text)
 
@@ -183,6 +207,55 @@ def address_user(address: Mapping[str, Any]) -> str | None:
     """The user of a delivery address this channel wrote, else None."""
     user = address.get("user")
     return user if isinstance(user, str) and USER_ID.match(user) else None
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+def identity_token(key: bytes, channel: str, user: str) -> str:
+    """The token that proves ``user`` was issued by a bridge holding ``key`` for ``channel``."""
+    message = f"webchat-identity\x00{channel}\x00{user}".encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def identity_valid(key: bytes, channel: str, user: str, token: str) -> bool:
+    return hmac.compare_digest(identity_token(key, channel, user), token)
+
+
+def identity_frame(user: str, token: str) -> dict[str, Any]:
+    return {"type": "identity", "user": user, "token": token}
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+class TokenBucket:
+    """``burst`` frames at once, then ``rate`` a second. The caller passes the clock."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+        self.at = now
+
+    def ready(self, now: float) -> bool:
+        """Whether a token is there to :meth:`spend`."""
+        self.refill(now)
+        return self.tokens >= 1.0
+
+    def spend(self) -> None:
+        self.tokens -= 1.0
+
+    def full(self, now: float) -> bool:
+        self.refill(now)
+        return self.tokens >= self.burst
 
 
 # --- server frames --------------------------------------------------------------------------
@@ -231,6 +304,19 @@ class Mailbox:
     last_seq: int
     entries: list[dict[str, Any]]
 
+    def expire(self, now: float, max_age_seconds: float) -> bool:
+        """Drop entries older than ``max_age_seconds``; entries written before entries had
+        their own time are given ``now``. Whether anything changed."""
+        changed = False
+        for entry in self.entries:
+            if not isinstance(entry.get("at"), int | float) or isinstance(entry.get("at"), bool):
+                entry["at"] = int(now)
+                changed = True
+        kept = [e for e in self.entries if now - e["at"] <= max_age_seconds]
+        changed = changed or len(kept) != len(self.entries)
+        self.entries = kept
+        return changed
+
     @classmethod
     def load(cls, raw: str | None) -> Mailbox:
         """The mailbox stored as ``raw``; an empty one for None or a value it cannot read."""
@@ -261,10 +347,13 @@ class Mailbox:
         """The entry of an outbox item already delivered (a retry after a crash)."""
         return next((e for e in self.entries if e.get("outbox") == outbox_id), None)
 
-    def append(self, outbox_id: int, elements: list[Any], keep: int) -> dict[str, Any]:
-        """Add an entry with the next sequence number, keeping the newest ``keep``."""
+    def append(
+        self, outbox_id: int, elements: list[Any], keep: int, now: float = 0.0
+    ) -> dict[str, Any]:
+        """Add an entry with the next sequence number, written at ``now`` (Unix seconds),
+        keeping the newest ``keep``."""
         self.last_seq += 1
-        entry = {"seq": self.last_seq, "outbox": outbox_id, "elements": elements}
+        entry = {"seq": self.last_seq, "outbox": outbox_id, "at": int(now), "elements": elements}
         self.entries.append(entry)
         del self.entries[: max(0, len(self.entries) - keep)]
         return entry

@@ -4,14 +4,17 @@ Inbound ``POST /webhook/{channel}/events`` answers:
 
 ======  ===========================================================================
 200     ``{"status": "accepted"}`` or ``{"status": "duplicate"}`` (committed)
-400     the body is not a usable event; ``{"error": "<one line>"}``
+400     the body is not a usable event (not UTF-8 JSON, nested deeper than 64, values the
+        database cannot store); ``{"error": "<one line>"}``
 401     missing, wrong or stale signature; nothing was accepted
+408     the body did not arrive within ``[http] body_timeout_seconds``
 413     the body or the text is too long
 503     the channel is not running or the event could not be stored (``Retry-After``)
 ======  ===========================================================================
 
 Replies are POSTed to ``deliver_url``; the receiver's status decides what happens: 2xx sent,
-429 wait (``Retry-After``, seconds or an HTTP date, honoured up to an hour) and retry, 5xx /
+429 wait (``Retry-After``, seconds or an HTTP date, honoured from 1 s up to an hour; without
+one, or under 1 s, the 429 counts as a failed attempt and is backed off) and retry, 5xx /
 timeout / connection error retry, 410 the recipient is gone (the conversation ends), any other
 status the message is dropped. Redirects are not followed (a signed request must reach the
 configured URL).
@@ -52,8 +55,10 @@ from bridge.channel import (
     DeliveryRejected,
     DeliveryRetryable,
     Intake,
+    IntakeRefused,
     IntakeUnavailable,
     RecipientGone,
+    inbound_problem,
 )
 from bridge.channelkit import retry_after_seconds
 
@@ -63,6 +68,8 @@ log = logging.getLogger("adapters.webhook")
 RETRY_AFTER_SECONDS = 5
 #: Shortest accepted ``secret``.
 MIN_SECRET_LENGTH = 16
+#: The shortest Retry-After honoured as a rate limit (see :func:`rate_limited`).
+MIN_RETRY_AFTER_SECONDS = 1.0
 #: How much of a receiver's answer is read (for ``message_id`` and error excerpts).
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -143,6 +150,17 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)[:limit]
 
 
+def rate_limited(message: str, header: str | None) -> DeliveryRetryable:
+    """The retry a 429 asks for. A wait from ``MIN_RETRY_AFTER_SECONDS`` up to an hour is
+    honoured without spending an attempt; a 429 without a usable wait (none, ``0``, a date in
+    the past) is an ordinary failed attempt, backed off and counted, so a receiver answering
+    ``Retry-After: 0`` for ever does not keep the conversation retrying at once for ever."""
+    wait = retry_after_seconds(header)  # finite, capped at an hour
+    if wait is None or wait < MIN_RETRY_AFTER_SECONDS:
+        return DeliveryRetryable(message + " (no usable Retry-After)")
+    return DeliveryRetryable(message, retry_after=wait, rate_limited=True)
+
+
 def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers)
 
@@ -207,15 +225,12 @@ class WebhookAdapter(Adapter):
         limit = self.options.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _BodyTooLarge
-        # Read the stream ourselves: the app's client_max_size is not this channel's limit.
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        # The server has read the body already, within its own size limit and deadline
+        # (bridge/http_server.py); this channel's limit may be smaller.
+        raw = await request.read()
+        if len(raw) > limit:
+            raise _BodyTooLarge
+        return raw
 
     async def _handle_event(self, request: web.Request) -> web.Response:
         intake = self._intake
@@ -242,8 +257,15 @@ class WebhookAdapter(Adapter):
         except InvalidEvent as exc:
             log.info("webhook channel %s: invalid event: %s", self.name, exc.reason)
             return _error(exc.status, exc.reason)
+        refused = inbound_problem(self.name, event)
+        if refused is not None:
+            log.info("webhook channel %s: invalid event: %s", self.name, refused)
+            return _error(400, refused)
         try:
             result = await intake.accept(event)
+        except IntakeRefused as exc:
+            log.warning("webhook channel %s: event %s refused: %s", self.name, event.event_id, exc)
+            return _error(400, "the event cannot be stored")
         except IntakeUnavailable:
             log.warning(
                 "webhook channel %s: event %s could not be stored; asked the sender to retry",
@@ -298,11 +320,7 @@ class WebhookAdapter(Adapter):
         excerpt = _excerpt(answer)
         message = f"deliver_url answered {status}" + (f": {excerpt}" if excerpt else "")
         if status == 429:
-            raise DeliveryRetryable(
-                message,
-                retry_after=retry_after_seconds(headers.get("Retry-After")),
-                rate_limited=True,
-            )
+            raise rate_limited(message, headers.get("Retry-After"))
         if status >= 500:
             raise DeliveryRetryable(
                 message, retry_after=retry_after_seconds(headers.get("Retry-After"))

@@ -16,7 +16,15 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from bridge.channel import ContextScalar, Delivery, DeliveryRejected, Inbound, InboundKind
+from bridge.channel import (
+    MAX_JSON_DEPTH,
+    ContextScalar,
+    Delivery,
+    DeliveryRejected,
+    Inbound,
+    InboundKind,
+    json_depth,
+)
 from bridge.channelkit import is_storable_text
 from bridge.textchat.models import element_to_wire
 
@@ -107,7 +115,7 @@ def _reject_constant(name: str) -> NoReturn:
 def parse_body(raw: bytes) -> object:
     """The JSON value of a request body. Raises InvalidEvent."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise InvalidEvent("body is not UTF-8") from None
     except RecursionError:
@@ -116,6 +124,9 @@ def parse_body(raw: bytes) -> object:
         if isinstance(exc, InvalidEvent):
             raise
         raise InvalidEvent("body is not valid JSON") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidEvent("body is nested too deeply")
+    return value
 
 
 def _optional_id(payload: Mapping[str, Any], key: str) -> str | None:

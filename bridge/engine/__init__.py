@@ -14,6 +14,8 @@ The modules follow the path an event takes::
     worker     one conversation under its lease (heartbeat: the lease renewal)
     lifecycle  what to do with an event, and the step to commit: pure decisions
     parloa     the call, with the typing indicator and the bots' health
+    breaker    per bot: when Parloa keeps failing, waiting conversations pause and resume
+               together once a probe succeeds
     delivery   one reply through its adapter, and what the adapter's answer means
 
 :class:`Engine` is the facade the service uses.
@@ -26,10 +28,12 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from bridge.channel import Adapter
 from bridge.config import EngineConfig, MessagesConfig
 from bridge.engine.board import Board
+from bridge.engine.breaker import Breakers, policy_from
 from bridge.engine.delivery import Deliverer
 from bridge.engine.dispatch import Dispatcher
 from bridge.engine.intake import Acceptor, ChannelIntake
@@ -73,11 +77,15 @@ class Engine:
         self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
         shared = Shared(store, config, messages, metrics, self.instance_id, uniform)
         self.board = Board(config.max_concurrent_conversations)
+        self.breakers = Breakers(policy_from(config), metrics, bots)
+        self._bot_channels: dict[str, list[str]] = {}
+        for channel, bot in channel_bots.items():
+            self._bot_channels.setdefault(bot, []).append(channel)
         self.worker = Worker(
             shared,
             self.board,
             Deliverer(shared, adapters),
-            Parloa(adapters, messages, metrics, self.health, typing_delay),
+            Parloa(adapters, messages, metrics, self.health, self.breakers, typing_delay),
             bots,
             channel_bots,
         )
@@ -94,17 +102,31 @@ class Engine:
         """``conversation_id`` may have work (e.g. a dead letter retried): look at it."""
         self.board.notify(conversation_id)
 
+    def breaker_status(self) -> Mapping[str, Mapping[str, Any]]:
+        """Per bot: its circuit breaker's state (closed, open, half-open), since when (Unix
+        time) and the transient failures in a row."""
+        return self.breakers.status()
+
+    async def _release(self, bot: str, limit: int | None) -> int:
+        """The breaker's release: ``bot``'s waiting events due now, their workers woken."""
+        released = await self.store.release_waiting(self._bot_channels.get(bot, []), limit)
+        for cid in released:
+            self.board.notify(cid)
+        return len(released)
+
     @property
     def busy(self) -> int:
         """Conversations with a worker in this process."""
         return len(self.board.workers)
 
     async def start(self) -> None:
+        self.breakers.start(self._release)
         await self.dispatcher.start()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking work, let the loops and the running workers end (within
         ``drain_timeout`` seconds in all, then cancelled), release the leases."""
+        await self.breakers.stop()
         await self.dispatcher.stop(drain_timeout)
         with contextlib.suppress(Exception):
             released = await self.store.release_all(self.instance_id)

@@ -7,14 +7,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections.abc import Callable
 
 from bridge.engine.board import Board
 from bridge.engine.shared import Shared
 from bridge.engine.worker import Worker
+from bridge.store.channel_state import replica_lease
+from bridge.store.liveness import Hold, Liveness, liveness_for
+from bridge.store.statements import (
+    STATE_CHANNEL,
+    WORK_CHANNEL,
+    parse_state_notice,
+    parse_work_notice,
+)
 from bridge.vocabulary import InboundKind, Work
 
 log = logging.getLogger("bridge.engine")
+
+
+class Watchers:
+    """Who in this process watches which channel state entry (an open web chat socket, its
+    user's mailbox): woken by an announced put, this process's own or, on PostgreSQL,
+    another replica's (its notice)."""
+
+    def __init__(self) -> None:
+        self._wakes: dict[tuple[str, str], set[Callable[[], None]]] = {}
+
+    def watch(self, channel: str, key: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` on every announced put of ``channel``'s ``key``; returns the
+        unsubscribe."""
+        entry = (channel, key)
+        self._wakes.setdefault(entry, set()).add(wake)
+
+        def unsubscribe() -> None:
+            wakes = self._wakes.get(entry)
+            if wakes is not None:
+                wakes.discard(wake)
+                if not wakes:
+                    del self._wakes[entry]
+
+        return unsubscribe
+
+    def announce(self, channel: str, key: str) -> None:
+        for wake in list(self._wakes.get((channel, key), ())):
+            try:
+                wake()
+            except Exception:  # one watcher's bug is not the others'
+                log.exception("a watcher of %s %s failed", channel, key)
+
+    def heard(self, payload: str) -> None:
+        self.announce(*parse_state_notice(payload))
 
 
 class Dispatcher:
@@ -35,6 +79,15 @@ class Dispatcher:
         self._housekeeping_interval = housekeeping_interval
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_signal = asyncio.Event()
+        # This process's locks (bridge/store/liveness.py): its life as a replica, and the
+        # named leases its channels hold. They end when the process dies.
+        self.liveness: Liveness = liveness_for(shared.store.engine)
+        self._alive = False  # this replica's lock held and its record written
+        # PostgreSQL: another replica's intake wakes this one for the conversations it holds
+        # (and for free ones), in the statement that stores the event.
+        self.liveness.listen(WORK_CHANNEL, self._heard)
+        self.watchers = Watchers()
+        self.liveness.listen(STATE_CHANNEL, self.watchers.heard)
 
     def start_worker(self, cid: int, claimed: Work | None = None, claimed_at: float = 0.0) -> None:
         """The one worker of conversation ``cid`` (the caller checked there is none)."""
@@ -45,6 +98,7 @@ class Dispatcher:
     async def start(self) -> None:
         self.board.stopping = False
         self._stop_signal.clear()
+        await self._mark_alive()
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
             asyncio.create_task(self._housekeeping(), name="engine-housekeeping"),
@@ -63,6 +117,49 @@ class Dispatcher:
         await _within(self._tasks, deadline)
         self._tasks = []
         await _within(list(self.board.workers.values()), deadline)
+        store, owner = self.shared.store, self.shared.instance_id
+        with contextlib.suppress(Exception):
+            await store.forget_replica(owner)
+            await self.liveness.discard(replica_lease(owner))
+        await self.liveness.close()
+        self._alive = False
+
+    def _heard(self, payload: str) -> None:
+        notice = parse_work_notice(payload)
+        if notice is None or self.board.stopping:
+            return
+        owner, cid = notice
+        if owner in ("", self.shared.instance_id):
+            self.board.notify(cid)
+
+    async def _mark_alive(self) -> None:
+        """Hold this replica's lock, then record it as running: from then on another replica
+        that finds the lock free knows this one died and frees its conversations at once."""
+        store, owner = self.shared.store, self.shared.instance_id
+        try:
+            hold = await self.liveness.hold(replica_lease(owner))
+            if hold is Hold.NEW or not self._alive:
+                await store.register_replica(owner)
+            self._alive = True
+        except Exception as exc:
+            self._alive = False
+            log.warning("cannot mark this replica alive (trying again): %s", exc)
+
+    async def free_the_dead(self) -> list[str]:
+        """Release the conversation leases of replicas that died (their lock is free): their
+        conversations are taken over now, not when the leases expire. Returns those found
+        dead."""
+        store, me = self.shared.store, self.shared.instance_id
+        dead = []
+        for owner in await store.replicas():
+            if owner == me or await self.liveness.held_elsewhere(replica_lease(owner)):
+                continue
+            released = await store.release_all(owner)
+            await store.forget_replica(owner)
+            await self.liveness.discard(replica_lease(owner))
+            dead.append(owner)
+            log.info("replica %s is gone: took over %d conversation leases", owner, released)
+        return dead
 
     async def _dispatch(self) -> None:
         board = self.board
@@ -90,6 +187,11 @@ class Dispatcher:
                     self.start_worker(cid)
 
     async def _scan(self, candidates: list[int]) -> list[int]:
+        try:
+            await self._mark_alive()  # again: the lock is lost with a lost connection
+            await self.free_the_dead()
+        except Exception as exc:
+            log.warning("cannot look for replicas that died: %s", exc)
         free = self.board.free
         if free > len(candidates):
             try:
@@ -116,8 +218,14 @@ class Dispatcher:
             for conv in await store.idle_conversations(config.idle_timeout_seconds):
                 if await store.enqueue_internal(conv, InboundKind.IDLE, f"idle:{conv.session_id}"):
                     self.board.notify(conv.id)
-        if config.retention_days > 0:
-            inbox_rows, outbox_rows = await store.purge(config.retention_days * 86400)
+        if config.retention_days > 0 or config.conversation_retention_days > 0:
+            # retention_days = 0 keeps message content: an infinite age purges none of it,
+            # while expired OAuth states and long-idle mappings still go.
+            content_days = config.retention_days or math.inf
+            inbox_rows, outbox_rows = await store.purge(
+                content_days * 86400,
+                conversations_idle_seconds=config.conversation_retention_days * 86400,
+            )
             if inbox_rows or outbox_rows:
                 log.info("purged %d inbox and %d outbox rows", inbox_rows, outbox_rows)
         await self.refresh_gauges()

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from bridge.channel import (
     AcceptResult,
     ChannelState,
     Inbound,
+    IntakeRefused,
     IntakeUnavailable,
     StoredReply,
 )
 from bridge.engine.board import Board
-from bridge.engine.dispatch import Dispatcher
+from bridge.engine.dispatch import Dispatcher, Watchers
 from bridge.engine.shared import Shared
 from bridge.store import DataRefused, Store, StoreUnavailable
+from bridge.store.liveness import Hold, Liveness
 from bridge.textchat.models import parse_element
 from bridge.vocabulary import Claim, NewEvent
 
@@ -65,9 +67,13 @@ class Acceptor:
             claim = Claim(shared.instance_id, shared.config.lease_seconds, free)
         try:
             outcome = await shared.store.accept_claiming(channel, batch, state, claim)
-        except (StoreUnavailable, DataRefused) as exc:
+        except StoreUnavailable as exc:
             metrics.inbound.labels(channel, "unavailable").inc(len(batch))
             raise IntakeUnavailable(str(exc)) from exc
+        except DataRefused as exc:
+            # Permanent: sent again, it would be refused again (a 503 loop for ever).
+            metrics.inbound.labels(channel, "refused").inc(len(batch))
+            raise IntakeRefused(str(exc)) from exc
         claimed_at = time.monotonic()
         results = []
         for accepted, cid in outcome.results:
@@ -98,7 +104,10 @@ class ChannelIntake:
         self._acceptor = acceptor
         self._store = acceptor.shared.store
         self._channel = channel
-        self._state = ChannelStateView(self._store, channel)
+        dispatcher = acceptor.dispatcher
+        self._state = ChannelStateView(
+            self._store, channel, dispatcher.liveness, dispatcher.watchers
+        )
 
     @property
     def channel(self) -> str:
@@ -146,21 +155,41 @@ class ChannelIntake:
 class ChannelStateView:
     """A channel's own key-value state and named leases (e.g. a poller's offset and lease)."""
 
-    def __init__(self, store: Store, channel: str) -> None:
+    def __init__(self, store: Store, channel: str, liveness: Liveness, watchers: Watchers) -> None:
         self._store = store
         self._channel = channel
+        self._liveness = liveness
+        self._watchers = watchers
 
     async def get(self, key: str) -> str | None:
         return await self._store.state_get(self._channel, key)
 
-    async def put(self, key: str, value: str) -> None:
-        await self._store.state_put(self._channel, key, value)
+    async def put(self, key: str, value: str, *, announce: bool = False) -> None:
+        """With ``announce``, every replica's watchers of ``key`` are woken once it is
+        stored: this process's at once, the others' by the put's own notice (PostgreSQL)."""
+        await self._store.state_put(self._channel, key, value, announce=announce)
+        if announce:
+            self._watchers.announce(self._channel, key)
+
+    def watch(self, key: str, wake: Callable[[], None]) -> Callable[[], None]:
+        return self._watchers.watch(self._channel, key, wake)
 
     async def delete(self, key: str) -> None:
         await self._store.state_delete(self._channel, key)
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
-        return await self._store.acquire_lease(f"{self._channel}:{name}", owner, ttl)
+        """The lease's lock first (bridge/store/liveness.py): found free, the previous holder
+        died or let go, and the lease is taken at once; held by another live process, the
+        lease's expiry decides (the fence against a holder that is alive but stuck)."""
+        lease = f"{self._channel}:{name}"
+        hold = await self._liveness.hold(lease)
+        taken = await self._store.acquire_lease(lease, owner, ttl, holder_gone=hold is Hold.NEW)
+        if not taken and hold in (Hold.NEW, Hold.KEPT):
+            # Another took the lease while this process was stuck: its lock is the taker's.
+            await self._liveness.let_go(lease)
+        return taken
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._store.release_lease(f"{self._channel}:{name}", owner)
+        lease = f"{self._channel}:{name}"
+        await self._store.release_lease(lease, owner)
+        await self._liveness.let_go(lease)

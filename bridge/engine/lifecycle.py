@@ -17,7 +17,8 @@ the functions below from what Parloa answered::
     text, button      session open      Message                   Done + Answered + answer
 
 A failure becomes :func:`dead_letter` (permanent) or :func:`retry_or_give_up` (transient,
-within the retry budget).
+within the retry budget); an event whose bot's circuit breaker is open waits
+(:func:`park`, bridge/engine/breaker.py).
 """
 
 from __future__ import annotations
@@ -243,3 +244,18 @@ def retry_or_give_up(
     if isinstance(error, RateLimited) and error.retry_after is not None:
         delay = max(delay, error.retry_after)
     return Step(inbox_id=item.id, outcome=RetryLater(attempts, now + delay, str(error)))
+
+
+def park(
+    item: InboxItem, now: float, config: EngineConfig, messages: MessagesConfig, reason: str
+) -> Step:
+    """Parloa keeps failing for the event's bot (its breaker is open): the event waits
+    without a call, released early when the breaker closes, otherwise due again a retry
+    interval later, never past its retry budget, which still ends in a dead letter. It
+    counts as an attempt: an event never tried is due whatever its time says."""
+    age = now - item.created_at
+    if age >= config.retry_budget_seconds:
+        reason = f"gave up after {item.attempts} attempts over {age:.0f}s: {reason}"
+        return dead_letter(item, reason, messages.unavailable, now)
+    until = min(now + config.retry_max_seconds, item.created_at + config.retry_budget_seconds)
+    return Step(inbox_id=item.id, outcome=RetryLater(max(1, item.attempts), until, reason))

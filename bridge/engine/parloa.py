@@ -1,5 +1,6 @@
 """The call to Parloa: the typing indicator while it thinks, its metrics, which bots it refuses,
-and its errors sorted into permanent (a dead letter) and transient (retried)."""
+each call's outcome told to the bot's circuit breaker (breaker.py), and its errors sorted into
+permanent (a dead letter) and transient (retried)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 from bridge.channel import Adapter
 from bridge.config import MessagesConfig
+from bridge.engine.breaker import Breakers, is_outage
 from bridge.metrics import Metrics
 from bridge.textchat.client import TextchatClient, TextchatResult
 from bridge.textchat.context import build_context
@@ -69,22 +71,16 @@ class Typing(Protocol):
     typing_until: float
 
 
+@dataclass(slots=True)
 class Parloa:
     """Calls Parloa for the worker, showing the typing indicator while it thinks."""
 
-    def __init__(
-        self,
-        adapters: Mapping[str, Adapter],
-        messages: MessagesConfig,
-        metrics: Metrics,
-        health: BotHealth,
-        typing_delay: float = TYPING_DELAY,
-    ) -> None:
-        self.adapters = adapters
-        self.messages = messages
-        self.metrics = metrics
-        self.health = health
-        self._typing_delay = typing_delay
+    adapters: Mapping[str, Adapter]
+    messages: MessagesConfig
+    metrics: Metrics
+    health: BotHealth
+    breakers: Breakers
+    typing_delay: float = TYPING_DELAY
 
     def caller(
         self,
@@ -148,11 +144,19 @@ class Parloa:
             async with self._typing(typing, adapter, address, event):
                 result = await bot.client.send(event, requester, session, items)
             status = str(result.status)
+            self.breakers.answered(bot.name)
             if self.health.ok(bot.name):
                 self.metrics.bot_refused.labels(bot.name).set(0)
             return result
         except TextchatError as exc:
             status = str(getattr(exc, "status", type(exc).__name__))
+            if is_outage(exc):
+                self.breakers.failed(bot.name)
+            else:
+                self.breakers.answered(bot.name)  # it answered, if only to refuse the event
+            raise
+        except BaseException:
+            self.breakers.abandoned(bot.name)  # cancelled: a probe in flight must not hang
             raise
         finally:
             self.metrics.parloa_requests.labels(bot.name, event.type, status).inc()
@@ -188,7 +192,7 @@ class Parloa:
             shown = asyncio.create_task(keep_typing(), name="typing-indicator")
 
         # A timer until the indicator is due, not a task: most answers come before it.
-        timer = asyncio.get_running_loop().call_later(self._typing_delay, show)
+        timer = asyncio.get_running_loop().call_later(self.typing_delay, show)
         try:
             yield
         finally:

@@ -24,7 +24,7 @@ from bridge.engine.lifecycle import (
 )
 from bridge.engine.parloa import Bot, Call, Parloa, Permanent, quit_quietly
 from bridge.engine.shared import Shared
-from bridge.store import OUTBOX_BATCH, LeaseLost, StoreUnavailable
+from bridge.store import OUTBOX_BATCH, DataRefused, LeaseLost, StoreError, StoreUnavailable
 from bridge.textchat.errors import SessionNotFound, TextchatError
 from bridge.textchat.models import LaunchEvent, MessageEvent, TextchatResponse
 from bridge.vocabulary import (
@@ -161,6 +161,16 @@ class Worker:
                         return
         except LeaseLost:
             log.warning("conversation %s: lease lost to another process; stopping", cid)
+        except StoreUnavailable as exc:
+            # Not a bug and not the event's fault: nothing was charged to it, and the
+            # conversation is claimed again once the store is back (a scan finds it due).
+            log.warning(
+                "conversation %s: the store is unavailable (%s); stopping until it is back",
+                cid,
+                exc,
+            )
+            with contextlib.suppress(Exception):
+                await store.finish(cid, owner, 0, acks)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -213,14 +223,48 @@ class Worker:
                 )
         except TextchatError as exc:
             step = self._retry_or_give_up(item, exc)
-        except (LeaseLost, StoreUnavailable):
-            raise
+        except DataRefused as exc:
+            step = self._refused(item, exc)
+        except StoreError:
+            raise  # the store unavailable, the lease lost: the worker stops, the event waits
         except Exception as exc:
             # A bug, not Parloa: retry like a transient failure (bounded by the retry
             # budget), so one bad event can neither spin nor block its conversation forever.
             log.exception("conversation %s: event %s failed unexpectedly", conv.id, item.id)
             step = self._retry_or_give_up(item, exc)
-        await run.commit(step)
+        try:
+            await run.commit(step)
+        except DataRefused as exc:
+            # Something the step stores (Parloa's answer, say) is refused: storing it again
+            # would fail again, so the event is a dead letter, not retried for ever.
+            await self._commit_refused(run, item, exc)
+
+    async def _commit_refused(self, run: Run, item: InboxItem, exc: DataRefused) -> None:
+        try:
+            await run.commit(self._refused(item, exc))
+        except DataRefused:
+            # The notice itself is refused (its address): the dead letter alone.
+            reason = _refusal(exc)
+            await run.commit(lifecycle.dead_letter(item, reason, "", time.time()))
+
+    def _refused(self, item: InboxItem, exc: DataRefused) -> Step:
+        reason = _refusal(exc)
+        log.warning(
+            "conversation %s: event %s dead-lettered: %s",
+            item.conversation_id,
+            item.id,
+            reason,
+        )
+        return self._dead(item, reason, self.shared.messages.rejected)
+
+    def _park(self, item: InboxItem, bot: Bot) -> Step:
+        """The bot's breaker is open: the event waits for it, Parloa is not called."""
+        shared = self.shared
+        reason = f"waiting: Parloa keeps failing for bot {bot.name} (circuit breaker open)"
+        step = lifecycle.park(item, time.time(), shared.config, shared.messages, reason)
+        if isinstance(step.outcome, DeadLetter):
+            shared.metrics.dead_lettered.labels(item.channel).inc()
+        return step
 
     def _dead(self, item: InboxItem, reason: str, notice: str) -> Step:
         self.shared.metrics.dead_lettered.labels(item.channel).inc()
@@ -254,6 +298,8 @@ class Worker:
         now = time.time()
         plan = lifecycle.decide(conv, item, now, self.shared.messages)
         done = lifecycle.handled(item, now)
+        if not isinstance(plan, Reply) and not self.parloa.breakers.admits(bot.name):
+            return self._park(item, bot)
         match plan:
             case Reply():
                 return plan.step
@@ -321,3 +367,9 @@ class Worker:
     def _count_unknown(self, response: TextchatResponse) -> None:
         for kind in lifecycle.unknown_types(response):
             self.shared.metrics.unknown_elements.labels(kind).inc()
+
+
+def _refusal(exc: DataRefused) -> str:
+    """The dead letter's reason: the database's words, without the NUL that may have been
+    what it refused."""
+    return (str(exc) or "the database refused a value").replace("\x00", "\\0")

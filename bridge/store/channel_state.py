@@ -28,14 +28,21 @@ class ChannelStates(StorePart):
 
         return await self._core.tx.read(unit)
 
-    async def state_put(self, channel: str, key: str, value: str) -> None:
+    async def state_put(
+        self, channel: str, key: str, value: str, *, announce: bool = False
+    ) -> None:
+        """Put the entry; with ``announce``, on PostgreSQL the same statement notifies every
+        replica listening (statements.STATE_CHANNEL) once it commits."""
         now = self._core.clock()
-        put = self._core.q.put_state
+        q = self._core.q
+        row = state_row(channel, key, value, now)
+        announced = q.put_state_announced if announce else None  # None: not on SQLite
+        query = Query("first", announced, row) if announced is not None else None
 
         def program() -> Program[None]:
             # An upsert: one statement, which may run again (a suggestion keyboard's
             # values are put with every reply that shows one).
-            yield Query("rowcount", put, state_row(channel, key, value, now))
+            yield query or Query("rowcount", q.put_state, row)
 
         await self._path.run(program)
 
@@ -49,10 +56,16 @@ class ChannelStates(StorePart):
 
         await self._core.tx.write(unit)
 
-    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
-        """Take or renew the named lease for ``ttl`` seconds; False while another holds it."""
+    async def acquire_lease(
+        self, name: str, owner: str, ttl: float, *, holder_gone: bool = False
+    ) -> bool:
+        """Take or renew the named lease for ``ttl`` seconds; False while another holds it.
+        ``holder_gone``: the caller knows the previous holder is dead or gave the lease up
+        (bridge/store/liveness.py: it took the lease's lock), so the lease is taken at once,
+        without waiting for it to expire."""
         now = self._core.clock()
         insert = self._core.q.insert
+        takeable = None if holder_gone else or_(leases.c.owner == owner, leases.c.expires_at < now)
 
         def unit(conn: Connection) -> bool:
             stmt = insert(leases).values(name=name, owner=owner, expires_at=now + ttl)
@@ -60,7 +73,7 @@ class ChannelStates(StorePart):
                 stmt.on_conflict_do_update(
                     index_elements=["name"],
                     set_={"owner": owner, "expires_at": now + ttl},
-                    where=or_(leases.c.owner == owner, leases.c.expires_at < now),
+                    where=takeable,
                 )
             )
             holder = conn.execute(select(leases.c.owner).where(leases.c.name == name)).scalar()
@@ -73,6 +86,50 @@ class ChannelStates(StorePart):
             conn.execute(delete(leases).where(leases.c.name == name, leases.c.owner == owner))
 
         await self._core.tx.write(unit)
+
+    # The replicas, each recorded while it runs, so that another can tell a dead one's
+    # conversation leases (its lock free: bridge/store/liveness.py) from a live one's. Kept
+    # as named leases that never expire: a record stays until its replica stops or another
+    # finds it dead.
+
+    async def register_replica(self, owner: str) -> None:
+        """Record ``owner`` as a running replica."""
+        now = self._core.clock()
+        insert = self._core.q.insert
+        row = {"name": replica_lease(owner), "owner": owner, "expires_at": now + REPLICA_RECORD}
+
+        def unit(conn: Connection) -> None:
+            conn.execute(
+                insert(leases)
+                .values(**row)
+                .on_conflict_do_update(index_elements=["name"], set_=row)
+            )
+
+        await self._core.tx.write(unit)
+
+    async def replicas(self) -> list[str]:
+        """The replicas recorded as running (some may have died since)."""
+
+        def unit(conn: Connection) -> list[str]:
+            rows = conn.execute(
+                select(leases.c.owner).where(leases.c.name.startswith(REPLICA_PREFIX))
+            )
+            return [str(r[0]) for r in rows]
+
+        return await self._core.tx.read(unit)
+
+    async def forget_replica(self, owner: str) -> None:
+        await self.release_lease(replica_lease(owner), owner)
+
+
+# A replica's record in the leases table, and how long it lasts: until removed, in practice.
+REPLICA_PREFIX = "@replica:"
+REPLICA_RECORD = 10 * 365 * 86400.0
+
+
+def replica_lease(owner: str) -> str:
+    """The name of replica ``owner``'s record (and of its lock: bridge/store/liveness.py)."""
+    return f"{REPLICA_PREFIX}{owner}"
 
 
 def state_row(channel: str, key: str, value: str, now: float) -> dict[str, Any]:

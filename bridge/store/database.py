@@ -8,6 +8,7 @@ serves migrations and the Slack installation store. PostgreSQL uses asyncpg with
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,9 @@ def create_engine(
         database = parsed.database or ""
         if database in ("", ":memory:"):
             raise BadDatabaseUrl("database.url: use a SQLite file, not an in-memory database")
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(path)
         engine = create_async_engine(
             parsed,
             echo=echo,
@@ -94,6 +97,17 @@ def create_engine(
         f"database.url: unsupported database {backend!r} "
         "(use sqlite+aiosqlite or postgresql+asyncpg)"
     )
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty (an empty file is an empty SQLite database), readable and writable
+    by its owner only, unless it exists. SQLite gives the ``-wal`` and ``-shm`` files it
+    creates the database file's permissions, so they are private too."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def sqlite_sync_engine(engine: AsyncEngine) -> Engine:

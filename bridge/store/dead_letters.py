@@ -1,11 +1,12 @@
 """Dead letters: events kept because they could not be handled, for an operator to list,
-read and put back into their queues (``parloa-bridge inbox``)."""
+read, put back into their queues or discard (``parloa-bridge inbox``). Retention never
+removes them: they stay until an operator decides."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.engine import Connection
 
 from bridge.store.columns import inbox_record
@@ -68,5 +69,16 @@ class DeadLetters(StorePart):
                 .values(due_at=now)
             )
             return len(rows)
+
+        return await self._core.tx.write(unit)
+
+    async def discard_dead(self, ids: Sequence[int]) -> int:
+        """Delete the dead letters named (ids of other inbox rows are left alone)."""
+        if not ids:
+            return 0
+        cond = and_(inbox.c.status == InboxStatus.DEAD, inbox.c.id.in_(list(ids)))
+
+        def unit(conn: Connection) -> int:
+            return int(conn.execute(delete(inbox).where(cond)).rowcount)
 
         return await self._core.tx.write(unit)

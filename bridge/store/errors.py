@@ -96,6 +96,9 @@ def store_error(exc: BaseException) -> StoreError | None:
         # A value SQLAlchemy could not turn into a parameter (not JSON, say): the same
         # value fails the same way every time.
         return DataRefused(f"a value cannot be stored: {_describe(driver)}")
+    if isinstance(exc, UnicodeEncodeError):
+        # sqlite3 binds text as UTF-8 itself: a lone surrogate fails there, every time.
+        return DataRefused(f"a value cannot be stored: {_describe(exc)}")
     if isinstance(exc, (SQLAlchemyError, OSError, *_ASYNCPG_CLIENT_ERRORS)):
         # The pool's timeout, a connection that could not be opened or was lost.
         return StoreUnavailable(f"the database is unavailable: {_describe(driver)}")

@@ -4,10 +4,13 @@ the queues' figures for metrics, and a ping for readiness."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import column, delete, exists, func, or_, select, update
+from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection
 
 from bridge.store.columns import conversation_record
@@ -15,6 +18,11 @@ from bridge.store.core import StorePart
 from bridge.store.schema import channel_state, conversations, inbox, outbox
 from bridge.store.statements import PENDING
 from bridge.vocabulary import Conversation, InboundKind, InboxStats, InboxStatus
+
+log = logging.getLogger("bridge.store")
+
+# slack-sdk's OAuth state table (created by migration 0002): only what the purge reads.
+_slack_oauth_states = table_clause("slack_oauth_states", column("id"), column("expire_at"))
 
 # Rows deleted per transaction by purge(): on SQLite every message waits behind a store call,
 # so none may take long.
@@ -84,33 +92,32 @@ class Housekeeping(StorePart):
         except _AlreadyQueued:
             return False
 
-    async def purge(self, older_than_seconds: float) -> tuple[int, int]:
+    async def purge(
+        self, older_than_seconds: float, *, conversations_idle_seconds: float = 0.0
+    ) -> tuple[int, int]:
         """Delete finished inbox and outbox rows (message content) older than the age given,
-        and adapters' temporary state (keys starting ``tmp:``, e.g. keyboards sent by earlier
-        versions). Conversation mappings stay. Rows go PURGE_BATCH per transaction."""
-        cutoff = self._core.clock() - older_than_seconds
+        adapters' temporary state (keys starting ``tmp:``, e.g. keyboards sent by earlier
+        versions) and expired Slack OAuth states. Dead letters stay until an operator retries
+        or discards them. With ``conversations_idle_seconds`` (0: keep them), conversation
+        mappings idle that long with nothing left in their queues go too. Rows go
+        PURGE_BATCH per transaction. Returns the inbox and outbox rows deleted."""
+        now = self._core.clock()
+        cutoff = now - older_than_seconds
 
         def batch(table: Any) -> Callable[[Connection], int]:
             def unit(conn: Connection) -> int:
                 # finished_at is indexed; pending rows have none, so they are never picked.
-                old = (
-                    select(table.c.id)
-                    .where(table.c.finished_at < cutoff, table.c.status != PENDING)
-                    .limit(PURGE_BATCH)
-                )
+                where = [table.c.finished_at < cutoff, table.c.status != PENDING]
+                if table is inbox:
+                    where.append(table.c.status != InboxStatus.DEAD)
+                old = select(table.c.id).where(*where).limit(PURGE_BATCH)
                 return int(conn.execute(delete(table).where(table.c.id.in_(old))).rowcount)
 
             return unit
 
         deleted = []
         for table in (inbox, outbox):
-            total = 0
-            while True:
-                count = await self._core.tx.write(batch(table))
-                total += count
-                if count < PURGE_BATCH:
-                    break
-            deleted.append(total)
+            deleted.append(await self._batched(batch(table)))
 
         def temporary_state(conn: Connection) -> None:
             conn.execute(
@@ -118,9 +125,51 @@ class Housekeeping(StorePart):
                     channel_state.c.key.like("tmp:%"), channel_state.c.updated_at < cutoff
                 )
             )
+            # slack-sdk's state store keeps naive UTC times and deletes only states consumed.
+            expired = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+            conn.execute(
+                delete(_slack_oauth_states).where(_slack_oauth_states.c.expire_at < expired)
+            )
 
         await self._core.tx.write(temporary_state)
+        if conversations_idle_seconds > 0:
+            idle = now - conversations_idle_seconds
+
+            def mappings(conn: Connection) -> int:
+                # Nothing queued (no dead letter either: a cascade would take it silently),
+                # no lease held: the next message of the user starts a new conversation.
+                quiet = (
+                    select(conversations.c.id)
+                    .where(
+                        conversations.c.last_activity_at < idle,
+                        or_(
+                            conversations.c.lease_until.is_(None), conversations.c.lease_until < now
+                        ),
+                        ~exists().where(inbox.c.conversation_id == conversations.c.id),
+                        ~exists().where(outbox.c.conversation_id == conversations.c.id),
+                    )
+                    .limit(PURGE_BATCH)
+                )
+                ids = [row[0] for row in conn.execute(quiet)]
+                if not ids:
+                    return 0
+                return int(
+                    conn.execute(delete(conversations).where(conversations.c.id.in_(ids))).rowcount
+                )
+
+            gone = await self._batched(mappings)
+            if gone:
+                log.info("purged %d conversation mappings idle since the retention period", gone)
         return deleted[0], deleted[1]
+
+    async def _batched(self, unit: Callable[[Connection], int]) -> int:
+        """Run ``unit`` (deleting at most PURGE_BATCH rows) until it deletes fewer."""
+        total = 0
+        while True:
+            count = await self._core.tx.write(unit)
+            total += count
+            if count < PURGE_BATCH:
+                return total
 
     async def stats(self) -> InboxStats:
         now = self._core.clock()

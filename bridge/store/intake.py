@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.engine import Connection
 
 from bridge.store.channel_state import state_row
@@ -18,7 +18,7 @@ from bridge.store.columns import conversation_record, inbox_record
 from bridge.store.core import AcceptRequest, Lease, StoreCore, StorePart
 from bridge.store.runners import Program, Query, Row
 from bridge.store.schema import conversations
-from bridge.store.statements import PENDING
+from bridge.store.statements import PENDING, work_notice
 from bridge.vocabulary import (
     Accepted,
     Claim,
@@ -152,7 +152,27 @@ def _accept_events(core: StoreCore, conn: Connection, r: AcceptRequest) -> Accep
         (first[e.event_id] == index and e.event_id in inserted, ids[e.conversation_key])
         for index, e in enumerate(events)
     ]
+    if conn.dialect.name == "postgresql":
+        _wake_holders(conn, returned, rows, inserted, lease)
     return Accepted(results, claimed_work)
+
+
+def _wake_holders(
+    conn: Connection,
+    conversations_: Sequence[Row],
+    rows: Sequence[Mapping[str, Any]],
+    inserted: Mapping[str, int],
+    lease: Lease | None,
+) -> None:
+    """PostgreSQL: in the batch's transaction (delivered at its commit), wake the holder of
+    each conversation with a new event that this intake did not lease (if free: every
+    replica), as accept_in_one's statement does for one event."""
+    offered = lease[0] if lease is not None else None
+    owners = {int(row["id"]): row["lease_owner"] for row in conversations_}
+    fresh = sorted({int(r["conversation_id"]) for r in rows if r["event_id"] in inserted})
+    for cid in fresh:
+        if owners[cid] != offered:  # as IS DISTINCT FROM: a free one this intake left, too
+            conn.execute(select(work_notice(literal(owners[cid]), literal(cid))))
 
 
 def _insert_rows(

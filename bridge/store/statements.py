@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import (
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     exists,
     func,
     insert,
@@ -85,6 +87,14 @@ class HotStatements:
             index_elements=["channel", "key"],
             set_={"value": upsert.excluded.value, "updated_at": upsert.excluded.updated_at},
         )
+        # A put announced to every replica's watchers of the entry (bridge/engine/intake.py):
+        # on PostgreSQL by the put's own statement; elsewhere (None) one process wakes in memory.
+        self.put_state_announced: Any = None
+        if dialect == "postgresql":
+            st = channel_state.c
+            self.put_state_announced = self.put_state.returning(
+                state_notice(st.channel, st.key).is_(None).label("announced")
+            )
         self.claim = (
             update(conversations)
             .where(
@@ -211,87 +221,11 @@ class HotStatements:
         return stmt
 
     def finish_in_one(self, acks: tuple[frozenset[str], ...]) -> Any:
-        """PostgreSQL: a worker's finish as one statement, its own transaction. It records
-        each ack (``p_a<n>_id``, ``p_a<n>_<column>``) if the lease is held (``p_cid``,
-        ``p_owner``); then, if work is due now (``p_now``), keeps the lease (until
-        ``p_until``), otherwise releases it and records when work is next due. Returns the
-        conversation, its queues' heads (``inbox_next``, ``outbox_next``) and ``kept``;
-        nothing if the lease is not held.
-
-        The queues are read with the statement's snapshot, taken before the row is locked.
-        An intake that held the row meanwhile (its event unseen) has left a newer version
-        of it: the row the UPDATE writes is then not the one the snapshot reads (their
-        ``xmin``, the writing transaction, differ), and the lease is kept: the worker reads
-        its work afresh, and the next finish sees the event. An intake that comes after the
-        lock waits for it and then sets ``due_at`` itself."""
+        """PostgreSQL: a worker's finish as one statement (finish_statement), built once
+        per shape of acks."""
         stmt = self._finishes.get(acks)
-        if stmt is not None:
-            return stmt
-        c, o = conversations.c, outbox.c
-        locked = (
-            select(c.id)
-            .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
-            .with_for_update()
-            .cte("locked")
-        )
-        writes = _ack_writes(acks, locked)
-        # The outbox's head once the acks are in: the snapshot does not see this statement's
-        # own writes, so acked rows count as they are after the ack (their RETURNING).
-        pending: Any = select(o.id, o.next_attempt_at).where(
-            o.conversation_id == _p("cid"), o.status == PENDING
-        )
-        if writes:
-            acked = union_all(*(select(ack.c.id) for ack in writes))
-            pending = union_all(
-                pending.where(o.id.not_in(acked)),
-                *(
-                    select(ack.c.id, ack.c.next_attempt_at).where(ack.c.status == PENDING)
-                    for ack in writes
-                ),
-            )
-        rows = pending.subquery("pending")
-        outbox_next = select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
-        snapshot = conversations.alias("snapshot")
-        read_version = (
-            select(literal_column("snapshot.xmin::text"))
-            .select_from(snapshot)
-            .where(snapshot.c.id == _p("cid"))
-            .scalar_subquery()
-        )
-        # Read once for the three SET clauses and RETURNING (scalar subqueries on a CTE: a
-        # subquery in UPDATE's FROM would be a cross join).
-        heads = select(
-            self._inbox_next.label("inbox_next"),
-            outbox_next.label("outbox_next"),
-            read_version.label("version"),
-        ).cte("heads")
-        inbox_at = select(heads.c.inbox_next).scalar_subquery()
-        outbox_at = select(heads.c.outbox_next).scalar_subquery()
-        changed = (
-            literal_column("conversations.xmin::text") != select(heads.c.version).scalar_subquery()
-        )
-        due = func.least(inbox_at, outbox_at)
-        keep = or_(due <= _p("now"), changed)
-        stmt = (
-            update(conversations)
-            .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
-            .values(
-                lease_owner=case((keep, c.lease_owner), else_=None),
-                lease_until=case(
-                    (keep, bindparam("p_until", type_=c.lease_until.type)), else_=None
-                ),
-                due_at=case((keep, c.due_at), else_=due),
-            )
-            .returning(
-                *conversations.c,
-                inbox_at.label("inbox_next"),
-                outbox_at.label("outbox_next"),
-                c.lease_owner.is_not(None).label("kept"),
-            )
-        )
-        if writes:
-            stmt = stmt.add_cte(*writes)
-        self._finishes[acks] = stmt
+        if stmt is None:
+            stmt = self._finishes[acks] = finish_statement(acks, self._inbox_next)
         return stmt
 
     def accept_in_one(self, with_state: bool) -> Any:
@@ -318,8 +252,17 @@ class HotStatements:
             .returning(i.id, i.event_id)
             .cte("event")
         )
-        # The upsert always returns its one row; the event's, none for a duplicate.
-        stmt = select(conv, event.c.id.label("inbox_id"), event.c.event_id).select_from(
+        # The upsert always returns its one row; the event's, none for a duplicate. A new
+        # event of a conversation this intake did not lease wakes its holder (or, if free,
+        # every replica) in the same statement: LISTEN/NOTIFY, no round trip of its own.
+        offered = bindparam("p_c_lease_owner", type_=c.lease_owner.type)
+        wake = case(
+            (
+                and_(event.c.id.is_not(None), conv.c.lease_owner.is_distinct_from(offered)),
+                work_notice(conv.c.lease_owner, conv.c.id).is_(None),
+            )
+        ).label("notified")
+        stmt = select(conv, event.c.id.label("inbox_id"), event.c.event_id, wake).select_from(
             conv.outerjoin(event, true())
         )
         if with_state:
@@ -331,55 +274,139 @@ class HotStatements:
         return stmt
 
     def commit_in_one(self, shape: CommitShape) -> Any:
-        """PostgreSQL: a worker's commit as one statement, its own transaction (no BEGIN, no
-        COMMIT: one round trip where there were five). Every write is a CTE that reads the
-        guarded conversation update's RETURNING, so if the lease is not held nothing is
-        written; the statement returns ``held`` (0 or 1) and the new reply's ``outbox_id``.
-
-        ``shape``: the conversation's columns (placeholders ``p_c_<column>``), the inbox
-        item's columns or None (``p_i_id``, ``p_i_<column>``), whether one reply is added
-        (``p_o_<column>``), and each ack's columns (``p_a<n>_id``, ``p_a<n>_<column>``);
-        the guard's ``p_cid``, ``p_owner``, ``p_now`` as in update_held_conversation."""
+        """PostgreSQL: a worker's commit as one statement (commit_statement), built once per
+        shape."""
         stmt = self._commits.get(shape)
-        if stmt is not None:
-            return stmt
-        c, i, o = conversations.c, inbox.c, outbox.c
-        held = (
-            update(conversations)
-            .where(c.id == _p("cid"), c.lease_owner == _p("owner"), c.lease_until >= _p("now"))
-            .values({name: _p(f"c_{name}") for name in sorted(shape.conversation)})
-            .returning(c.id)
-            .cte("held")
-        )
-        held_id = select(held.c.id).scalar_subquery()
-        writes = _ack_writes(shape.acks, held)
-        if shape.inbox is not None:
-            step_inbox = (
-                update(inbox)
-                .where(i.id == _p("i_id"), i.conversation_id == held_id)
-                .values({name: _p(f"i_{name}") for name in sorted(shape.inbox)})
-                .returning(i.id)
-            )
-            writes.append(step_inbox.cte("step_inbox"))
-        reply: Any = null()
-        if shape.reply:
-            rows = select(
-                held.c.id,
-                *(bindparam(f"p_o_{name}", type_=o[name].type) for name in REPLY_COLUMNS),
-            )
-            new = (
-                insert(outbox)
-                .from_select(["conversation_id", *REPLY_COLUMNS], rows)
-                .returning(o.id)
-                .cte("new_reply")
-            )
-            reply = select(new.c.id).scalar_subquery()
-        stmt = select(
-            select(func.count()).select_from(held).scalar_subquery().label("held"),
-            reply.label("outbox_id"),
-        ).add_cte(*writes)
-        self._commits[shape] = stmt
+        if stmt is None:
+            stmt = self._commits[shape] = commit_statement(shape)
         return stmt
+
+
+def commit_statement(shape: CommitShape) -> Any:
+    """PostgreSQL: a worker's commit as one statement, its own transaction (no BEGIN, no
+    COMMIT: one round trip where there were five). Every write is a CTE that reads the
+    guarded conversation update's RETURNING, so if the lease is not held nothing is
+    written; the statement returns ``held`` (0 or 1) and the new reply's ``outbox_id``.
+
+    ``shape``: the conversation's columns (placeholders ``p_c_<column>``), the inbox
+    item's columns or None (``p_i_id``, ``p_i_<column>``), whether one reply is added
+    (``p_o_<column>``), and each ack's columns (``p_a<n>_id``, ``p_a<n>_<column>``);
+    the guard's ``p_cid``, ``p_owner``, ``p_now`` as in update_held_conversation."""
+    c, i, o = conversations.c, inbox.c, outbox.c
+    held = (
+        update(conversations)
+        .where(c.id == _p("cid"), c.lease_owner == _p("owner"), c.lease_until >= _p("now"))
+        .values({name: _p(f"c_{name}") for name in sorted(shape.conversation)})
+        .returning(c.id)
+        .cte("held")
+    )
+    held_id = select(held.c.id).scalar_subquery()
+    writes = _ack_writes(shape.acks, held)
+    if shape.inbox is not None:
+        step_inbox = (
+            update(inbox)
+            .where(i.id == _p("i_id"), i.conversation_id == held_id)
+            .values({name: _p(f"i_{name}") for name in sorted(shape.inbox)})
+            .returning(i.id)
+        )
+        writes.append(step_inbox.cte("step_inbox"))
+    reply: Any = null()
+    if shape.reply:
+        rows = select(
+            held.c.id,
+            *(bindparam(f"p_o_{name}", type_=o[name].type) for name in REPLY_COLUMNS),
+        )
+        new = (
+            insert(outbox)
+            .from_select(["conversation_id", *REPLY_COLUMNS], rows)
+            .returning(o.id)
+            .cte("new_reply")
+        )
+        reply = select(new.c.id).scalar_subquery()
+    stmt = select(
+        select(func.count()).select_from(held).scalar_subquery().label("held"),
+        reply.label("outbox_id"),
+    ).add_cte(*writes)
+    return stmt
+
+
+def finish_statement(acks: tuple[frozenset[str], ...], inbox_next: Any) -> Any:
+    """PostgreSQL: a worker's finish as one statement, its own transaction. It records
+    each ack (``p_a<n>_id``, ``p_a<n>_<column>``) if the lease is held (``p_cid``,
+    ``p_owner``); then, if work is due now (``p_now``), keeps the lease (until
+    ``p_until``), otherwise releases it and records when work is next due. Returns the
+    conversation, its queues' heads (``inbox_next``, ``outbox_next``) and ``kept``;
+    nothing if the lease is not held.
+
+    The queues are read with the statement's snapshot, taken before the row is locked.
+    An intake that held the row meanwhile (its event unseen) has left a newer version
+    of it: the row the UPDATE writes is then not the one the snapshot reads (their
+    ``xmin``, the writing transaction, differ), and the lease is kept: the worker reads
+    its work afresh, and the next finish sees the event. An intake that comes after the
+    lock waits for it and then sets ``due_at`` itself."""
+    c, o = conversations.c, outbox.c
+    locked = (
+        select(c.id)
+        .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
+        .with_for_update()
+        .cte("locked")
+    )
+    writes = _ack_writes(acks, locked)
+    # The outbox's head once the acks are in: the snapshot does not see this statement's
+    # own writes, so acked rows count as they are after the ack (their RETURNING).
+    pending: Any = select(o.id, o.next_attempt_at).where(
+        o.conversation_id == _p("cid"), o.status == PENDING
+    )
+    if writes:
+        acked = union_all(*(select(ack.c.id) for ack in writes))
+        pending = union_all(
+            pending.where(o.id.not_in(acked)),
+            *(
+                select(ack.c.id, ack.c.next_attempt_at).where(ack.c.status == PENDING)
+                for ack in writes
+            ),
+        )
+    rows = pending.subquery("pending")
+    outbox_next = select(rows.c.next_attempt_at).order_by(rows.c.id).limit(1).scalar_subquery()
+    snapshot = conversations.alias("snapshot")
+    read_version = (
+        select(literal_column("snapshot.xmin::text"))
+        .select_from(snapshot)
+        .where(snapshot.c.id == _p("cid"))
+        .scalar_subquery()
+    )
+    # Read once for the three SET clauses and RETURNING (scalar subqueries on a CTE: a
+    # subquery in UPDATE's FROM would be a cross join).
+    heads = select(
+        inbox_next.label("inbox_next"),
+        outbox_next.label("outbox_next"),
+        read_version.label("version"),
+    ).cte("heads")
+    inbox_at = select(heads.c.inbox_next).scalar_subquery()
+    outbox_at = select(heads.c.outbox_next).scalar_subquery()
+    changed = (
+        literal_column("conversations.xmin::text") != select(heads.c.version).scalar_subquery()
+    )
+    due = func.least(inbox_at, outbox_at)
+    keep = or_(due <= _p("now"), changed)
+    stmt = (
+        update(conversations)
+        .where(c.id == _p("cid"), c.lease_owner == _p("owner"))
+        .values(
+            lease_owner=case((keep, c.lease_owner), else_=None),
+            lease_until=case((keep, bindparam("p_until", type_=c.lease_until.type)), else_=None),
+            due_at=case((keep, c.due_at), else_=due),
+        )
+        .returning(
+            *conversations.c,
+            inbox_at.label("inbox_next"),
+            outbox_at.label("outbox_next"),
+            c.lease_owner.is_not(None).label("kept"),
+        )
+    )
+    if writes:
+        stmt = stmt.add_cte(*writes)
+    return stmt
 
 
 def _ack_writes(acks: tuple[frozenset[str], ...], held: Any) -> list[Any]:
@@ -448,6 +475,38 @@ class CommitShape:
     inbox: frozenset[str] | None
     reply: bool
     acks: tuple[frozenset[str], ...]
+
+
+# PostgreSQL's NOTIFY channel of new work: the payload is "<lease owner> <conversation id>",
+# the owner empty for a conversation no replica holds (bridge/engine/dispatch.py listens).
+WORK_CHANNEL = "parloa_bridge_work"
+
+
+def work_notice(owner: Any, conversation_id: Any) -> Any:
+    """pg_notify of new work in conversation ``conversation_id`` (SQL expressions)."""
+    payload = func.coalesce(owner, "") + " " + cast(conversation_id, Text)
+    return func.pg_notify(WORK_CHANNEL, payload)
+
+
+# PostgreSQL's NOTIFY channel of announced channel state puts: "<channel> <key>".
+STATE_CHANNEL = "parloa_bridge_state"
+
+
+def state_notice(channel: Any, key: Any) -> Any:
+    """pg_notify of a put of ``channel``'s entry ``key`` (SQL expressions)."""
+    return func.pg_notify(STATE_CHANNEL, channel + " " + key)
+
+
+def parse_state_notice(payload: str) -> tuple[str, str]:
+    """A state notice's (channel, key)."""
+    channel, _, key = payload.partition(" ")
+    return channel, key
+
+
+def parse_work_notice(payload: str) -> tuple[str, int] | None:
+    """A work notice's (owner, conversation id): the owner empty when none holds it."""
+    owner, _, cid = payload.rpartition(" ")
+    return (owner, int(cid)) if cid.isdigit() else None
 
 
 def params(values: dict[str, Any], **keys: Any) -> dict[str, Any]:

@@ -191,3 +191,39 @@ def test_example_config_documents_every_key() -> None:
         if not re.search(rf"^#?\s*{name}\s*=", text, re.MULTILINE)
     ]
     assert missing == [], f"config/bridge.example.toml does not document: {missing}"
+
+
+def test_redactor_hides_slack_refresh_and_rotating_tokens() -> None:
+    out = Redactor()("refresh xoxe-1-My0xLTEtNjE2 rotating xoxe.xoxp-1-Mi0yLTEyMzQ1Njc4OQ end")
+    assert "My0xLTEtNjE2" not in out
+    assert "Mi0yLTEyMzQ1Njc4OQ" not in out
+    assert out.startswith("refresh ") and out.endswith(" end")
+
+
+@pytest.mark.parametrize(
+    ("password", "shown"),
+    [
+        ("pw-db-123", "pw-db-123"),
+        ("pa@ss:w/rd@xyz", "pa@ss:w/rd@xyz"),  # unencoded @, : and / in the password
+        ("p%40ss%2Fword", "p@ss/word"),  # percent-encoded: both forms are secrets
+    ],
+)
+def test_database_password_is_redacted_in_summary_and_logs(password: str, shown: str) -> None:
+    url = f"postgresql+asyncpg://bridge:{password}@db.internal:5432/bridge"
+    config = parse_config({**GOOD, "database": {"url": url}}, ENV, validate_channel)
+    summary = json.dumps(config.summary(), default=str)
+    assert "postgresql+asyncpg://bridge:***@db.internal:5432/bridge" in summary
+    for part in {password, shown, *password.split("@")[1:]}:
+        assert part not in summary
+    redact = Redactor(config.secrets())
+    line = redact(f"connect failed: password={shown} url={url}")
+    assert shown not in line and password not in line
+    assert "db.internal" in line
+
+
+def test_url_without_password_is_left_alone() -> None:
+    from bridge.config import redact_url, url_password
+
+    for url in ("sqlite+aiosqlite:///data/bridge.db", "postgresql+asyncpg://bridge@db/x"):
+        assert redact_url(url) == url
+        assert url_password(url) == []

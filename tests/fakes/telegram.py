@@ -261,6 +261,9 @@ class Call:
     raw: dict[str, Any] = field(default_factory=dict)  # values as they came on the wire
     status: int | None = None
     response: JSON | None = None
+    # The client had gone (a killed process's long poll) when the answer was ready: nobody
+    # read it.
+    abandoned: bool = False
 
     @property
     def ok(self) -> bool:
@@ -2329,6 +2332,7 @@ class FakeTelegram:
         try:
             outcome = await handler(self, bot, call)
         except ApiError as exc:
+            call.abandoned = request.transport is None or request.transport.is_closing()
             return self._answer(call, exc.status, exc.body())
         ok = outcome if isinstance(outcome, _Ok) else _Ok(outcome)
         body: JSON = {"ok": True, "result": ok.result}

@@ -21,10 +21,12 @@ from bridge.channel import (
 from bridge.config import EngineConfig, MessagesConfig
 from bridge.devtools.simulator import RunningSimulator
 from bridge.engine import Bot, Engine
+from bridge.engine.intake import requester_id
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.textchat.client import TextchatClient, Timeouts
 from bridge.textchat.models import CardElement, PayloadElement, TextElement
+from bridge.vocabulary import NewEvent
 
 CHANNEL = "test"
 
@@ -114,6 +116,14 @@ def inbound(
         address={"conversation": conversation},
         context={"platform": "test"},
     )
+
+
+def stored_event(conversation: str, text: str, event_id: str) -> NewEvent:
+    """What the intake stores for ``inbound(conversation, text)``: for tests that write to
+    the store as another replica's intake would."""
+    e = inbound(conversation, text, event_id=event_id)
+    requester = requester_id(CHANNEL, e.user_id)
+    return NewEvent(e.event_id, e.conversation_key, requester, e.kind, e.text, e.address, e.context)
 
 
 @dataclass

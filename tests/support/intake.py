@@ -5,7 +5,7 @@ of the engine and the store (the ``Intake`` and ``ChannelState`` protocols of br
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from bridge.channel import AcceptResult, Inbound, IntakeUnavailable, StoredReply
 
@@ -17,6 +17,7 @@ class MemoryState:
     def __init__(self, values: Mapping[str, str] | None = None, *, fail_reads: int = 0) -> None:
         self.values: dict[str, str] = dict(values or {})
         self.fail_reads = fail_reads
+        self.watchers: dict[str, list[Callable[[], None]]] = {}
 
     async def get(self, key: str) -> str | None:
         if self.fail_reads:
@@ -24,8 +25,15 @@ class MemoryState:
             raise RuntimeError("database blip")
         return self.values.get(key)
 
-    async def put(self, key: str, value: str) -> None:
+    async def put(self, key: str, value: str, *, announce: bool = False) -> None:
         self.values[key] = value
+        if announce:
+            for wake in list(self.watchers.get(key, ())):
+                wake()
+
+    def watch(self, key: str, wake: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.setdefault(key, []).append(wake)
+        return lambda: self.watchers[key].remove(wake)
 
     async def delete(self, key: str) -> None:
         self.values.pop(key, None)

@@ -14,16 +14,17 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from adapters.webhook.convert import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
-from bridge.devtools.simulator import RunningSimulator
+from bridge.devtools.simulator import RunningSimulator, SimulatorState, start_simulator
 from tests.support.config import config_data, toml_text
 from tests.support.net import LocalServer, free_port, local_url
 from tests.support.paths import ROOT
@@ -333,6 +334,34 @@ class World:
         """Kill whatever is still running (teardown)."""
         for process in self.processes:
             await process.cleanup()
+
+
+class WebhookWorld(World):
+    """A :class:`World` whose channel is a webhook delivering to :attr:`receiver`."""
+
+    def __init__(self, tmp_path: Path, simulator: RunningSimulator, receiver: Receiver) -> None:
+        super().__init__(tmp_path, simulator, webhook_channel(receiver.url))
+        self.receiver = receiver
+
+
+WebhookWorldT = TypeVar("WebhookWorldT", bound=WebhookWorld)
+
+
+@asynccontextmanager
+async def webhook_world(
+    tmp_path: Path, make: Callable[[Path, RunningSimulator, Receiver], WebhookWorldT]
+) -> AsyncIterator[WebhookWorldT]:
+    """A seeded simulator and a started receiver around a world built by ``make``; on exit the
+    world's processes are killed, then the receiver closed."""
+    receiver = Receiver()
+    async with await start_simulator(state=SimulatorState(seed=1)) as simulator:
+        await receiver.start()
+        world = make(tmp_path, simulator, receiver)
+        try:
+            yield world
+        finally:
+            await world.cleanup()
+            await receiver.close()
 
 
 # --- the bridge process -------------------------------------------------------------------------

@@ -12,6 +12,8 @@
     text_too_long: `Not sent: longer than ${config.maxTextLength} characters.`,
     empty_text: "Not sent: the message is empty.",
     invalid_frame: "Not sent.",
+    rate_limited: "You're sending messages too fast — please wait a moment.",
+    slow_down: "Please wait for an answer before sending more.",
   };
 
   const byId = (id) => document.getElementById(id);
@@ -57,11 +59,14 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  let user = load("user", null);
-  if (typeof user !== "string" || !/^[A-Za-z0-9_-]{8,64}$/.test(user)) {
-    user = randomId();
-    save("user", user);
+  // The identity is issued and signed by the bridge (an "identity" frame answers a hello
+  // without one); kept in localStorage, which works inside a cross-origin frame where
+  // third-party cookies do not.
+  let identity = load("identity", null);
+  if (!identity || typeof identity.user !== "string" || typeof identity.token !== "string") {
+    identity = null;
   }
+  let greeted = load("greeted", false) === true; // the bot's welcome was asked for
   // {id, kind, text, value, afterSeq, state: pending|sent|failed, error}; afterSeq places an
   // own message after the bot message it answered when the history is shown again.
   let own = load("sent", []);
@@ -74,6 +79,7 @@
   let lastSeq = 0;
   let attempt = 0;
   let typingTimer = 0;
+  let capped = false; // the last socket was refused: too many connections
 
   // --- rendering ---
 
@@ -234,6 +240,12 @@
     transmit(entry); // else sent once connected
   }
 
+  function greet() {
+    if (!greeted && ready && socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "start", id: "start" }));
+    }
+  }
+
   function settle(id, state, error) {
     const entry = own.find((e) => e.id === id);
     if (!entry) return;
@@ -259,6 +271,27 @@
   }
 
   function onError(frame) {
+    if (frame.id === "start") {
+      if (frame.reason !== "identity_refused") setTimeout(greet, RESEND_MS);
+      return;
+    }
+    if (frame.reason === "identity_refused") {
+      // Not issued by this bridge (or its key changed): start afresh with a new identity.
+      identity = null;
+      greeted = false;
+      own = [];
+      save("identity", null);
+      save("greeted", false);
+      save("sent", own);
+      log.textContent = "";
+      shown.clear();
+      lastSeq = 0;
+      return;
+    }
+    if (frame.reason === "too_many_connections") {
+      capped = true; // shown by the close that follows
+      return;
+    }
     if (frame.reason === "unavailable") {
       setTimeout(() => {
         const entry = own.find((e) => e.id === frame.id);
@@ -277,8 +310,19 @@
       case "message":
         onMessage(frame);
         break;
+      case "identity":
+        if (isText(frame.user) && isText(frame.token)) {
+          identity = { user: frame.user, token: frame.token };
+          greeted = false;
+          save("identity", identity);
+          save("greeted", false);
+        }
+        break;
       case "ready":
         ready = true;
+        // A new user: the conversation starts, so the bot's welcome comes first. The server
+        // turns every "start" of a user into one event, so a retry cannot greet twice.
+        greet();
         synced = true;
         attempt = 0;
         setStatus("");
@@ -291,6 +335,11 @@
         scrollDown();
         break;
       case "ack":
+        if (frame.id === "start") {
+          greeted = true;
+          save("greeted", true);
+          showTyping(TYPING_AFTER_SEND_MS);
+        }
         settle(frame.id, "sent");
         break;
       case "error":
@@ -324,7 +373,11 @@
     }
     socket = ws;
     ws.addEventListener("open", () => {
-      const hello = { type: "hello", user, since: lastSeq, language: navigator.language };
+      const hello = { type: "hello", since: lastSeq, language: navigator.language };
+      if (identity) {
+        hello.user = identity.user;
+        hello.token = identity.token;
+      }
       ws.send(JSON.stringify(hello));
     });
     ws.addEventListener("message", (event) => {
@@ -340,7 +393,12 @@
       if (socket !== ws) return;
       socket = null;
       ready = false;
-      setStatus("Connection lost. Reconnecting…");
+      setStatus(
+        capped
+          ? "Too many open chats. Close one to continue here."
+          : "Connection lost. Reconnecting…",
+      );
+      capped = false;
       scheduleReconnect(); // the server restarted or went away: another replica answers
     });
   }

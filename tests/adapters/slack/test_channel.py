@@ -557,6 +557,40 @@ async def test_a_429_with_a_garbled_or_endless_retry_after_pauses_a_finite_time(
     assert (caught.value.rate_limited, caught.value.retry_after) == (True, paused)
 
 
+async def test_a_429_pauses_the_whole_workspace(slack: FakeSlack) -> None:
+    """Slack does not say which budget a 429 is about: every channel of the workspace waits
+    (without a request), channels of other workspaces do not."""
+    options = SlackOptions(
+        bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_base_url=slack.api_url
+    )
+    adapter = SlackAdapter("sl", options, AdapterServices(public_url=None, unsupported_text="?"))
+    slack.fail_next("chat.postMessage", status=429, retry_after="30")
+
+    async def progress(_index: int, _message_id: str | None) -> None:
+        return None
+
+    def to(team: str, channel: str) -> Delivery:
+        return Delivery(
+            outbox_id=1,
+            conversation_key=f"{team}:{channel}",
+            address={"team_id": team, "channel": channel},
+            elements=[parse_element({"type": "text", "content": "hello"})],
+            parts_done=0,
+            progress=progress,
+        )
+
+    try:
+        with pytest.raises(DeliveryRetryable):
+            await adapter.deliver(to(TEAM, DM))
+        calls = len(slack.calls_to("chat.postMessage"))
+        with pytest.raises(DeliveryRetryable) as caught:
+            await adapter.deliver(to(TEAM, CHAN))  # another channel, the same workspace
+        assert caught.value.rate_limited and 29 < (caught.value.retry_after or 0) <= 30
+        assert len(slack.calls_to("chat.postMessage")) == calls, "asked Slack again"
+    finally:
+        await adapter.stop()
+
+
 # --- 9. Socket Mode -------------------------------------------------------------------------
 
 
@@ -777,3 +811,39 @@ async def test_tokens_and_secrets_never_logged(
     )
     for secret in secrets:
         assert secret not in output, secret
+
+
+async def test_installation_tokens_are_redacted_once_known(tmp_path: Path) -> None:
+    """Tokens that arrive with an installation are added to the log redactor, whatever their
+    shape (no pattern knows a token Slack may issue tomorrow)."""
+    from slack_sdk.oauth.installation_store.models.installation import Installation
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from adapters.slack.channel import RedactingInstallationStore
+
+    stream = io.StringIO()
+    configure_logging("INFO", "text", [], stream=stream)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/install.db")
+    token, refresh = "unshaped-bot-token-0123456789", "unshaped-refresh-0123456789"
+    try:
+        installs = RedactingInstallationStore(client_id="111.222", engine=engine)
+        await installs.create_tables()
+        await installs.async_save(
+            Installation(
+                app_id="A0APP",
+                team_id="T0NEW",
+                user_id="U0ADMIN",
+                bot_token=token,
+                bot_refresh_token=refresh,
+                bot_id="B0NEW",
+                bot_user_id="U0BOTNEW",
+            )
+        )
+        bot = await installs.async_find_bot(enterprise_id=None, team_id="T0NEW")
+        assert bot is not None and bot.bot_token == token
+        logging.getLogger("adapters.slack").warning("said %s and %s", token, refresh)
+    finally:
+        logging.getLogger().handlers.clear()
+        await engine.dispose()
+    output = stream.getvalue()
+    assert "said *** and ***" in output, output

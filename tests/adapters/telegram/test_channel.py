@@ -28,7 +28,7 @@ from tests.support.sqlite_faults import set_query_only
 from tests.support.waiting import poll_until
 
 TOKEN = "123456:ABC-test-token-0123456789abcdef"
-SECRET = "hook-secret_123"
+SECRET = "hook-secret_1234"
 PUBLIC_URL = "https://bridge.example.com"
 
 
@@ -411,3 +411,25 @@ async def test_300_chats_at_once_with_slow_parloa(
         # launch + message = 2 s of Parloa latency; serial handling would take 600 s.
         print(f"300 chats answered in {elapsed:.1f}s")
         assert elapsed < 20, f"300 chats took {elapsed:.1f}s"
+
+
+def test_a_webhook_secret_needs_16_characters() -> None:
+    from pydantic import ValidationError
+
+    from adapters.telegram.options import TelegramOptions
+
+    with pytest.raises(ValidationError, match="16-256 characters"):
+        TelegramOptions(token=TOKEN, mode="webhook", webhook_secret="fifteen-chars-x")
+    assert TelegramOptions(token=TOKEN, mode="webhook", webhook_secret="sixteen-chars-xy")
+
+
+async def test_polling_skips_an_update_the_database_would_refuse(
+    tmp_path: Path, tg: FakeTelegram, sim: RunningSimulator
+) -> None:
+    """A NUL in a text is refused at the adapter: the update is skipped (one log line), the
+    offset moves on, and the next update is answered; nothing is polled for ever."""
+    async with bridge(tmp_path, tg, sim):
+        tg.push_update(tg.private_text(77, "bad\x00text"))
+        await exchange(tg, tg.private_text(77, "good"), 77, 2)
+    said = [r.text for r in sim.state.requests if r.event_type == "message"]
+    assert said == ["good"]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bridge.devtools.simulator import RunningSimulator
 from bridge.service import Service
-from tests.adapters.webchat.test_channel import CHANNEL, config_for
+from tests.adapters.webchat.test_channel import CHANNEL, SECRET, config_for
 from tests.support.config import sqlite_url
 from tests.support.net import free_port, serving
 from tests.support.paths import ROOT
@@ -101,7 +101,8 @@ async def test_chat_in_a_browser(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/webchat/{CHANNEL}/"
-    service = service_on(tmp_path, sim, port, title="Demo shop")
+    # One identity key for both processes: the page's identity outlives the restart.
+    service = service_on(tmp_path, sim, port, title="Demo shop", identity_secret=SECRET)
     await service.start()
     try:
         context = await browser.new_context(viewport={"width": 480, "height": 760})
@@ -112,15 +113,12 @@ async def test_chat_in_a_browser(
         await expect(page.get_by_role("heading", name="Demo shop")).to_be_visible()
         await expect(page.locator("#status")).to_have_text("")  # connected
 
-        # launch: the welcome with its chips, then the echo
-        await send(page, "hello")
+        # opening the chat starts the conversation: the welcome with its chips comes first
         bot = page.locator(".msg.bot")
         await expect(bot.first).to_contain_text("demo bot of the parloa-bridge simulator")
+        await expect(page.locator("#log > li")).to_have_count(1)
         chips = page.get_by_role("group", name="Suggestions").get_by_role("button")
         await expect(chips).to_have_text(["Show me a card", "What can you do?", "bye"])
-        await expect(bot.nth(1)).to_have_text("You said: hello")
-        await expect(page.locator(".msg.user").first).to_have_text("hello")
-        await expect(page.locator(".msg.user.pending")).to_have_count(0)  # acknowledged
         await expect(page.locator("#typing")).to_be_hidden()
         await page.screenshot(path=artifacts / "01-welcome.png")
 
@@ -134,7 +132,13 @@ async def test_chat_in_a_browser(
         await expect(image).to_have_js_property("complete", True)
         assert await image.evaluate("img => img.naturalWidth") == 320
         await expect(chips.first).to_be_disabled()
+        await expect(page.locator(".msg.user").first).to_have_text("Show me a card")
         await page.screenshot(path=artifacts / "02-card.png")
+
+        # a message: its echo
+        await send(page, "hello")
+        await expect(bot.nth(2)).to_have_text("You said: hello")
+        await expect(page.locator(".msg.user.pending")).to_have_count(0)  # acknowledged
 
         # bye: the farewell
         await send(page, "bye")
@@ -148,12 +152,12 @@ async def test_chat_in_a_browser(
         await page.reload()
         await expect(page.locator("#status")).to_have_text("")
         await expect(items).to_have_count(7)
-        await expect(page.locator(".msg.user")).to_have_text(["hello", "Show me a card", "bye"])
-        await expect(items.nth(0)).to_have_text("hello")
-        await expect(items.nth(1)).to_contain_text("demo bot")
-        await expect(items.nth(2)).to_have_text("You said: hello")
-        await expect(items.nth(3)).to_have_text("Show me a card")
-        await expect(items.nth(4).locator("article.card img")).to_be_visible()
+        await expect(page.locator(".msg.user")).to_have_text(["Show me a card", "hello", "bye"])
+        await expect(items.nth(0)).to_contain_text("demo bot")  # not greeted again
+        await expect(items.nth(1)).to_have_text("Show me a card")
+        await expect(items.nth(2).locator("article.card img")).to_be_visible()
+        await expect(items.nth(3)).to_have_text("hello")
+        await expect(items.nth(4)).to_have_text("You said: hello")
         await expect(items.nth(5)).to_have_text("bye")
         await expect(items.nth(6)).to_have_text("Bye! See you later :)")
         assert await items.all_inner_texts() == before
@@ -166,7 +170,7 @@ async def test_chat_in_a_browser(
         await send(page, "anyone there?")
         await expect(page.locator(".msg.user.pending")).to_have_text("anyone there?Sending…")
         await page.screenshot(path=artifacts / "05-offline.png")
-        service = service_on(tmp_path, sim, port, title="Demo shop")
+        service = service_on(tmp_path, sim, port, title="Demo shop", identity_secret=SECRET)
         await service.start()
         await expect(page.locator("#status")).to_have_text("", timeout=15_000)
         await expect(bot.last).to_have_text("You said: anyone there?")
@@ -182,7 +186,37 @@ async def test_chat_in_a_browser(
     finally:
         await service.stop()
     launches = [r for r in sim.state.requests if r.event_type == "launch"]
-    assert len(launches) == 3  # hello; after bye, "anyone there?"; the restart
+    assert len(launches) == 3  # the greeting; after bye, "anyone there?"; the restart
+
+
+async def test_too_fast_gets_a_polite_notice(
+    tmp_path: Path, sim: RunningSimulator, browser: Browser, artifacts: Path
+) -> None:
+    port = free_port()
+    # A burst of 5 and (almost) no refill: the same outcome however fast the browser types.
+    service = service_on(tmp_path, sim, port, socket_burst=5, socket_rate_per_second=0.001)
+    await service.start()
+    try:
+        page = await browser.new_page(viewport={"width": 480, "height": 760})
+        problems = watch_for_errors(page)
+        await page.goto(f"http://127.0.0.1:{port}/webchat/{CHANNEL}/")
+        await expect(page.locator(".msg.bot").first).to_contain_text("demo bot")
+        for i in range(8):  # the greeting took one of the socket's 5
+            await send(page, f"quick {i}")
+        failed = page.locator(".msg.user.failed")
+        await expect(failed).to_have_count(4)
+        await expect(failed.first).to_have_text(
+            "quick 4You're sending messages too fast — please wait a moment."
+        )
+        await expect(page.locator(".msg.user.pending")).to_have_count(0)
+        # what was accepted is answered
+        await expect(page.locator(".msg.bot")).to_have_count(1 + 4)
+        await expect(page.locator(".msg.bot").last).to_have_text("You said: quick 3")
+        await page.screenshot(path=artifacts / "08-too-fast.png")
+        assert problems == []
+        await page.close()
+    finally:
+        await service.stop()
 
 
 async def test_embedded_on_another_site(
@@ -225,3 +259,31 @@ async def test_embedded_on_another_site(
             await page.close()
         finally:
             await service.stop()
+
+
+async def test_an_identity_the_bridge_did_not_issue_is_replaced(
+    tmp_path: Path, sim: RunningSimulator, browser: Browser
+) -> None:
+    port = free_port()
+    service = service_on(tmp_path, sim, port)
+    await service.start()
+    try:
+        page = await browser.new_page()
+        problems = watch_for_errors(page)
+        await page.goto(f"http://127.0.0.1:{port}/webchat/{CHANNEL}/")
+        await expect(page.locator(".msg.bot").first).to_contain_text("demo bot")
+        key = f"parloa-bridge:webchat:{CHANNEL}:identity"
+        forged = {"user": "f" * 32, "token": "A" * 43}
+        await page.evaluate("([k, v]) => localStorage.setItem(k, JSON.stringify(v))", [key, forged])
+        await page.reload()
+        # refused, then a new identity: a new conversation, greeted
+        await expect(page.locator("#status")).to_have_text("")
+        await expect(page.locator(".msg.bot")).to_have_count(1)
+        await expect(page.locator(".msg.bot").first).to_contain_text("demo bot")
+        stored = await page.evaluate("k => JSON.parse(localStorage.getItem(k))", key)
+        assert stored["user"] not in (None, forged["user"])
+        assert problems == []
+        await page.close()
+    finally:
+        await service.stop()
+    assert [r.event_type for r in sim.state.requests] == ["launch", "launch"]

@@ -544,6 +544,21 @@ async def test_a_retry_after_of_for_ever_is_capped(
     assert caught.value.retry_after == seconds
 
 
+@pytest.mark.parametrize("header", ["0", "0.2", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", None])
+async def test_a_429_without_a_usable_wait_counts_as_an_attempt(
+    make_adapter: MakeAdapter, receiver: Receiver, header: str | None
+) -> None:
+    """``Retry-After: 0`` (or none, or a past date) from a receiver that keeps answering 429
+    must not retry at once for ever: it is an ordinary retry, backed off and counted against
+    the delivery's attempts (a rate-limited retry is not counted)."""
+    adapter = await make_adapter()
+    headers = {"Retry-After": header} if header is not None else {}
+    receiver.default = Answer(status=429, body=b"", headers=headers)
+    with pytest.raises(DeliveryRetryable) as caught:
+        await adapter.deliver(delivery(Progress()))
+    assert (caught.value.rate_limited, caught.value.retry_after) == (False, None)
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [

@@ -4,6 +4,7 @@ lifecycle with the exact Parloa requests, dedup, ordering, concurrency, outages,
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from bridge.channel import AcceptResult, DeliveryRetryable, InboundKind, RecipientGone
 from bridge.devtools.simulator import Faults, RunningSimulator, SimulatorState
 from bridge.engine import TYPING_DELAY, Engine
-from bridge.store import Store, StoreUnavailable
+from bridge.store import DataRefused, Store, StoreError, StoreUnavailable
 from bridge.store.database import create_engine
 from bridge.vocabulary import Claim, Conversation, NewEvent, SessionOpened
 from tests.support.database import skip_unless_replicas_can_share
@@ -642,3 +643,68 @@ async def test_stop_gives_its_loops_no_more_than_the_drain_timeout(
             assert stuck.cancelled
     finally:
         await stuck.close()
+
+
+class AnswerWriteFails(Store):
+    """The first write of an answer to ``word`` raises ``error`` (a StoreUnavailable: the
+    database went away at that moment), or every one does (a DataRefused: the database will
+    never take that answer, as PostgreSQL a NUL character)."""
+
+    def __init__(self, store: Store, word: str, error: StoreError, every: bool) -> None:
+        super().__init__(store.engine)
+        self.word = word
+        self.error = error
+        self.every = every
+        self.raised = 0
+
+    async def commit(self, conversation_id: int, owner: str, step: Any, *args: Any) -> Any:
+        answer = any(f"You said: {self.word}" in str(r.elements) for r in step.replies)
+        if answer and (self.every or not self.raised):
+            self.raised += 1
+            raise self.error
+        return await super().commit(conversation_id, owner, step, *args)
+
+
+async def test_the_store_unavailable_in_a_step_stops_the_worker_without_a_traceback(
+    store: Store, sim: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a bug and not the event's fault: one warning, nothing charged to the event, the
+    conversation answered once the store is back."""
+    failing = AnswerWriteFails(store, "hello", StoreUnavailable("database went away"), False)
+    try:
+        with caplog.at_level(logging.INFO, logger="bridge.engine"):
+            async with harness(failing, sim) as h:
+                await h.send("a", "hello")
+                await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: hello"])
+                assert h.adapter.texts("a").count("You said: hello") == 1
+        assert failing.raised == 1
+        engine_records = [r for r in caplog.records if r.name == "bridge.engine"]
+        assert [r.getMessage() for r in engine_records if r.exc_info] == []
+        unavailable = [r for r in engine_records if "store is unavailable" in r.getMessage()]
+        assert len(unavailable) == 1 and unavailable[0].levelno == logging.WARNING
+        # The event was answered at its first attempt as far as its budget is concerned.
+        assert not [r for r in engine_records if "retry in" in r.getMessage()]
+    finally:
+        await failing.close()
+
+
+async def test_a_value_the_database_refuses_is_a_dead_letter_not_a_loop(
+    store: Store, sim: RunningSimulator
+) -> None:
+    refused = DataRefused("the database refused a value: invalid byte sequence 0x00")
+    failing = AnswerWriteFails(store, "poison", refused, True)
+    try:
+        async with harness(failing, sim) as h:
+            await h.send("a", "poison")
+            await h.adapter.wait_for(lambda: len(h.adapter.texts("a")) == 2)  # welcome, notice
+            assert "could not process" in h.adapter.texts("a")[-1]
+            dead = await failing.dead_letters()
+            assert [d.text for d in dead] == ["poison"]
+            assert "0x00" in (dead[0].last_error or "")
+            # Parloa heard it once: never retried, never spun.
+            assert [t for e, t in h.events("a") if e == "message"] == ["poison"]
+            await h.send("a", "fine")  # the conversation goes on
+            await h.adapter.wait_for(lambda: h.adapter.texts("a")[-1:] == ["You said: fine"])
+            assert [t for e, t in h.events("a") if e == "message"] == ["poison", "fine"]
+    finally:
+        await failing.close()

@@ -83,6 +83,11 @@ TRANSLATIONS: list[tuple[str, BaseException, type[StoreError]]] = [
     ("sqlite unique", sqlite3.IntegrityError("UNIQUE constraint failed: x"), DataRefused),
     ("sqlite too big", sqlite3.DataError("string or blob too big"), DataRefused),
     (
+        "sqlite lone surrogate",
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        DataRefused,
+    ),
+    (
         "sqlalchemy sqlite readonly",
         sqlite_through_sqlalchemy(sqlite3.OperationalError("attempt to write a readonly db")),
         StoreUnavailable,

@@ -35,30 +35,14 @@ from bridge.vocabulary import (
     SessionOpened,
     Step,
 )
+from tests.support.clock import T0, FakeClock
 from tests.support.database import closing
 from tests.support.rows import conv_row, count, inbox_ids, rows, set_columns
 from tests.support.store_readers import conversation, head_inbox, head_outbox, next_due_at
 
-T0 = 1_700_000_000.0
 TTL = 30.0
 A = "instance-a"
 B = "instance-b"
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -737,15 +721,15 @@ async def test_purge_removes_only_old_finished_rows(
     await settle(store, cid, A)
 
     clock.advance(100)
-    assert await store.purge(50) == (2, 2)  # cutoff: T0 + 50
-    assert await inbox_ids(engine, cid) == [done_new, pending]
+    assert await store.purge(50) == (1, 2)  # cutoff: T0 + 50; dead letters stay
+    assert await inbox_ids(engine, cid) == [dead_old, done_new, pending]
     assert [r["id"] for r in await rows(engine, outbox)] == [sent_new, out_pending]
     assert await count(engine, conversations) == 1
     assert await store.purge(50) == (0, 0)
 
     clock.advance(10_000)
     assert await store.purge(50) == (1, 1)  # pending rows are never purged, however old
-    assert await inbox_ids(engine, cid) == [pending]
+    assert await inbox_ids(engine, cid) == [dead_old, pending]
     assert [r["id"] for r in await rows(engine, outbox)] == [out_pending]
     assert await count(engine, conversations) == 1
 
