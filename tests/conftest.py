@@ -3,6 +3,7 @@ PostgreSQL (a fresh database per test) when ``PARLOA_BRIDGE_TEST_POSTGRES_URL`` 
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,19 @@ POSTGRES_ENV = "PARLOA_BRIDGE_TEST_POSTGRES_URL"
 # NO_PROXY): no test may use a proxy. This runs before any test module is imported.
 for _var in [v for v in os.environ if v.lower().endswith("_proxy")]:
     del os.environ[_var]
+
+
+@pytest.fixture(autouse=True)
+def _no_stream_handler_left() -> Iterator[None]:
+    """A test that calls ``configure_logging`` leaves a stream handler on the root logger,
+    writing to a stream that is closed once the test ends: the next test's log lines would
+    then fail to write ("Logging error"). Remove the stream handlers a test added."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
 
 
 def postgres_url() -> str | None:
