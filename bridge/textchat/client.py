@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +19,7 @@ import aiohttp
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
+from bridge.retry_after import retry_after_seconds
 from bridge.textchat.errors import (
     BadRequest,
     MalformedResponse,
@@ -51,7 +50,6 @@ log = logging.getLogger("bridge.textchat")
 
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_JSON_DEPTH = 64  # far beyond any real response; deeper data cannot be stored or re-sent
-MAX_RETRY_AFTER = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,23 +252,6 @@ def _excerpt(raw: bytes, limit: int = 200) -> str:
     return " ".join(text.split())
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    # A server asking for more than an hour is more likely broken than serious.
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
-
-
 def _status_error(
     status: int, headers: Mapping[str, str], raw: bytes, rid: str, cid: str | None
 ) -> TextchatStatusError:
@@ -279,7 +260,7 @@ def _status_error(
     if status == 429:
         return RateLimited(
             message,
-            retry_after=_retry_after(headers.get("Retry-After")),
+            retry_after=retry_after_seconds(headers.get("Retry-After")),
             body_excerpt=excerpt,
             request_id=rid,
             correlation_id=cid,
