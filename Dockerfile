@@ -6,9 +6,9 @@
 #
 # The configuration is read from $PARLOA_BRIDGE_CONFIG (/etc/parloa-bridge/bridge.toml): mount
 # yours there; config/bridge.example.toml is copied next to it for reference. In the container
-# set `[http] host = "0.0.0.0"` (port 8080: EXPOSE and HEALTHCHECK below assume it). /data is
-# the only writable place: a SQLite database goes to "sqlite+aiosqlite:////data/bridge.db"
-# (four slashes: an absolute path); several replicas need PostgreSQL (see docker-compose.yml).
+# set `[http] host = "0.0.0.0"`. /data is the only writable place: a SQLite database goes to
+# "sqlite+aiosqlite:////data/bridge.db" (four slashes: an absolute path); several replicas need
+# PostgreSQL (see docker-compose.yml and deploy/kubernetes/).
 #
 # Migrations: `run` migrates on start when `database.auto_migrate = true` (replicas serialise
 # on an advisory lock, so that is safe). For controlled upgrades set it false and migrate as a
@@ -16,35 +16,53 @@
 #     docker run --rm ... parloa-bridge migrate       # with compose: docker compose run --rm migrate
 # A replica started against an outdated schema then refuses to run, with a clear message.
 #
-# Needs BuildKit (the default builder since Docker 23, and always with `docker compose`) for the
-# RUN --mount below. Nothing is fetched except the base image and packages from PyPI.
+# Any builder builds it (no BuildKit-only syntax). What is installed is exactly uv.lock,
+# hash-checked; nothing is fetched but the base image, uv and the locked packages.
 
-# --- builder: wheels of the project and of its runtime dependencies ------------------------
+# --- builder: a virtual environment holding the locked runtime dependencies and the project --
 FROM python:3.11-slim AS builder
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG UV_VERSION=0.13.9
+ENV UV_PROJECT_ENVIRONMENT=/opt/parloa-bridge \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1 \
+    UV_SYSTEM_CERTS=1
+
+RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 
 WORKDIR /src
 
-# Dependencies first (their layer is reused until pyproject.toml changes). Only
-# [project].dependencies: the dev extras are never built or installed.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" > requirements.txt
-RUN pip wheel --prefer-binary --wheel-dir /wheels -r requirements.txt
+# The dependencies first: their layer is reused until uv.lock changes. --locked refuses a lock
+# that disagrees with pyproject.toml; no extra is installed (the dev tools stay out).
+COPY pyproject.toml uv.lock README.md ./
+RUN uv venv --python python3 "$UV_PROJECT_ENVIRONMENT" \
+    && uv sync --locked --no-install-project --no-editable
 
 COPY bridge ./bridge
 COPY adapters ./adapters
 COPY migrations ./migrations
-RUN pip wheel --no-deps --wheel-dir /wheels .
+RUN uv sync --locked --no-editable \
+    && "$UV_PROJECT_ENVIRONMENT/bin/parloa-bridge" --help > /dev/null
 
-# --- runtime: only the wheels, no compilers, no build tools, not root -----------------------
+# --- runtime: the environment alone; no uv, no build tools, not root ------------------------
 FROM python:3.11-slim AS runtime
 
-ENV PARLOA_BRIDGE_CONFIG=/etc/parloa-bridge/bridge.toml \
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE_URL=unknown
+LABEL org.opencontainers.image.title="parloa-bridge" \
+      org.opencontainers.image.description="Connects Parloa TextchatV2 bots to Telegram, Slack and a web chat, durably." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="LicenseRef-Proprietary"
+
+ENV PATH=/opt/parloa-bridge/bin:$PATH \
+    PARLOA_BRIDGE_CONFIG=/etc/parloa-bridge/bridge.toml \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PYTHONDONTWRITEBYTECODE=1
 
 RUN groupadd --system --gid 10001 bridge \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
@@ -52,11 +70,7 @@ RUN groupadd --system --gid 10001 bridge \
     && mkdir -p /app /data /etc/parloa-bridge \
     && chown 10001:10001 /data
 
-# The wheels are bind-mounted from the builder, so they take no room in the image.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels parloa-bridge \
-    && parloa-bridge --help > /dev/null
-
+COPY --from=builder /opt/parloa-bridge /opt/parloa-bridge
 COPY config/bridge.example.toml /etc/parloa-bridge/bridge.example.toml
 
 WORKDIR /app
@@ -65,13 +79,14 @@ VOLUME ["/data"]
 EXPOSE 8080
 
 # Liveness only (/readyz also checks the database and the channels: use it for a load
-# balancer). Standard library only: the slim image has no curl or wget. Proxies are bypassed.
-# Change the port here if you change [http] port.
+# balancer). It reads [http] port from the same configuration as the daemon and imports
+# nothing but the configuration; the slim image has no curl or wget.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request as u; r = u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8080/healthz', timeout=4); sys.exit(0 if r.status == 200 else 1)"]
+    CMD ["python", "-m", "bridge.healthcheck"]
 
 # SIGTERM: stop intake, drain for up to engine.drain_timeout_seconds, exit 0. Give the
-# container more time than that before it is killed (docker stop -t, stop_grace_period).
+# container more time than that before it is killed (docker stop -t, stop_grace_period,
+# terminationGracePeriodSeconds).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["parloa-bridge"]
 CMD ["run"]

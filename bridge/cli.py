@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from bridge import healthcheck
 from bridge.channels import validate_channel
 from bridge.config import BridgeConfig, ConfigError, config_path, load_config
 from bridge.engine.intake import requester_id
@@ -292,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", required=True, metavar="NAME")
     p.add_argument("--user", required=True, metavar="ID", help="the user's id on the channel")
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("healthcheck", help="exit 0 when the bridge configured here is alive")
+    with_config(p)
+    p.add_argument("--timeout", type=float, default=4.0, metavar="SECONDS")
+    p.set_defaults(func=lambda args: healthcheck.check(args.config, args.timeout))
 
     p = sub.add_parser("check-config", help="validate the configuration and print a summary")
     with_config(p)

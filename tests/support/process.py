@@ -302,16 +302,16 @@ class World:
         self.channel = channel
         self.processes: list[BridgeProcess] = []
 
-    def bridge(
+    def config(
         self,
+        name: str,
         database_url: str,
         *,
-        name: str = "bridge",
         api_token: str = API_TOKEN,
         engine: Mapping[str, Any] | None = None,
         database: Mapping[str, Any] | None = None,
-    ) -> BridgeProcess:
-        """A process (not started yet) with its own configuration file and port."""
+    ) -> tuple[Path, int]:
+        """A configuration file of its own for one bridge, and the port it names."""
         port = free_port()
         config = write_config(
             self.tmp_path / f"{name}.toml",
@@ -322,6 +322,21 @@ class World:
             api_token=api_token,
             engine=engine,
             database=database,
+        )
+        return config, port
+
+    def bridge(
+        self,
+        database_url: str,
+        *,
+        name: str = "bridge",
+        api_token: str = API_TOKEN,
+        engine: Mapping[str, Any] | None = None,
+        database: Mapping[str, Any] | None = None,
+    ) -> BridgeProcess:
+        """A process (not started yet) with its own configuration file and port."""
+        config, port = self.config(
+            name, database_url, api_token=api_token, engine=engine, database=database
         )
         process = BridgeProcess(config=config, port=port, log_dir=self.tmp_path, name=name)
         self.processes.append(process)

@@ -30,6 +30,8 @@ from aiohttp import web
 
 from bridge.config import load_config, parse_config
 from bridge.service import Service, validate_channel
+from tests.support.config import toml_text
+from tests.support.net import free_port
 from tests.support.paths import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -367,7 +369,6 @@ def test_replica_healthcheck_and_grace_period() -> None:
         test = check["test"]
         assert test[0] == "CMD", "exec form: the image has no curl, and needs no shell"
         assert test[1:] == healthcheck_command(), "the same check as the Dockerfile's"
-        assert f"127.0.0.1:{config.http.port}/healthz" in " ".join(test)
         assert duration_seconds(check["timeout"]) <= duration_seconds(check["interval"])
         grace = duration_seconds(services[name]["stop_grace_period"])
         assert grace >= config.engine.drain_timeout_seconds + 10, (
@@ -468,17 +469,16 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
     builder, runtime = all_stages[0], all_stages[-1]
     builder_name = builder[0].args.split()[-1]
     assert builder[0].args.split()[-2].upper() == "AS"
+    assert "--mount" not in DOCKERFILE.read_text(), "BuildKit-only: the classic builder refuses it"
 
-    builder_runs = " ".join(i.args for i in builder if i.keyword == "RUN")
-    assert re.search(r"pip wheel --no-deps [^&]*--wheel-dir /wheels \.", builder_runs)
-    assert re.search(r"pip wheel [^&]*--wheel-dir /wheels -r requirements\.txt", builder_runs)
-
+    # The runtime takes the builder's environment whole; it installs nothing itself.
+    venv = env_instructions(builder)["UV_PROJECT_ENVIRONMENT"]
+    copies = [i.args for i in runtime if i.keyword == "COPY" and "--from=" in i.args]
+    assert copies == [f"--from={builder_name} {venv} {venv}"]
+    assert env_instructions(runtime)["PATH"].startswith(f"{venv}/bin:")
     runs = [i.args for i in runtime if i.keyword == "RUN"]
-    install = next(r for r in runs if "pip install" in r)
-    assert f"from={builder_name}" in install and "source=/wheels" in install
-    assert "--no-index" in install, "the runtime installs only the builder's wheels"
     runtime_text = " ".join(i.args for i in runtime)
-    assert not re.search(r"\[dev\]|\.\[|-e \.|requirements-dev|pytest|mypy|ruff", runtime_text)
+    assert not re.search(r"pip install|uv (sync|pip)", runtime_text)
     assert not re.search(r"apt-get|apk |gcc|build-essential", runtime_text), "no compilers"
 
     user = only(runtime, "USER").args.split(":")[0]
@@ -496,11 +496,45 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
     assert json.loads(only(runtime, "CMD").args) == ["run"]
 
 
-def test_dockerfile_healthcheck_uses_python_on_the_exposed_port() -> None:
-    argv = healthcheck_command()
-    assert argv[:2] == ["python", "-c"]
-    (port,) = exposed_ports()
-    assert f"http://127.0.0.1:{port}/healthz" in argv[2]
+def test_dockerfile_installs_exactly_the_lock() -> None:
+    builder = stages()[0]
+    runs = [i.args for i in builder if i.keyword == "RUN"]
+    syncs = [r for r in runs if "uv sync" in r]
+    assert len(syncs) == 2, "the dependencies' layer, then the project's"
+    for run in syncs:
+        assert "--locked" in run, "a lock that disagrees with pyproject.toml must fail the build"
+        assert "--no-editable" in run
+        assert not re.search(r"--extra|--all-extras|--dev|--group", run), "no dev tools"
+    assert "--no-install-project" in syncs[0] and "--no-install-project" not in syncs[1]
+    copied = [i.args.split()[:-1] for i in builder if i.keyword == "COPY"]
+    assert ["pyproject.toml", "uv.lock", "README.md"] in copied
+    # The same uv as scripts/bootstrap.sh: one lock format.
+    (uv_arg,) = [i.args for i in builder if i.keyword == "ARG" and i.args.startswith("UV_")]
+    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    (pinned,) = re.findall(r"^UV_VERSION=(\S+)$", bootstrap, re.M)
+    assert uv_arg == f"UV_VERSION={pinned}"
+    assert any('"uv==${UV_VERSION}"' in r and "pip install" in r for r in runs)
+
+
+def test_dockerfile_labels_name_the_version_and_licence() -> None:
+    runtime = stages()[-1]
+    args = dict(i.args.split("=", 1) for i in runtime if i.keyword == "ARG" and "=" in i.args)
+    labels = dict(
+        (key, value.strip('"'))
+        for key, value in (item.split("=", 1) for item in shlex.split(only(runtime, "LABEL").args))
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert args["VERSION"] == project["version"]
+    prefix = "org.opencontainers.image."
+    assert labels[prefix + "version"] == "${VERSION}"
+    assert labels[prefix + "source"] == "${SOURCE_URL}"
+    assert labels[prefix + "revision"] == "${REVISION}"
+    assert labels[prefix + "licenses"]
+    assert labels[prefix + "title"] == project["name"]
+
+
+def test_dockerfile_healthcheck_runs_the_bridge_probe() -> None:
+    assert healthcheck_command() == ["python", "-m", "bridge.healthcheck"]
     everything = DOCKERFILE.read_text()
     code = "\n".join(line for line in everything.splitlines() if not line.lstrip().startswith("#"))
     assert not re.search(r"\b(curl|wget)\b", code), "the slim image has neither"
@@ -539,25 +573,7 @@ def test_build_context_has_what_the_dockerfile_copies() -> None:
     assert copied >= 4
 
 
-def test_builder_requirements_are_the_runtime_dependencies(tmp_path: Path) -> None:
-    """Runs the builder's requirements step as the image's shell would, on pyproject.toml."""
-    (step,) = [
-        i.args
-        for i in stages()[0]
-        if i.keyword == "RUN" and "requirements.txt" in i.args and "pip" not in i.args
-    ]
-    assert step.startswith("python ")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "python").symlink_to(sys.executable)
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    subprocess.run(["sh", "-c", step], cwd=tmp_path, env=env, check=True, timeout=30)
-    requirements = (tmp_path / "requirements.txt").read_text().splitlines()
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert requirements == project["dependencies"]
-    assert not set(requirements) & set(project["optional-dependencies"]["dev"])
-
+def test_the_builder_copies_every_package_the_wheel_holds() -> None:
     # The wheel carries what the image runs: migrations (Alembic scripts) and templates.
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     include = setuptools["packages"]["find"]["include"]
@@ -570,22 +586,24 @@ def test_builder_requirements_are_the_runtime_dependencies(tmp_path: Path) -> No
     for pattern in include:  # a new top-level package must reach the builder too
         assert pattern.rstrip("*").rstrip(".") in copied, f"the builder does not COPY {pattern}"
     assert "*.mako" in setuptools["package-data"]["*"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["parloa-bridge"] == "bridge.cli:main"
 
 
 # --- the tests: the HEALTHCHECK command, for real ---------------------------------------------
 
 
-async def run_healthcheck(port: int) -> int:
-    """The image's HEALTHCHECK command line, pointed at ``port`` on this machine."""
+async def run_healthcheck(config: Path) -> int:
+    """The image's HEALTHCHECK command line, with ``config`` as $PARLOA_BRIDGE_CONFIG."""
     argv = healthcheck_command()
-    assert argv[2].count("127.0.0.1:8080") == 1
-    code = argv[2].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    assert argv[0] == "python"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(container_env("bridge-1", OPERATOR_ENV))
+    env["PARLOA_BRIDGE_CONFIG"] = str(config)
+    env["PYTHONPATH"] = str(ROOT)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        code,
+        *argv[1:],
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -593,24 +611,34 @@ async def run_healthcheck(port: int) -> int:
     return await asyncio.wait_for(proc.wait(), 20)
 
 
-async def test_healthcheck_command_against_a_running_bridge(tmp_path: Path) -> None:
+def compose_config_on(tmp_path: Path, port: int) -> Path:
+    """config/compose.toml with SQLite and ``port``, kept listening on every interface as the
+    container does (the probe must then knock on the loopback one)."""
     data = tomllib.loads(COMPOSE_CONFIG.read_text())
     data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}"}
-    data["http"] = {**data["http"], "host": "127.0.0.1", "port": 0}
-    config = parse_config(data, container_env("bridge-1", OPERATOR_ENV), validate_channel)
-    service = Service(config)
+    data["http"] = {**data["http"], "port": port}
+    assert data["http"]["host"] == "0.0.0.0"
+    path = tmp_path / "bridge.toml"
+    path.write_text(toml_text(data))
+    return path
+
+
+async def test_healthcheck_command_against_a_running_bridge(tmp_path: Path) -> None:
+    path = compose_config_on(tmp_path, free_port())
+    service = Service(load_config(path, container_env("bridge-1", OPERATOR_ENV), validate_channel))
     await service.start()
     try:
-        assert service.http is not None
-        assert await run_healthcheck(service.http.port) == 0
+        assert await run_healthcheck(path) == 0
     finally:
         await service.stop()
 
 
-async def test_healthcheck_command_fails_when_nothing_listens_or_unhealthy() -> None:
+async def test_healthcheck_command_fails_when_nothing_listens_or_unhealthy(
+    tmp_path: Path,
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        assert await run_healthcheck(sock.getsockname()[1]) != 0
+        assert await run_healthcheck(compose_config_on(tmp_path, sock.getsockname()[1])) == 1
 
     async def sick(_request: web.Request) -> web.Response:
         return web.Response(status=503)
@@ -623,6 +651,9 @@ async def test_healthcheck_command_fails_when_nothing_listens_or_unhealthy() -> 
     await site.start()
     try:
         (address, *_) = runner.addresses
-        assert await run_healthcheck(address[1]) != 0
+        assert await run_healthcheck(compose_config_on(tmp_path, address[1])) == 1
     finally:
         await runner.cleanup()
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[http]\nport = 'eighty'\n")
+    assert await run_healthcheck(broken) == 2
