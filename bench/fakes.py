@@ -9,7 +9,8 @@ that the measured bridge's CPU is its own.
   with a middleware that records how long it took to answer each ``message`` event;
 * the fake Slack Web API (:class:`tests.fakes.slack.FakeSlack`), one workspace;
 * a control API for :mod:`bench.run`: ``GET /info``, ``PUT /parloa`` (latency), ``POST /reset``,
-  ``POST /first_contact``, ``POST /closed_loop``, ``POST /open_loop``, ``POST /slack_acks``.
+  ``POST /first_contact``, ``POST /closed_loop``, ``POST /open_loop``, ``POST /slack_acks``;
+  and for :mod:`bench.media`: ``POST /photo_file``, ``POST /media_burst``, ``POST /photo_loop``.
 
 It prints one JSON line with the URLs on stdout, then runs until SIGTERM/SIGINT.
 """
@@ -31,7 +32,7 @@ if str(ROOT) not in sys.path:  # tests/ is importable from the repository root
 
 from aiohttp import web  # noqa: E402
 
-from bench import workloads  # noqa: E402
+from bench import media, workloads  # noqa: E402
 from bridge.devtools.simulator import (  # noqa: E402
     Faults,
     SimulatorState,
@@ -55,13 +56,23 @@ SLACK_SIGNING_SECRET = "bench-signing-secret-0123456789abcdef"
 
 
 class BenchTelegram(FakeTelegram):
-    """The fake Bot API plus a hook on every accepted send (sendMessage / sendPhoto)."""
+    """The fake Bot API plus a hook on every accepted send (sendMessage / sendPhoto) and the
+    times of every file download served."""
 
     def __init__(self, board: workloads.AnswerBoard, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.board = board
         # requests whose client went away before their body arrived, by method
         self.lost: dict[str, int] = {}
+        # file downloads served in full, by file path: (request arrived, last byte written)
+        self.downloads: dict[str, tuple[float, float]] = {}
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        arrived = self._clock()
+        response = await super()._download(request)
+        if response.status == 200:
+            self.downloads[request.match_info["path"]] = (arrived, self._clock())
+        return response
 
     async def _read_params(self, request: web.Request) -> Any:
         try:
@@ -72,9 +83,16 @@ class BenchTelegram(FakeTelegram):
             raise
 
     def _record_sent(
-        self, bot: Any, call: Call, message: dict[str, Any], *, raw_text: str | None, photo: Any
+        self,
+        bot: Any,
+        call: Call,
+        message: dict[str, Any],
+        *,
+        raw_text: str | None,
+        photo: Any,
+        **sent_media: Any,
     ) -> None:
-        super()._record_sent(bot, call, message, raw_text=raw_text, photo=photo)
+        super()._record_sent(bot, call, message, raw_text=raw_text, photo=photo, **sent_media)
         self.board.on_sent(int(message["chat"]["id"]), raw_text, call.at)
 
     def reset(self, token: str | None = None) -> dict[str, int]:
@@ -88,6 +106,7 @@ class BenchTelegram(FakeTelegram):
         self.calls.clear()
         self.messages.clear()
         self.webhook_deliveries.clear()
+        self.downloads.clear()
         self._chat_actions.clear()
         self._messages.clear()
         self._sent_index.clear()
@@ -178,6 +197,9 @@ class Fakes:
         control.router.add_post("/closed_loop", self._closed_loop)
         control.router.add_post("/open_loop", self._open_loop)
         control.router.add_post("/slack_acks", self._slack_acks)
+        control.router.add_post("/photo_file", self._photo_file)
+        control.router.add_post("/media_burst", self._media_burst)
+        control.router.add_post("/photo_loop", self._photo_loop)
         self.control_url = await self._serve(control, backlog=128)
 
     async def close(self) -> None:
@@ -294,6 +316,44 @@ class Fakes:
             on_posted=lambda: len(self.slack.messages),
         )
         return web.json_response(result)
+
+    # --- media (bench.media) ---
+
+    async def _photo_file(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        return web.json_response({"file_id": media.photo_file(self.tg, int(b["size"]))})
+
+    async def _media_burst(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        self._fresh_counts()
+        result = await media.media_burst(
+            self.tg,
+            self.board,
+            b["token"],
+            b["chats"],
+            b["tag"],
+            float(b["deadline"]),
+            int(b["photo_every"]),
+            int(b["photo_size"]),
+        )
+        self.parloa_times.clear()
+        return web.json_response({**result, **self._board_counts()})
+
+    async def _photo_loop(self, request: web.Request) -> web.Response:
+        b = await request.json()
+        self._fresh_counts()
+        result = await media.photo_loop(
+            self.tg,
+            self.board,
+            b["token"],
+            b["chats"],
+            b["tag"],
+            int(b["photos_per_chat"]),
+            int(b["photo_size"]),
+            float(b["deadline"]),
+        )
+        self.parloa_times.clear()
+        return web.json_response({**result, **self._board_counts()})
 
 
 async def main() -> None:

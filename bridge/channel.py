@@ -18,13 +18,15 @@ from __future__ import annotations
 import abc
 import enum
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
+from bridge.media.attachments import Attachment, AttachmentUnavailable, Download
 from bridge.textchat.models import ResponseElement
 
 # The kinds live with the other states and kinds; adapters take them from here.
@@ -41,7 +43,9 @@ class Inbound:
     ``event_id`` is the deduplication key: stable across every redelivery of the same event
     (Telegram: the update id; Slack: team, channel and ts). ``conversation_key`` names the
     conversation on the platform (a DM, a user within a group, a thread). ``address`` is what
-    ``deliver`` needs to answer there (JSON-serialisable)."""
+    ``deliver`` needs to answer there (JSON-serialisable). ``attachments``: what the user
+    sent besides text (bridge/media/attachments.py); ``text`` is then the caption, if any, and
+    the kind TEXT — the core fetches the bytes later, through :meth:`Adapter.open_attachment`."""
 
     event_id: str
     conversation_key: str
@@ -50,6 +54,7 @@ class Inbound:
     text: str = ""
     address: Mapping[str, Any] = field(default_factory=dict)
     context: Mapping[str, ContextScalar] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()
 
 
 class AcceptResult(enum.StrEnum):
@@ -84,6 +89,8 @@ class IntakeRefused(Exception):
 MAX_EVENT_ID_LENGTH = 255
 MAX_CONVERSATION_KEY_LENGTH = 255
 MAX_REQUESTER_ID_LENGTH = 255
+#: attachments one event may carry (Telegram's album limit; more are a malformed event)
+MAX_ATTACHMENTS = 10
 
 
 def _unstorable(value: Any) -> bool:
@@ -168,9 +175,13 @@ def inbound_problem(channel: str, event: Inbound) -> str | None:
         return f"conversation key longer than {MAX_CONVERSATION_KEY_LENGTH} characters"
     if len(channel) + 1 + len(event.user_id) > MAX_REQUESTER_ID_LENGTH:
         return f"user id longer than {MAX_REQUESTER_ID_LENGTH - len(channel) - 1} characters"
+    if len(event.attachments) > MAX_ATTACHMENTS:
+        return f"more than {MAX_ATTACHMENTS} attachments"
     parts = (event.event_id, event.conversation_key, event.user_id, event.text)
     if _unstorable(parts) or _unstorable(event.address) or _unstorable(event.context):
         return "a NUL character or invalid Unicode in the event"
+    if _unstorable([a.to_json() for a in event.attachments]):
+        return "a NUL character or invalid Unicode in an attachment"
     return None
 
 
@@ -267,6 +278,16 @@ class Intake(Protocol):
         the bot was mentioned in). Raises IntakeUnavailable when it cannot tell."""
         ...
 
+    async def store_attachment(
+        self, user_id: str, chunks: AsyncIterator[bytes], content_type: str, name: str | None
+    ) -> str:
+        """Store bytes a user uploaded to the bridge itself (the web chat) before the message
+        that carries them: returns the media id, to report as an Attachment whose locator is
+        ``bridge.media.attachments.STORED_PREFIX + id`` (only that user's events may). Raises
+        AttachmentTooLarge past ``[media] max_bytes`` (nothing kept), IntakeUnavailable when
+        the database cannot take it."""
+        ...
+
     async def stored_reply(self, outbox_id: int) -> StoredReply | None:
         """The reply this channel stored under ``outbox_id``; None when there is none (never
         this channel's, or purged after ``engine.retention_days``). Raises IntakeUnavailable
@@ -300,6 +321,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def deliver(self, delivery: Delivery) -> None:
         """Render and send; raises a DeliveryError subclass on failure."""
+
+    def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Download]:
+        """The bytes of an attachment this adapter reported, by its ``locator``, fetched from
+        the platform with the adapter's own credentials (used as ``async with``; the core
+        bounds it with ``[media] download_timeout_seconds`` and stops reading past
+        ``[media] max_bytes``). Raises AttachmentRetryable (try again later) or
+        AttachmentUnavailable (gone, forbidden, not allowed)."""
+        raise AttachmentUnavailable(f"channel {self.name} cannot fetch attachments")
 
     async def typing(self, address: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Show that the bot is thinking (refreshed by the core while Parloa answers)."""

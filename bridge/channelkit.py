@@ -21,9 +21,13 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import aiohttp
+
+from bridge.media.attachments import AttachmentRetryable
 
 # Part of the kit for plugin channels; the Parloa client reads Retry-After the same way.
 from bridge.retry_after import MAX_RETRY_AFTER_SECONDS as MAX_RETRY_AFTER_SECONDS
@@ -73,6 +77,23 @@ class TaskSet:
 
 
 # --- inbound text -------------------------------------------------------------------------
+
+
+#: bytes of a download read at a time (the core re-chunks them for the store)
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+
+
+async def body_chunks(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
+    """A download's body, a chunk at a time, for ``Adapter.open_attachment``: a stall or a
+    connection lost midway is AttachmentRetryable (saying ``what`` broke off and how, never
+    the URL, which may carry a token)."""
+    try:
+        async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK_BYTES):
+            yield chunk
+    except TimeoutError:
+        raise AttachmentRetryable(f"{what} stalled") from None
+    except aiohttp.ClientError as exc:
+        raise AttachmentRetryable(f"{what} broke off: {type(exc).__name__}") from None
 
 
 def is_storable_text(value: str) -> bool:

@@ -18,6 +18,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -87,6 +88,18 @@ class ParloaConfig(_Section):
 ContextScalar = str | bool | int | float
 
 
+class SpeechToTextConfig(_Section):
+    """An OpenAI-compatible transcription endpoint (bridge/media/speech.py) for voice notes."""
+
+    #: the server's base URL: requests go to {url}/v1/audio/transcriptions
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")]
+    api_key: SecretStr | None = None
+    model: Annotated[str, StringConstraints(min_length=1)] = "whisper-1"
+    #: e.g. "de"; unset: the user's language as the channel reports it, else the server's guess
+    language: str | None = None
+    timeout_seconds: PositiveSeconds = 30.0
+
+
 class BotConfig(_Section):
     """One Parloa TextchatV2 release."""
 
@@ -95,6 +108,8 @@ class BotConfig(_Section):
     base_url: str | None = None
     timeout_seconds: PositiveSeconds | None = None
     context: dict[str, ContextScalar] = Field(default_factory=dict)
+    #: this bot's own speech-to-text (else the global [speech_to_text])
+    speech_to_text: SpeechToTextConfig | None = None
 
 
 ChannelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -134,13 +149,67 @@ class EngineConfig(_Section):
     breaker_probe_max_seconds: PositiveSeconds = 5.0
 
 
+AttachmentTypeName = Literal[
+    "photo", "document", "voice", "audio", "video", "sticker", "location", "contact"
+]
+DEFAULT_PLACEHOLDERS: dict[AttachmentTypeName, str] = {
+    "photo": "[photo]",
+    "document": "[document]",
+    "voice": "[voice message]",
+    "audio": "[audio]",
+    "video": "[video]",
+    "sticker": "[sticker]",
+    "location": "[location]",
+    "contact": "[contact]",
+}
+
+
 class MessagesConfig(_Section):
-    """Texts the bridge itself says to users."""
+    """Texts the bridge itself says to users (and, for attachments, to Parloa)."""
 
     unavailable: str = "Sorry, the assistant is not available right now. Please try again later."
     rejected: str = "Sorry, I could not process that message."
     unsupported: str = "Sorry, I can only read text messages."
     conversation_ended: str = "The conversation has ended. Write again to start a new one."
+    #: the message text Parloa gets for an attachment without a caption (or transcript), by
+    #: type; the types not named keep their defaults
+    attachment_placeholders: dict[AttachmentTypeName, str] = Field(
+        default_factory=lambda: dict(DEFAULT_PLACEHOLDERS)
+    )
+
+    def placeholders(self) -> dict[str, str]:
+        """The attachment placeholders by type name."""
+        return {str(kind): text for kind, text in self.attachment_placeholders.items()}
+
+    @field_validator("attachment_placeholders", mode="after")
+    @classmethod
+    def _complete_placeholders(
+        cls, value: dict[AttachmentTypeName, str]
+    ) -> dict[AttachmentTypeName, str]:
+        return {**DEFAULT_PLACEHOLDERS, **value}
+
+
+class MediaConfig(_Section):
+    """Attachments users send (bridge/media/): kept in the database, served by signed URL."""
+
+    #: how long an attachmentUrl works (7 days)
+    url_ttl_seconds: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    #: larger files are not downloaded (attachmentTooLarge = true); 20 MB is Telegram's limit
+    max_bytes: Annotated[int, Field(ge=1024)] = 20 * 1024 * 1024
+    download_timeout_seconds: PositiveSeconds = 60.0
+    #: downloads at once in one process (more wait their turn): bounds the memory and the
+    #: store's share a burst of files takes from text messages
+    max_concurrent_downloads: Annotated[int, Field(ge=1)] = 16
+    #: the key URLs are signed with (at least 32 characters); unset: one is generated and
+    #: kept in the database, shared by every replica
+    signing_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _key_long_enough(self) -> MediaConfig:
+        key = self.signing_key.get_secret_value() if self.signing_key else None
+        if key is not None and len(key) < 32:
+            raise ValueError("signing_key: use at least 32 characters")
+        return self
 
 
 class SimulatorConfig(_Section):
@@ -160,6 +229,8 @@ class BridgeConfig(_Section):
     parloa: ParloaConfig = ParloaConfig()
     engine: EngineConfig = EngineConfig()
     messages: MessagesConfig = MessagesConfig()
+    media: MediaConfig = MediaConfig()
+    speech_to_text: SpeechToTextConfig | None = None
     simulator: SimulatorConfig = SimulatorConfig()
     bots: dict[str, BotConfig] = Field(default_factory=dict)
     channels: list[ChannelConfig] = Field(default_factory=list)
@@ -180,6 +251,10 @@ class BridgeConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def bot_speech(self, bot: str) -> SpeechToTextConfig | None:
+        """The speech-to-text endpoint of ``bot``: its own, else the global one."""
+        return self.bots[bot].speech_to_text or self.speech_to_text
 
     def bot_base_url(self, bot: str) -> str:
         return self.bots[bot].base_url or self.parloa.base_url

@@ -39,6 +39,21 @@ def _refuse(status: int, reason: str) -> web.Response:
     return response
 
 
+#: set on a handler that reads its own body (streams_body)
+_STREAMS_BODY = "__bridge_streams_body__"
+
+
+def streams_body(handler: Handler) -> Handler:
+    """A route handler that reads ``request.content`` itself, under its own size limit and
+    deadline (an upload streamed to the store): the server does not read its body first."""
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    setattr(streamed, _STREAMS_BODY, True)
+    return streamed
+
+
 def body_deadline(timeout: float) -> Any:
     """Middleware that reads each request body in full, within ``timeout`` seconds and the
     app's ``client_max_size``, before the handler runs (which then reads it from memory)."""
@@ -46,6 +61,8 @@ def body_deadline(timeout: float) -> Any:
     @web.middleware
     async def read_body_first(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method not in _BODY_METHODS or not request.body_exists:
+            return await handler(request)
+        if getattr(request.match_info.handler, _STREAMS_BODY, False):
             return await handler(request)
         try:
             async with asyncio.timeout(timeout):

@@ -40,6 +40,12 @@ HELP = {
         "Sessions ended by reason (bot_ended, user_quit, idle_timeout, recipient_gone)"
     ),
     "unknown_response_elements": "Response elements of a type the bridge does not know",
+    "attachments": (
+        "Attachments of inbound messages by channel, type and outcome (stored; too_large; "
+        "unavailable: gone, refused or its retries spent; retry; data: a location or contact)"
+    ),
+    "attachment_bytes": "Bytes of attachments stored, by channel",
+    "transcriptions": "Voice notes sent to speech-to-text, by bot and outcome (ok, failed)",
 }
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -67,6 +73,9 @@ class Metrics:
         self.sessions_started = declare(Counter, "sessions_started", "channel")
         self.sessions_ended = declare(Counter, "sessions_ended", "channel", "reason")
         self.unknown_elements = declare(Counter, "unknown_response_elements", "type")
+        self.attachments = declare(Counter, "attachments", "channel", "type", "outcome")
+        self.attachment_bytes = declare(Counter, "attachment_bytes", "channel")
+        self.transcriptions = declare(Counter, "transcriptions", "bot", "outcome")
 
     def _declare(self, kind: type[M], name: str, *labels: str, **options: Any) -> M:
         """A metric of ``kind`` in this registry, named ``{PREFIX}_{name}``, its help from

@@ -3,24 +3,29 @@ place, for the service and the CLI's commands.
 
 Whatever holds a resource is handed to the caller's :class:`~bridge.lifecycle.Lifecycle` as it
 is opened or started, so the caller stops exactly what was started, in reverse order. Start
-order in the service: database → simulator (when enabled) → Parloa clients → HTTP server →
-engine → channels."""
+order in the service: database (and the media signing key) → simulator (when enabled) →
+Parloa clients → speech-to-text → HTTP server → engine → channels."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.channel import Adapter, AdapterServices
 from bridge.channels import create_adapter
-from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, SimulatorConfig
+from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, MediaConfig, SimulatorConfig
 from bridge.engine import Bot, Engine
+from bridge.engine.media import Media, MediaSettings
 from bridge.http_server import HttpServer, Readiness, build_admin_app, build_app
 from bridge.lifecycle import Lifecycle
+from bridge.media.speech import SpeechSettings, SpeechToText
+from bridge.media.urls import KEY_CHANNEL, KEY_NAME, Signer, new_key
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.database import check_schema, create_engine, migrate
@@ -148,6 +153,7 @@ def build_engine(
     adapters: Mapping[str, Adapter],
     metrics: Metrics,
     instance_id: str,
+    media: Media | None = None,
 ) -> Engine:
     """The engine (not started), with each channel's bot."""
     return Engine(
@@ -159,16 +165,95 @@ def build_engine(
         messages=config.messages,
         metrics=metrics,
         instance_id=instance_id,
+        media=media,
+    )
+
+
+# --- media --------------------------------------------------------------------------------------
+
+
+async def media_signing_key(config: MediaConfig, store: Store) -> bytes:
+    """The key media URLs are signed with: configured, else generated once and kept in the
+    database, so that every replica signs and checks alike."""
+    if config.signing_key is not None:
+        return config.signing_key.get_secret_value().encode()
+    stored = await store.state_put_if_absent(KEY_CHANNEL, KEY_NAME, new_key())
+    return stored.encode()
+
+
+async def start_speech(config: BridgeConfig, parts: Lifecycle) -> dict[str, SpeechToText]:
+    """A speech-to-text client per bot that has an endpoint (its own or the global one), on
+    one HTTP session started and stopped with the parts."""
+    wanted = {name: config.bot_speech(name) for name in config.bots}
+    settings = {name: s for name, s in wanted.items() if s is not None}
+    if not settings:
+        return {}
+    session: aiohttp.ClientSession | None = None
+
+    async def open_session() -> None:
+        nonlocal session
+        session = aiohttp.ClientSession(trust_env=True)
+
+    async def close_session() -> None:
+        if session is not None:
+            await session.close()
+
+    await parts.start("speech-to-text session", open_session, close_session)
+    assert session is not None
+    return {
+        name: SpeechToText(
+            session,
+            SpeechSettings(
+                url=s.url,
+                model=s.model,
+                api_key=s.api_key.get_secret_value() if s.api_key else None,
+                language=s.language,
+                timeout_seconds=s.timeout_seconds,
+            ),
+        )
+        for name, s in settings.items()
+    }
+
+
+def build_media(
+    config: BridgeConfig,
+    store: Store,
+    adapters: Mapping[str, Adapter],
+    key: Callable[[], Awaitable[bytes]],
+    base_url: Callable[[], str],
+    speech: Mapping[str, SpeechToText],
+    metrics: Metrics,
+) -> Media:
+    """The worker's media step: the adapters fetch, the store keeps, URLs signed with ``key``
+    on ``base_url`` ([http] public_url, else the server's own address)."""
+
+    async def signer() -> Signer:
+        return Signer(await key(), base_url, config.media.url_ttl_seconds)
+
+    return Media(
+        store,
+        adapters,
+        signer,
+        MediaSettings.from_config(
+            config.media, config.messages.placeholders(), config.engine.retry_budget_seconds
+        ),
+        speech,
+        metrics=metrics,
     )
 
 
 def build_http_server(
-    config: HttpConfig, metrics: Metrics, readiness: Readiness, adapters: Iterable[Adapter]
+    config: HttpConfig,
+    metrics: Metrics,
+    readiness: Readiness,
+    adapters: Iterable[Adapter],
+    extra_routes: Iterable[web.RouteDef] = (),
 ) -> HttpServer:
-    """The HTTP server: health, readiness, metrics and every adapter's routes; with
-    ``admin_port`` readiness and metrics on an admin listener of their own instead, started
-    and stopped with the server."""
+    """The HTTP server: health, readiness, metrics, every adapter's routes and
+    ``extra_routes`` (media); with ``admin_port`` readiness and metrics on an admin listener
+    of their own instead, started and stopped with the server."""
     routes = [route for adapter in adapters for route in adapter.routes()]
+    routes.extend(extra_routes)
     token = config.admin_token.get_secret_value() if config.admin_token else None
     admin = None
     if config.admin_port is not None:

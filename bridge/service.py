@@ -20,16 +20,21 @@ from bridge.config import BridgeConfig
 from bridge.engine import Engine
 from bridge.http_server import HttpServer
 from bridge.lifecycle import Lifecycle
+from bridge.media.serve import media_routes
+from bridge.media.urls import KeyOnce
 from bridge.metrics import Metrics
 from bridge.parts import (
     bots_for,
     build_adapters,
     build_engine,
     build_http_server,
+    build_media,
+    media_signing_key,
     open_database,
     prepare_schema,
     start_clients,
     start_simulator_if_enabled,
+    start_speech,
 )
 from bridge.textchat.client import TextchatClient
 
@@ -96,10 +101,15 @@ class Service:
         await prepare_schema(cfg.database, self.db)
         self.simulator = await start_simulator_if_enabled(cfg.simulator, parts)
         self.clients = await start_clients(cfg, parts)
+        speech = await start_speech(cfg, parts)
+        media_key = KeyOnce(functools.partial(media_signing_key, cfg.media, self.store))
         self.adapters = build_adapters(cfg, self.db)
         for name in self.adapters:
             self.channel_state[name] = "starting"
             self._first_attempt[name] = asyncio.Event()
+        media = build_media(
+            cfg, self.store, self.adapters, media_key, self.public_url, speech, self.metrics
+        )
         engine = build_engine(
             cfg,
             self.store,
@@ -107,12 +117,23 @@ class Service:
             self.adapters,
             self.metrics,
             self.instance_id,
+            media,
         )
         self.engine = engine
         self.http = build_http_server(
-            cfg.http, self.metrics, self.readiness, self.adapters.values()
+            cfg.http,
+            self.metrics,
+            self.readiness,
+            self.adapters.values(),
+            media_routes(self.store, media_key),
         )
         await parts.start("HTTP server", self.http.start, self.http.stop)
+        if cfg.http.public_url is None and not cfg.simulator.enabled:
+            log.warning(
+                "[http] public_url is not set: attachment URLs name %s, which Parloa cannot "
+                "reach from outside this network",
+                self.public_url(),
+            )
         # The channels close for good after the engine's drain (which still delivers
         # through them), before the server that serves their routes.
         for name, adapter in self.adapters.items():
@@ -133,6 +154,16 @@ class Service:
             len(self.adapters),
             len(self.clients),
         )
+
+    def public_url(self) -> str:
+        """Where users and Parloa reach this bridge: [http] public_url, else the address it
+        listens on (enough on one machine; Parloa in the cloud needs the public one)."""
+        if self.config.http.public_url:
+            return self.config.http.public_url.rstrip("/")
+        host = self.config.http.host
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        port = self.http.port if self.http is not None else self.config.http.port
+        return f"http://{host}:{port}"
 
     async def _start_channel(self, name: str, adapter: Adapter) -> None:
         """Start a channel, retrying with backoff: one broken channel never stops the others."""

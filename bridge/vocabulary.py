@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.media.attachments import Attachment
+
 # --- states and kinds --------------------------------------------------------------------
 
 
@@ -96,6 +98,7 @@ class InboxItem:
     last_error: str | None
     created_at: float
     finished_at: float | None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ class NewEvent:
     text: str | None = None
     address: Mapping[str, Any] | None = None  # where to answer
     context: Mapping[str, Any] | None = None  # context items for Parloa
+    attachments: tuple[Attachment, ...] = ()  # what the user sent besides text
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from bridge.channel import (
 )
 from bridge.devtools.simulator import RunningSimulator, start_simulator
 from bridge.http_server import HttpServer, build_app
+from bridge.media.attachments import Attachment, AttachmentType
 from bridge.metrics import Metrics
 from bridge.service import Service
 from bridge.store import Store, schema
@@ -431,6 +432,11 @@ def test_the_limits_are_the_columns() -> None:
         ({"user_id": "u" * (256 - len("ch:"))}, True),
         ({"address": {"chat": ["x\x00"]}}, True),
         ({"context": {"k\x00": 1}}, True),
+        ({"attachments": (Attachment(AttachmentType.PHOTO, "f1", name="a.jpg"),)}, False),
+        ({"attachments": (Attachment(AttachmentType.PHOTO, "f1", name="a\x00.jpg"),)}, True),
+        ({"attachments": (Attachment(AttachmentType.CONTACT, contact_name="\udfff"),)}, True),
+        ({"attachments": (Attachment(AttachmentType.PHOTO, "f"),) * 10}, False),
+        ({"attachments": (Attachment(AttachmentType.PHOTO, "f"),) * 11}, True),
     ],
 )
 def test_inbound_problem(change: dict[str, Any], refused: bool) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import ClientError, web
@@ -28,6 +28,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.download import SlackFiles, bot_token_for
 from adapters.slack.http_intake import bolt_request_or_refusal
 from adapters.slack.normalize import (
     BotIdentity,
@@ -41,7 +42,13 @@ from adapters.slack.normalize import (
 from adapters.slack.oauth import RedactingInstallationStore, oauth_page, oauth_settings
 from adapters.slack.options import SlackOptions
 from adapters.slack.profiles import Profiles
-from adapters.slack.render import RenderOptions, pressed_blocks, render
+from adapters.slack.render import (
+    RenderOptions,
+    SlackMessage,
+    pressed_blocks,
+    render,
+    without_images,
+)
 from bridge.channel import (
     AcceptResult,
     Adapter,
@@ -58,6 +65,7 @@ from bridge.channel import (
     inbound_problem,
 )
 from bridge.channelkit import TaskSet, retry_after_seconds
+from bridge.media.attachments import Attachment, Download
 from bridge.ratelimit import KeyedLimiter, PauseBoard
 
 log = logging.getLogger("adapters.slack")
@@ -98,6 +106,7 @@ class SlackAdapter(Adapter):
         )
         self._paused = PauseBoard()
         self._profiles = Profiles(name, options, self.client)
+        self._files = SlackFiles(self.client)
         self._intake: Intake | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._background = TaskSet(log)
@@ -238,6 +247,7 @@ class SlackAdapter(Adapter):
     async def stop(self) -> None:
         await self.stop_intake()
         await self._background.close()
+        await self._files.close()
 
     def status(self) -> Mapping[str, Any]:
         return {"mode": self.options.mode, "oauth": self.options.oauth}
@@ -344,6 +354,13 @@ class SlackAdapter(Adapter):
             raise RecipientGone(f"the app is not installed in team {team_id}")
         return str(bot.bot_token)
 
+    @contextlib.asynccontextmanager
+    async def open_attachment(self, attachment: Attachment) -> AsyncIterator[Download]:
+        team_id = attachment.locator.partition(":")[0]
+        token = await bot_token_for(self.options, self.installation_store, team_id)
+        async with self._files.open(attachment, token) as download:
+            yield download
+
     async def deliver(self, delivery: Delivery) -> None:
         address = delivery.address
         channel = address.get("channel")
@@ -361,18 +378,32 @@ class SlackAdapter(Adapter):
             await self._workspaces.acquire(team_id)
             message = messages[index]
             try:
-                response = await self.client.chat_postMessage(
-                    token=token,
-                    channel=channel,
-                    text=message.text,
-                    blocks=list(message.blocks),
-                    thread_ts=address.get("thread_ts"),
-                )
+                try:
+                    response = await self._post(token, address, message)
+                except SlackApiError as exc:
+                    # Slack refuses a whole message whose image it cannot fetch: the images
+                    # go again as links.
+                    linked = without_images(message)
+                    if exc.response.get("error") != "invalid_blocks" or linked is None:
+                        raise
+                    log.info("slack channel %s: image refused, sent as a link", self.name)
+                    response = await self._post(token, address, linked)
             except SlackApiError as exc:
                 raise self._delivery_error(exc, key, team_id) from None
             except (ClientError, TimeoutError) as exc:
                 raise DeliveryRetryable(f"Slack request failed: {exc!r}") from None
             await delivery.progress(index, str(response.get("ts")))
+
+    async def _post(
+        self, token: str | None, address: Mapping[str, Any], message: SlackMessage
+    ) -> Any:
+        return await self.client.chat_postMessage(
+            token=token,
+            channel=address["channel"],
+            text=message.text,
+            blocks=list(message.blocks),
+            thread_ts=address.get("thread_ts"),
+        )
 
     def _delivery_error(self, exc: SlackApiError, key: str, team_id: str) -> Exception:
         response = exc.response

@@ -9,6 +9,9 @@ Every function answers and never raises; odd payloads are :class:`Ignored` ("mal
 - :func:`action_to_inbound` (``block_actions``): a pressed chip, or :class:`Ignored`;
 - :func:`command_to_inbound` (slash commands).
 
+Files in a message (``file_share``, or ``files`` on any message) become the event's
+attachments (:mod:`adapters.slack.files`); the text is then the message text, or "".
+
 Conversations: a DM is one conversation (answered in the DM, not threaded); a mention in a
 channel opens one per thread (answered in the thread); a slash command outside DMs opens one per
 user in that channel (answered in the channel, not threaded).
@@ -26,7 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.slack.files import files_to_attachments
 from bridge.channel import ContextScalar, Inbound, InboundKind
+from bridge.media.attachments import Attachment
 
 PLATFORM = "slack"
 
@@ -147,7 +152,7 @@ def _from_mention(event: Mapping[str, Any], team_id: str, bot: BotIdentity) -> I
     ts: str = event["ts"]
     in_thread = _in_thread(event)
     thread = event.get("thread_ts") or ts
-    kind, text = _content(event, bot)
+    kind, text, attachments = _content(event, team_id, bot)
     if kind is None:
         if in_thread:
             # A bare mention inside a thread: a START would restart a running conversation.
@@ -161,6 +166,7 @@ def _from_mention(event: Mapping[str, Any], team_id: str, bot: BotIdentity) -> I
         text=text,
         address=_address(team_id, channel, thread),
         context=_context(team_id, _channel_type(event.get("channel_type"), channel), event["user"]),
+        attachments=attachments,
     )
 
 
@@ -177,7 +183,7 @@ def _from_message(
     event_id = f"{team_id}:{channel}:{ts}"
     context = _context(team_id, channel_type, user)
     if channel_type == "im":
-        kind, text = _content(event, bot)
+        kind, text, attachments = _content(event, team_id, bot)
         if kind is None:
             return Ignored("empty message")
         return Inbound(
@@ -188,6 +194,7 @@ def _from_message(
             text=text,
             address=_address(team_id, channel, None),
             context=context,
+            attachments=attachments,
         )
     if channel_type not in _CHANNEL_TYPES:
         return Ignored(f"message in a {channel_type!r} channel")
@@ -196,7 +203,7 @@ def _from_message(
     if not _in_thread(event):
         return Ignored("channel message not addressed to the bot")
     thread: str = event["thread_ts"]
-    kind, text = _content(event, bot)
+    kind, text, attachments = _content(event, team_id, bot)
     if kind is None:
         return Ignored("empty message")
     key = thread_key(team_id, channel, thread)
@@ -208,6 +215,7 @@ def _from_message(
         text=text,
         address=_address(team_id, channel, thread),
         context=context,
+        attachments=attachments,
     )
     return ThreadReply(thread_key=key, inbound=inbound)
 
@@ -219,15 +227,19 @@ def _in_thread(event: Mapping[str, Any]) -> bool:
     return isinstance(thread_ts, str) and bool(thread_ts) and thread_ts != event.get("ts")
 
 
-def _content(event: Mapping[str, Any], bot: BotIdentity) -> tuple[InboundKind | None, str]:
-    """The user's text (bot mentions removed, Slack markup made plain), or UNSUPPORTED
-    ``"file"`` for files without text; ``(None, "")`` when there is nothing."""
+def _content(
+    event: Mapping[str, Any], team_id: str, bot: BotIdentity
+) -> tuple[InboundKind | None, str, tuple[Attachment, ...]]:
+    """The user's text (bot mentions removed, Slack markup made plain) and files: TEXT when
+    there is either; UNSUPPORTED ``"file"`` for files none of which can be fetched (deleted,
+    hosted elsewhere) without text; ``(None, "", ())`` when there is nothing."""
     text = to_plain(strip_mentions(event.get("text") or "", bot.user_id))
-    if text:
-        return InboundKind.TEXT, text  # files next to a text are not forwarded
+    attachments = files_to_attachments(event.get("files"), team_id)
+    if text or attachments:
+        return InboundKind.TEXT, text, attachments
     if event.get("subtype") == "file_share" or event.get("files"):
-        return InboundKind.UNSUPPORTED, "file"
-    return None, ""
+        return InboundKind.UNSUPPORTED, "file", ()
+    return None, "", ()
 
 
 def _address(team_id: str, channel: str, thread_ts: str | None) -> dict[str, Any]:

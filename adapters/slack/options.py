@@ -15,6 +15,7 @@ DEFAULT_SCOPES = (
     "groups:history",
     "users:read",
     "commands",
+    "files:read",
 )
 
 

@@ -6,9 +6,13 @@
 - chips become buttons (``action_id`` ``chip_<n>``, unique in their message) in ``actions``
   blocks; a chip set stays in one message, after a prompt when it would begin one;
 - cards become a section (``*title*``, ``_subtitle_``, content) and an ``image`` block;
+- a payload's ``attachments`` (:func:`bridge.media.outbound.read_attachments`): images as
+  ``image`` blocks (their caption in a section after them), files, audio and video as links;
 - a payload's ``slack`` content with valid-looking ``blocks`` is sent as a message of its own;
 - all blocks go into as few messages as possible (≤ :data:`MAX_BLOCKS` each), each with a
-  notification ``text`` of its blocks' text.
+  notification ``text`` of its blocks' text;
+- :func:`without_images` is a message with its images as links, for when Slack cannot fetch
+  an image (it refuses the whole message).
 
 Lengths are counted in UTF-16 code units, which is never less than the characters Slack counts.
 """
@@ -21,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.media.outbound import OutboundAttachment, OutboundKind, read_attachments
 from bridge.textchat.models import (
     CardElement,
     PayloadElement,
@@ -46,6 +51,7 @@ MAX_CHIPS = 100
 """Chips shown per delivery; more are dropped."""
 MAX_ALT_TEXT = 2000
 MAX_IMAGE_URL = 3000
+MAX_IMAGE_TITLE = 2000
 MAX_CARD_HEADING = 1000
 """A card's title and subtitle each (escaped), so that both fit a section with room to spare."""
 MAX_PRESSED_TITLE = 200
@@ -199,6 +205,8 @@ def render(elements: Sequence[ResponseElement], options: RenderOptions) -> list[
         elif isinstance(element, CardElement):
             builder.add(_card_items(element), together=True)
         elif isinstance(element, PayloadElement):
+            for attachment in read_attachments(element.content):
+                builder.add(_attachment_items(attachment), together=True)
             native = _native_message(element)
             if native is not None:
                 builder.add_message(native)
@@ -230,15 +238,7 @@ def _card_items(card: CardElement) -> list[_Item]:
         heading.append(f"*{escape_mrkdwn(_clip(title, MAX_CARD_HEADING, _escaped_weight))}*")
     if subtitle:
         heading.append(f"_{escape_mrkdwn(_clip(subtitle, MAX_CARD_HEADING, _escaped_weight))}_")
-    head = "\n".join(heading)
-    texts = [head] if head else []
-    if head and content:
-        # The heading and as much content as fits share the first section.
-        first = split_text(content, MAX_SECTION_TEXT - units(head) - 1)[0]
-        texts = [f"{head}\n{escape_mrkdwn(first)}"]
-        content = content[len(first) :].strip()
-    texts.extend(escape_mrkdwn(chunk) for chunk in split_text(content, MAX_SECTION_TEXT))
-    items = [_Item(_section(text), text) for text in texts]
+    items = [_Item(_section(text), text) for text in _headed("\n".join(heading), content)]
     image = card.image
     url = (image.url or "").strip() if image is not None else ""
     if image is not None and _image_url_ok(url):
@@ -249,6 +249,18 @@ def _card_items(card: CardElement) -> list[_Item]:
     return items
 
 
+def _headed(head: str, content: str) -> list[str]:
+    """Section texts: ``head`` (escaped mrkdwn) and as much of ``content`` (plain) as fits
+    share the first; the rest is split like text."""
+    texts = [head] if head else []
+    if head and content:
+        first = split_text(content, MAX_SECTION_TEXT - units(head) - 1)[0]
+        texts = [f"{head}\n{escape_mrkdwn(first)}"]
+        content = content[len(first) :].strip()
+    texts.extend(escape_mrkdwn(chunk) for chunk in split_text(content, MAX_SECTION_TEXT))
+    return texts
+
+
 def _image_url_ok(url: str) -> bool:
     return (
         url.lower().startswith(("http://", "https://"))
@@ -256,6 +268,55 @@ def _image_url_ok(url: str) -> bool:
         and units(url) <= MAX_IMAGE_URL
         and not any(c.isspace() for c in url)
     )
+
+
+# --- attachments ----------------------------------------------------------------------------
+
+
+def _attachment_items(attachment: OutboundAttachment) -> list[_Item]:
+    """An image (an http(s) URL Slack takes) as an ``image`` block titled with its name, its
+    caption in a section after it; anything else as a link with the caption below it."""
+    caption = (attachment.caption or "").strip()
+    name = _one_line(attachment.name)
+    if attachment.kind is OutboundKind.IMAGE and _image_url_ok(attachment.url):
+        alt = _clip(name or _one_line(caption) or "image", MAX_ALT_TEXT)
+        block: Block = {"type": "image", "image_url": attachment.url, "alt_text": alt}
+        if name:
+            block["title"] = {"type": "plain_text", "text": _clip(name, MAX_IMAGE_TITLE)}
+        items = [_Item(block, escape_mrkdwn(_clip(_one_line(caption) or alt, MAX_ALT_TEXT)))]
+        items.extend(_Item(_section(text), "") for text in _headed("", caption))
+        return items
+    link = _link(attachment.url, _one_line(attachment.label))
+    return [_Item(_section(text), text) for text in _headed(link, caption)]
+
+
+def _link(url: str, label: str, room: int = MAX_SECTION_TEXT) -> str:
+    """``<url|label>`` in mrkdwn within ``room`` units (the label cut to fit; just ``<url>``
+    when nothing of it fits)."""
+    target = escape_mrkdwn(url).replace("|", "%7C")
+    target = "".join("%20" if c.isspace() else c for c in target)
+    left = room - units(target) - 3  # "<", "|", ">"
+    label = _clip(label, left, _escaped_weight) if left > 1 else ""
+    return f"<{target}|{escape_mrkdwn(label)}>" if label else f"<{target}>"
+
+
+def without_images(message: SlackMessage) -> SlackMessage | None:
+    """``message`` with each ``image`` block as a section linking to the image (its title,
+    else its alt text, as the label); None when it has no image block."""
+    blocks: list[Block] = []
+    changed = False
+    for block in message.blocks:
+        url = block.get("image_url") if block.get("type") == "image" else None
+        if not isinstance(url, str):
+            blocks.append(copy.deepcopy(block))
+            continue
+        title = block.get("title")
+        label = title.get("text") if isinstance(title, Mapping) else None
+        if not isinstance(label, str) or not label.strip():
+            label = block.get("alt_text") if isinstance(block.get("alt_text"), str) else ""
+        blocks.append(_section(_link(url, _one_line(label) or "image")))
+        changed = True
+    return SlackMessage(message.text, tuple(blocks)) if changed else None
 
 
 # --- payloads -------------------------------------------------------------------------------

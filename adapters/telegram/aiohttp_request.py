@@ -10,6 +10,9 @@ under a burst.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
@@ -60,6 +63,23 @@ class AiohttpRequest(BaseRequest):
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url`` with this transport's pool and timeouts, the body left unread: the
+        caller reads it chunk by chunk (a file download). aiohttp's own errors are raised."""
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("AiohttpRequest is not initialized")
+        connect, pool, read = self._connect, self._pool, self._read
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None if connect is None or pool is None else connect + pool,
+            sock_connect=connect,
+            sock_read=read,
+        )
+        async with session.get(url, timeout=timeout) as response:
+            yield response
 
     async def do_request(
         self,

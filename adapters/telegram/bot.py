@@ -1,13 +1,14 @@
-"""python-telegram-bot's ``Bot`` with the two calls the bridge makes on its own terms."""
+"""python-telegram-bot's ``Bot`` with the calls the bridge makes on its own terms."""
 
 from __future__ import annotations
 
 import warnings
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from telegram import Bot
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
 from bridge.channelkit import retry_after_seconds
@@ -37,13 +38,27 @@ class BridgeBot(Bot):
         return result if isinstance(result, list) else []
 
     async def send_for_id(self, method: str, params: dict[str, Any]) -> str | None:
-        """``sendMessage`` / ``sendPhoto`` with PTB's parameter encoding and error mapping, but
-        without building the sent ``Message`` (a real cost per reply: docs/benchmarks.md,
-        "Telegram adapter"): only its id is kept. ``None`` when Telegram's answer has none: the
-        message was sent all the same, so this is not an error (a retry would send it twice)."""
+        """``sendMessage`` / ``sendPhoto`` / ... with PTB's parameter encoding and error mapping,
+        but without building the sent ``Message`` (a real cost per reply: docs/benchmarks.md,
+        "Telegram adapter"): only its id is kept (an album's: its first message's). ``None``
+        when Telegram's answer has none: the message was sent all the same, so this is not an
+        error (a retry would send it twice)."""
         result = await self._post(method, params)
+        if isinstance(result, list):
+            result = result[0] if result else None
         message_id = result.get("message_id") if isinstance(result, dict) else None
         return str(message_id) if isinstance(message_id, int) else None
+
+    async def file_location(self, file_id: str) -> tuple[str, int | None]:
+        """getFile: the URL to download ``file_id`` from (valid for an hour, and carrying the
+        token: never log it) and its size when Telegram says."""
+        result = await self._post("getFile", {"file_id": file_id})
+        path = result.get("file_path") if isinstance(result, dict) else None
+        if not isinstance(path, str) or not path:
+            raise BadRequest("getFile answered without a file path")
+        size = result.get("file_size")
+        url = f"{self.base_file_url}/{quote(path)}"
+        return url, size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def retry_seconds(exc: RetryAfter) -> float | None:

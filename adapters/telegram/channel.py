@@ -5,6 +5,12 @@ and calls getUpdates; an update's offset is passed on (which confirms it to Tele
 after the update was committed to the inbox. Webhook: the update is committed before the 2xx;
 when the database is unavailable Telegram gets 503 with Retry-After and sends the update again.
 
+Media: a photo, document, voice note, audio, video, video note, sticker, location, venue or
+contact is an event with its caption as text and the file described as an attachment (its file
+id; media.py); nothing is downloaded at intake. The core's worker later asks
+``open_attachment`` for the bytes: getFile, then the file streamed from the Bot API's file URL on
+a connection pool of its own (files.py). Files Parloa sends go out by URL (media_render.py).
+
 A chip press is deduplicated per keyboard (its event id names the keyboard), so a keyboard
 can be used once however often it is pressed. Its value is read back from the stored reply
 (keyboards.py).
@@ -18,6 +24,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +35,7 @@ from adapters.telegram.aiohttp_request import AiohttpRequest
 from adapters.telegram.bot import ALLOWED_UPDATES, BridgeBot
 from adapters.telegram.budgets import SendBudgets
 from adapters.telegram.delivery import Sender
+from adapters.telegram.files import download_request, open_file
 from adapters.telegram.keyboards import (
     LEGACY_STATE_KEY,
     LegacyButton,
@@ -62,6 +70,7 @@ from bridge.channel import (
     loads_object,
 )
 from bridge.channelkit import TaskSet
+from bridge.media.attachments import Attachment, Download
 
 log = logging.getLogger("adapters.telegram")
 
@@ -107,6 +116,8 @@ class TelegramAdapter(Adapter):
             text_format=options.text_format, chips_prompt=options.chips_prompt
         )
         self._sender = Sender(name, self.bot, budgets, self._render)
+        # Downloads get a pool of their own: a large file must not hold up replies.
+        self._downloads = download_request(options)
         self._identity: BotIdentity | None = None
         self._intake: Intake | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -195,6 +206,7 @@ class TelegramAdapter(Adapter):
     async def stop(self) -> None:
         await self.stop_intake()
         await self._background.close()
+        await self._downloads.shutdown()
         if self._initialized:
             with contextlib.suppress(Exception):
                 await self.bot.shutdown()
@@ -409,6 +421,12 @@ class TelegramAdapter(Adapter):
             await self.bot.edit_message_reply_markup(chat_id, message_id, reply_markup=None)
         except TelegramError as exc:
             log.info("telegram channel %s: keyboard not removed: %s", self.name, exc)
+
+    # --- attachments (files.py) -------------------------------------------------------------
+
+    def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Download]:
+        """getFile, then the file streamed from the Bot API's file URL."""
+        return open_file(self.bot, self._downloads, attachment)
 
     # --- delivery (delivery.py) -------------------------------------------------------------
 

@@ -10,12 +10,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from telegram import InputMediaPhoto
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 
 from adapters.telegram.bot import BridgeBot, retry_seconds
 from adapters.telegram.budgets import SendBudgets
 from adapters.telegram.keyboards import inline_keyboard
-from adapters.telegram.render import PhotoPart, RenderOptions, TextPart, render
+from adapters.telegram.parts import AlbumPart, MediaPart, Part, PhotoPart, TextPart
+from adapters.telegram.render import RenderOptions, render
 from bridge.channel import (
     Delivery,
     DeliveryRejected,
@@ -27,9 +29,11 @@ log = logging.getLogger("adapters.telegram")
 
 #: Telegram's flood control named no usable wait: pause the chat this long.
 DEFAULT_FLOOD_WAIT_SECONDS = 1.0
-_PHOTO_FAILURES = re.compile(
+# Telegram could not fetch or read a file sent by URL: its fallback (a link) is sent instead.
+_MEDIA_FAILURES = re.compile(
     r"wrong file identifier|failed to get http url content|wrong type of the web page|"
-    r"image_process_failed|wrong remote file|photo_invalid",
+    r"image_process_failed|wrong remote file|photo_invalid|webpage_curl_failed|"
+    r"webpage_media_empty|media_empty|failed to send message #",
     re.IGNORECASE,
 )
 _PARSE_FAILURE = re.compile(r"can't parse entities|can't find end", re.IGNORECASE)
@@ -70,9 +74,25 @@ class Sender:
             message_id = await self._send(parts[index], chat_id, address, markup)
             await delivery.progress(index, message_id)
 
+    async def _send_media(
+        self,
+        part: PhotoPart | MediaPart | AlbumPart,
+        markup: dict[str, Any] | None,
+        common: dict[str, Any],
+    ) -> str | None:
+        if isinstance(part, AlbumPart):
+            media = [InputMediaPhoto(item.url, caption=item.caption) for item in part.items]
+            return await self.bot.send_for_id("sendMediaGroup", {"media": media, **common})
+        if isinstance(part, PhotoPart):
+            params = {"photo": part.url, "caption": part.caption, "parse_mode": part.parse_mode}
+        else:
+            params = {part.kind: part.url, "caption": part.caption}
+        method = f"send{part.kind.capitalize()}" if isinstance(part, MediaPart) else "sendPhoto"
+        return await self.bot.send_for_id(method, {**params, "reply_markup": markup, **common})
+
     async def _send(
         self,
-        part: TextPart | PhotoPart,
+        part: Part,
         chat_id: int,
         address: Mapping[str, Any],
         markup: dict[str, Any] | None,
@@ -86,23 +106,14 @@ class Sender:
                 "allow_sending_without_reply": True,
             }
         try:
-            if isinstance(part, PhotoPart):
+            if not isinstance(part, TextPart):
                 try:
-                    return await self.bot.send_for_id(
-                        "sendPhoto",
-                        {
-                            "photo": part.url,
-                            "caption": part.caption,
-                            "parse_mode": part.parse_mode,
-                            "reply_markup": markup,
-                            **common,
-                        },
-                    )
+                    return await self._send_media(part, markup, common)
                 except BadRequest as exc:
-                    if not _PHOTO_FAILURES.search(exc.message):
+                    if not _MEDIA_FAILURES.search(exc.message):
                         raise
                     log.info(
-                        "telegram channel %s: photo not sent (%s); sending text",
+                        "telegram channel %s: file not sent (%s); sending its link",
                         self._channel,
                         exc.message,
                     )

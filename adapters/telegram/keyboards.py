@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.telegram.render import Button, Keyboard, Part
+from adapters.telegram.parts import Button, Keyboard, Part
 
 LEGACY_STATE_KEY = "tmp:kb:"
 

@@ -2,7 +2,8 @@
 
 :func:`to_inbound` answers one of three things for every update, and never raises:
 
-- :class:`~bridge.channel.Inbound`: a user's turn for the bot (text, command, unsupported media);
+- :class:`~bridge.channel.Inbound`: a user's turn for the bot (text, command, media with its
+  caption as the text and the file described as an attachment: media.py, or unsupported content);
 - :class:`ButtonPress`: a pressed inline button; the adapter resolves ``data`` (its token) to the
   chip's value and builds the event with :meth:`ButtonPress.inbound`;
 - :class:`Ignored`: not for the bot (other updates, other people's group chatter, bots, service
@@ -20,14 +21,17 @@ from typing import Any, Literal
 
 from telegram import Chat, Message, MessageEntity, Update, User
 
+from adapters.telegram.media import attachment_of
 from bridge.channel import ContextScalar, Inbound, InboundKind
+from bridge.media.attachments import Attachment
 
 PLATFORM = "telegram"
 
 _GROUP_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 
-# Content a user can send that the bot cannot read, in the order checked: an animation also
-# carries ``document``, a venue also carries ``location``.
+# Content a user can send besides text, in the order checked (an animation also carries
+# ``document``, a venue also carries ``location``): the kinds media.py reads become attachments,
+# the rest is unsupported.
 _CONTENT_KINDS = (
     "sticker",
     "live_photo",
@@ -48,8 +52,6 @@ _CONTENT_KINDS = (
     "paid_media",
     "checklist",
 )
-# Kinds whose caption is forwarded as the user's text (``forward_captions``).
-_CAPTION_KINDS = frozenset({"photo", "document", "video", "animation"})
 
 # Service messages (joins, leaves, pins, topic changes, ...): only for a precise Ignored reason;
 # anything without text or known content is ignored either way.
@@ -135,7 +137,7 @@ class NormalizeOptions:
     group_mode: Literal["per_user", "per_chat"] = "per_user"
     """One conversation per user within a group, or one per chat (topic)."""
     forward_captions: bool = True
-    """A photo's (document's, video's, animation's) caption is sent as the user's text."""
+    """A media message's caption is sent as the user's text (else the text is empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +228,7 @@ def _from_message(
     context = _context(user, chat)
     replies_to_bot = _replies_to_bot(msg, thread, bot)
 
-    def event(kind: InboundKind, text: str) -> Inbound:
+    def event(kind: InboundKind, text: str, attachments: tuple[Attachment, ...] = ()) -> Inbound:
         return Inbound(
             event_id=f"tg:{update_id}",
             conversation_key=key,
@@ -235,6 +237,7 @@ def _from_message(
             text=text,
             address=address,
             context=context,
+            attachments=attachments,
         )
 
     if msg.text is not None:
@@ -250,11 +253,11 @@ def _from_message(
     mentions = _bot_mentions(caption, msg.caption_entities, bot) if caption else []
     if not private and not (mentions or replies_to_bot):
         return Ignored("group message not addressed to the bot")
-    if caption and options.forward_captions and kind_name in _CAPTION_KINDS:
-        stripped = _edit(caption, [], mentions)
-        if stripped:
-            return event(InboundKind.TEXT, stripped)
-    return event(InboundKind.UNSUPPORTED, kind_name)
+    attachment = attachment_of(msg)
+    if attachment is None:
+        return event(InboundKind.UNSUPPORTED, kind_name)
+    text = _edit(caption, [], mentions) if caption and options.forward_captions else ""
+    return event(InboundKind.TEXT, text, (attachment,))
 
 
 def _text_turn(

@@ -35,7 +35,7 @@ class TelegramOptions(BaseModel):
     group_mode: Literal["per_user", "per_chat"] = "per_user"
     #: "plain" sends text as is; "markdown" converts Markdown to Telegram HTML
     text_format: Literal["plain", "markdown"] = "plain"
-    #: a photo's caption is sent to Parloa as text (the photo itself is not)
+    #: a media message's caption is sent to Parloa as its text (else the text is empty)
     forward_captions: bool = True
     #: the text that carries suggestion chips when there is no message to attach them to
     chips_prompt: str = "Please choose:"

@@ -6,7 +6,9 @@ part Telegram would refuse for its length, and never produces broken HTML:
 - lengths are counted in UTF-16 code units, as Telegram counts them (:func:`utf16_len`);
 - long texts are cut at paragraph, line, sentence or word boundaries (:func:`split_text`);
 - Markdown becomes Telegram HTML chunk by chunk, so tags never cross parts
-  (:func:`markdown_to_html`).
+  (:func:`markdown_to_html`);
+- a payload's ``attachments`` become files sent by URL, with a link as their fallback
+  (media_render.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
+from adapters.telegram.media_render import attachment_parts
+from adapters.telegram.parts import (
+    MAX_CAPTION,
+    MAX_TEXT,
+    AlbumPart,
+    Button,
+    Keyboard,
+    MediaPart,
+    Part,
+    PhotoPart,
+    TextPart,
+)
+from bridge.media.outbound import read_attachments
 from bridge.textchat.models import (
     CardElement,
     PayloadElement,
@@ -26,10 +41,6 @@ from bridge.textchat.models import (
 )
 from bridge.textsplit import split_weighted, utf16_len, utf16_weight
 
-MAX_TEXT = 4096
-"""A message's text, in UTF-16 code units."""
-MAX_CAPTION = 1024
-"""A photo's caption, in UTF-16 code units."""
 MAX_BUTTONS = 100
 """Buttons in one inline keyboard."""
 MAX_BUTTON_TITLE = 64
@@ -230,38 +241,6 @@ def _code_block(inner: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Button:
-    """An inline button: ``title`` is shown (≤ 64 characters), ``value`` is what a press sends."""
-
-    title: str
-    value: str
-
-
-Keyboard = tuple[tuple[Button, ...], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TextPart:
-    text: str
-    parse_mode: str | None
-    buttons: Keyboard = ()
-
-
-@dataclass(frozen=True, slots=True)
-class PhotoPart:
-    """A photo by URL. ``fallback`` is sent instead when Telegram cannot fetch the photo."""
-
-    url: str
-    caption: str | None
-    parse_mode: str | None
-    fallback: TextPart
-    buttons: Keyboard = ()
-
-
-Part = TextPart | PhotoPart
-
-
-@dataclass(frozen=True, slots=True)
 class RenderOptions:
     text_format: Literal["plain", "markdown"] = "plain"
     chips_prompt: str = "Please choose:"
@@ -282,6 +261,7 @@ def render(elements: Sequence[ResponseElement], options: RenderOptions) -> list[
             native = _native_part(element.for_platform("telegram"))
             if native is not None:
                 parts.append(native)
+            parts.extend(attachment_parts(read_attachments(element.content)))
             keyboard = _keyboard(element, options)
             if keyboard:
                 _attach(parts, keyboard, options)
@@ -452,10 +432,11 @@ def _keyboard(payload: PayloadElement, options: RenderOptions) -> Keyboard:
 
 
 def _attach(parts: list[Part], keyboard: Keyboard, options: RenderOptions) -> None:
-    """Chips go on the last part when it has no buttons yet, else on a prompt of their own."""
-    if parts and not parts[-1].buttons:
+    """Chips go on the last part when it has no buttons yet (and can carry some: an album
+    cannot), else on a prompt of their own."""
+    if parts and not parts[-1].buttons and not isinstance(parts[-1], AlbumPart):
         last = parts[-1]
-        if isinstance(last, PhotoPart):
+        if isinstance(last, PhotoPart | MediaPart):
             parts[-1] = replace(
                 last, buttons=keyboard, fallback=replace(last.fallback, buttons=keyboard)
             )

@@ -39,6 +39,7 @@ class Admission:
         )
         self._by_address: collections.Counter[str] = collections.Counter()  # open sockets
         self._address_buckets: dict[str, TokenBucket] = {}
+        self._upload_buckets: dict[str, TokenBucket] = {}  # by user
         self._pending: dict[str, collections.deque[float]] = {}  # by user: accepted at
 
     # --- identity ---------------------------------------------------------------------------
@@ -95,6 +96,24 @@ class Admission:
             b.spend()
         return None
 
+    def upload_limit(self, user: str, address: str) -> str | None:
+        """Why an upload is refused (``rate_limited``), or None: a user's uploads share a
+        bucket as fast as one socket's events, and the client address's bucket."""
+        now = time.monotonic()
+        buckets = (
+            self._bucket(self._upload_buckets, user, now, *self._socket_rate),
+            self._address_bucket(address, now),
+        )
+        if not all(b.ready(now) for b in buckets):
+            return RATE_LIMITED
+        for b in buckets:
+            b.spend()
+        return None
+
+    @property
+    def _socket_rate(self) -> tuple[float, int]:
+        return self.options.socket_rate_per_second, self.options.socket_burst
+
     def accepted(self, user: str) -> None:
         """An event of ``user`` was stored: it waits for the bot."""
         self._pending.setdefault(user, collections.deque()).append(time.monotonic())
@@ -108,15 +127,25 @@ class Admission:
             del self._pending[user]
 
     def _address_bucket(self, address: str, now: float) -> TokenBucket:
-        bucket = self._address_buckets.get(address)
+        return self._bucket(
+            self._address_buckets,
+            address,
+            now,
+            self.options.address_rate_per_second,
+            self.options.address_burst,
+        )
+
+    @staticmethod
+    def _bucket(
+        buckets: dict[str, TokenBucket], key: str, now: float, rate: float, burst: int
+    ) -> TokenBucket:
+        bucket = buckets.get(key)
         if bucket is None:
-            if len(self._address_buckets) >= MAX_ADDRESS_BUCKETS:
+            if len(buckets) >= MAX_ADDRESS_BUCKETS:
                 # Full buckets are as good as new ones: forget them.
-                for key, old in list(self._address_buckets.items()):
+                for old_key, old in list(buckets.items()):
                     if old.full(now):
-                        del self._address_buckets[key]
-            bucket = TokenBucket(
-                self.options.address_rate_per_second, self.options.address_burst, now
-            )
-            self._address_buckets[address] = bucket
+                        del buckets[old_key]
+            bucket = TokenBucket(rate, burst, now)
+            buckets[key] = bucket
         return bucket

@@ -47,16 +47,19 @@ def build_page(
     placeholder: str,
     max_text_length: int,
     frame_ancestors: Sequence[str],
+    uploads: bool = True,
 ) -> Page:
     """The chat page of one channel. ``frame_ancestors`` lists the origins that may embed it
-    besides its own (``*`` for any)."""
+    besides its own (``*`` for any); ``uploads``: whether it offers to attach files."""
     style = read_static("chat.css")
     script = read_static("chat.js")
     values: Mapping[str, str] = {
         "title": html.escape(title),
         "placeholder": html.escape(placeholder),
         "max_text_length": str(max_text_length),
-        "config": _json_for_script({"channel": channel, "maxTextLength": max_text_length}),
+        "config": _json_for_script(
+            {"channel": channel, "maxTextLength": max_text_length, "uploads": uploads}
+        ),
         "style": style,
         "script": script,
     }
@@ -68,8 +71,11 @@ def build_page(
             "default-src 'none'",
             f"script-src {_csp_hash(script)}",
             f"style-src {_csp_hash(style)}",
-            # Card images come from wherever the bot designer put them.
-            "img-src https: http: data:",
+            # Card images and attachments come from wherever the bot designer put them; blob:
+            # previews the user's own upload.
+            "img-src https: http: data: blob:",
+            "media-src https: http:",
+            # The WebSocket and the upload route.
             "connect-src 'self'",
             f"frame-ancestors {ancestors}",
             "base-uri 'none'",

@@ -7,6 +7,7 @@ Routes (``{name}`` is the channel's name)::
     GET /webchat/{name}/embed.js   <script src=".../embed.js" async></script> on any site adds a
                                    floating button that opens the page in a frame
     GET /webchat/{name}/ws         the WebSocket (403 for a foreign Origin, 503 when stopped)
+    POST /webchat/{name}/upload    a file the user sends (see Uploads below)
 
 A browser page may use the chat from its own origin, from an origin in ``allowed_origins``
 (``["*"]``: any), and only those origins may frame the page. A client that sends no ``Origin``
@@ -32,7 +33,9 @@ Client → server::
     {"type": "hello", "user": "<id>", "token": "<token>", "since": <last seq seen, 0 after
      a reload>, "language": "<BCP 47, optional>"}  first, exactly once; no user and token:
                                                    a new user (the server issues an identity)
-    {"type": "message", "id": "<client id>", "text": "..."}
+    {"type": "message", "id": "<client id>", "text": "...", "attachments": ["<upload id>", ...]}
+                                        attachments (optional, at most 10): the user's own
+                                        uploads; text is then the caption and may be empty
     {"type": "button",  "id": "<client id>", "value": "..."}     a chip was pressed
     {"type": "restart", "id": "<client id>"}                     quit and start again
     {"type": "start", "id": "start"}    a new user's page opened: the bot's welcome. Every
@@ -42,7 +45,10 @@ Server → client::
 
     {"type": "message", "seq": N, "elements": [...]}   one delivery: TextchatV2 response
         elements in their wire form; a payload with suggestion chips also carries them
-        normalised as "chips": [{"title", "value"}]
+        normalised as "chips": [{"title", "value"}], and one with attachments
+        (bridge/media/outbound.py) as "files": [{"kind": "image" | "file" | "audio" |
+        "video", "url", "label", "caption"?}], which the page shows inline (an image, a
+        player, a download link)
     {"type": "identity", "user": "<id>", "token": "<token>"}   a new user's, before "ready"
     {"type": "ready", "last": N}        after the hello: the entries with seq > since were sent
     {"type": "ack", "id": "<client id>"}                 the event is committed
@@ -54,7 +60,8 @@ after the event was committed; until then the page shows the message as being se
 a reconnect, sends it again with the same id: the event id ``wc:<user>:<id>`` deduplicates it.
 Error reasons: ``invalid_frame``, ``hello_required`` (the connection is closed with 1008),
 ``identity_refused`` (closed with 4001), ``too_many_connections`` (closed with 4029),
-``empty_text``, ``text_too_long``, ``rate_limited``, ``slow_down``, and ``unavailable``
+``empty_text``, ``text_too_long``, ``rate_limited``, ``slow_down``, ``invalid_attachment``
+(an id that is not an upload of this user, or no longer known), and ``unavailable``
 (nothing was stored: send it again). A frame over the size limit closes the socket with 1009,
 one that is not UTF-8 with 1007 (one log line each).
 
@@ -68,6 +75,18 @@ announced put (``ChannelState.put(..., announce=True)``): an open socket of the 
 replica syncs from it at once, so a reply delivered by another replica appears without a
 reconnect; a slow periodic re-read is the safety net. A retried delivery finds its entry by
 outbox id and is not added twice.
+
+Uploads: ``POST /webchat/{name}/upload``, ``multipart/form-data`` with one file part,
+authenticated as the socket is: headers ``X-Webchat-User`` and ``X-Webchat-Token`` (the
+identity the bridge issued; a page of another origin than the allowed ones is refused as the
+socket is). The file is streamed into the bridge's media store as it arrives (the largest is
+``[media] max_bytes``) and described in channel state (``tmp:upload:<id>``: its user, name,
+content type and size), so a message naming the id on any replica becomes an event with the
+attachment (locator ``stored:<id>``). Answers: 200 ``{"id", "name", "size",
+"content_type"}``; 400 not one usable file; 401 identity refused; 403 origin not allowed;
+408 slower than ``upload_timeout_seconds``; 413 larger than ``[media] max_bytes``; 429 rate
+limited (the user's uploads share the rate of a socket's events, and the address's bucket);
+503 stopped, or the store cannot take it (``Retry-After``).
 
 On shutdown the sockets are closed with 1001 (going away) so pages reconnect, to another
 replica if there is one.
@@ -88,6 +107,7 @@ from adapters.webchat.admission import Admission
 from adapters.webchat.assets import Page, build_page, embed_script
 from adapters.webchat.options import WebchatOptions
 from adapters.webchat.protocol import (
+    INVALID_ATTACHMENT,
     INVALID_FRAME,
     UNAVAILABLE,
     FrameError,
@@ -112,6 +132,7 @@ from adapters.webchat.sockets import (
     read_hello,
     refuse,
 )
+from adapters.webchat.uploads import UploadRoute, named_uploads
 from bridge.channel import (
     AcceptResult,
     Adapter,
@@ -126,6 +147,8 @@ from bridge.channel import (
     IntakeRefused,
     IntakeUnavailable,
 )
+from bridge.http_server import streams_body
+from bridge.media.attachments import Attachment
 
 log = logging.getLogger("adapters.webchat")
 
@@ -158,12 +181,14 @@ class WebchatAdapter(Adapter):
         self._admission = Admission(name, options)
         own = normalize_origin(services.public_url) if services.public_url else None
         self._own_origins = (own,) if own else ()
+        self._upload_route = UploadRoute(name, options, self._admission, self._own_origins)
         self._page: Page = build_page(
             channel=name,
             title=options.title,
             placeholder=options.placeholder,
             max_text_length=options.max_text_length,
             frame_ancestors=options.allowed_origins,
+            uploads=options.uploads,
         )
         self._embed = embed_script()
 
@@ -185,6 +210,7 @@ class WebchatAdapter(Adapter):
             web.get(base + "/", self._serve_page),
             web.get(base + "/embed.js", self._serve_embed),
             web.get(base + "/ws", self._serve_socket),
+            web.post(base + "/upload", streams_body(self._handle_upload)),
         ]
 
     async def start(self, intake: Intake) -> None:
@@ -262,6 +288,18 @@ class WebchatAdapter(Adapter):
                 "Cross-Origin-Resource-Policy": "cross-origin",
             },
         )
+
+    # --- uploads (uploads.py) -------------------------------------------------------------
+
+    async def _handle_upload(self, request: web.Request) -> web.StreamResponse:
+        return await self._upload_route.handle(request, self._intake, self._state)
+
+    async def _uploads(self, user: str, ids: Sequence[str]) -> list[Attachment] | None:
+        """The attachments a message names: None when one is not an upload of ``user``."""
+        state = self._state
+        if state is None:
+            raise IntakeUnavailable("channel is not running")
+        return await named_uploads(state, user, ids)
 
     # --- the WebSocket ----------------------------------------------------------------------
 
@@ -373,7 +411,6 @@ class WebchatAdapter(Adapter):
             await sock.send(error_frame(exc.reason, exc.id))
             return
         intake = self._intake
-        inbound = to_inbound(sock.user, event, context)
         if intake is None:
             await sock.send(error_frame(UNAVAILABLE, event.id))
             return
@@ -383,6 +420,12 @@ class WebchatAdapter(Adapter):
             await sock.send(error_frame(refusal, event.id))
             return
         try:
+            attachments = await self._uploads(sock.user, event.attachments)
+            if attachments is None:
+                log.info("webchat channel %s: a message named a foreign upload", self.name)
+                await sock.send(error_frame(INVALID_ATTACHMENT, event.id))
+                return
+            inbound = to_inbound(sock.user, event, context, attachments)
             result = await intake.accept(inbound)
         except IntakeRefused as exc:
             log.info("webchat channel %s: refused event %s: %s", self.name, inbound.event_id, exc)
@@ -392,7 +435,7 @@ class WebchatAdapter(Adapter):
             log.warning(
                 "webchat channel %s: event %s could not be stored (%s); the page sends it again",
                 self.name,
-                inbound.event_id,
+                event.id,
                 exc,
             )
             await sock.send(error_frame(UNAVAILABLE, event.id))

@@ -47,6 +47,11 @@ class WebchatOptions(BaseModel):
     max_sockets: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     #: Events of one user waiting for the bot; more are refused with "slow down".
     max_pending_events: Annotated[int, Field(ge=1, le=10_000)] = 20
+    #: Files and images users may send (``POST .../upload``, the page's attach button); the
+    #: largest size is ``[media] max_bytes``.
+    uploads: bool = True
+    #: How long one upload may take to arrive before it is cut off (408).
+    upload_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
 
     # The messages name their key: bridge.config.describe_errors prints a value error's
     # message without its location.

@@ -21,10 +21,18 @@ from yarl import URL
 
 from bridge.channel import ContextScalar, Inbound, InboundKind
 from bridge.channelkit import is_storable_text
+from bridge.media.attachments import STORED_PREFIX, Attachment, AttachmentType
+from bridge.media.outbound import read_attachments
 from bridge.textchat.models import PayloadElement, ResponseElement, element_to_wire
 
 PLATFORM = "webchat"
 MAILBOX_KEY = "tmp:mailbox:"  # + user id; "tmp:" rows are purged after the retention period
+UPLOAD_KEY = "tmp:upload:"  # + media id: who uploaded it, its name and content type
+#: At most this many uploads in one message.
+MAX_ATTACHMENTS = 10
+#: A media id as the store issues it, loosely: what the page got back from an upload.
+MEDIA_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_FILE_NAME = 255
 
 #: A user id: what the page generates (32 hex digits), or any id of this shape.
 USER_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -45,6 +53,7 @@ UNAVAILABLE = "unavailable"  # nothing was stored; send the same frame again lat
 IDENTITY_REFUSED = "identity_refused"  # the hello's user and token were not issued here
 RATE_LIMITED = "rate_limited"  # too many frames too fast: nothing was stored
 SLOW_DOWN = "slow_down"  # too many events wait for the bot: nothing was stored
+INVALID_ATTACHMENT = "invalid_attachment"  # not an upload of this user (or it expired)
 TOO_MANY_CONNECTIONS = "too_many_connections"  # a socket cap: the connection is closed
 
 #: The fixed client id of the greeting: every ``start`` of a user is one event.
@@ -81,11 +90,75 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class ClientEvent:
-    """A message, a chip press or a restart. ``text`` is the message or the chip's value."""
+    """A message, a chip press or a restart. ``text`` is the message or the chip's value;
+    ``attachments`` the media ids of the user's uploads a message carries."""
 
     id: str
     kind: InboundKind
     text: str
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """What the adapter records of an upload, to describe it when a message names it."""
+
+    user: str
+    name: str | None
+    content_type: str
+    size: int
+
+    def dump(self) -> str:
+        return encode(
+            {"user": self.user, "name": self.name, "type": self.content_type, "size": self.size}
+        )
+
+    @classmethod
+    def load(cls, raw: str | None) -> Upload | None:
+        try:
+            data = json.loads(raw) if raw is not None else None
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        user, name, kind, size = (data.get(k) for k in ("user", "name", "type", "size"))
+        if not isinstance(user, str) or not isinstance(kind, str) or not isinstance(size, int):
+            return None
+        return cls(user, name if isinstance(name, str) else None, kind, size)
+
+    def attachment(self, media_id: str) -> Attachment:
+        return Attachment(
+            type=attachment_type(self.content_type),
+            locator=STORED_PREFIX + media_id,
+            name=self.name,
+            mime_type=self.content_type,
+            size=self.size,
+        )
+
+
+def upload_key(media_id: str) -> str:
+    return UPLOAD_KEY + media_id
+
+
+def attachment_type(content_type: str) -> AttachmentType:
+    """image/* a photo, audio/* audio, video/* video, anything else a document."""
+    major = content_type.split("/", 1)[0].strip().lower()
+    return {
+        "image": AttachmentType.PHOTO,
+        "audio": AttachmentType.AUDIO,
+        "video": AttachmentType.VIDEO,
+    }.get(major, AttachmentType.DOCUMENT)
+
+
+def file_name(value: str | None) -> str | None:
+    """An uploaded file's name as it is kept: its last path part, storable, cut to length."""
+    if not value:
+        return None
+    name = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(c for c in name if c >= " " and c != "\x7f")
+    if not name or not is_storable_text(name):
+        return None
+    return name[:MAX_FILE_NAME]
 
 
 # --- client frames --------------------------------------------------------------------------
@@ -161,10 +234,11 @@ def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
     if kind is InboundKind.RESTART:
         return ClientEvent(frame_id, kind, "")
     field = "text" if kind is InboundKind.TEXT else "value"
-    text = frame.get(field)
+    attachments = _attachment_ids(frame, frame_id) if kind is InboundKind.TEXT else ()
+    text = frame.get(field, "" if attachments else None)
     if not isinstance(text, str):
         raise FrameError(INVALID_FRAME, f"{field} must be a string", frame_id)
-    if not text.strip():
+    if not text.strip() and not attachments:
         raise FrameError(EMPTY_TEXT, f"{field} must not be empty", frame_id)
     if len(text) > max_text_length:
         raise FrameError(
@@ -173,7 +247,20 @@ def parse_event(frame: Mapping[str, Any], max_text_length: int) -> ClientEvent:
     # PostgreSQL refuses NUL in text columns: refused here, not retried there.
     if not is_storable_text(text) or "\x00" in text:
         raise FrameError(INVALID_FRAME, f"{field} is not valid Unicode text", frame_id)
-    return ClientEvent(frame_id, kind, text)
+    return ClientEvent(frame_id, kind, text, attachments)
+
+
+def _attachment_ids(frame: Mapping[str, Any], frame_id: str) -> tuple[str, ...]:
+    raw = frame.get("attachments")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_ATTACHMENTS:
+        raise FrameError(
+            INVALID_FRAME, f"attachments must be a list of at most {MAX_ATTACHMENTS}", frame_id
+        )
+    if not all(isinstance(i, str) and MEDIA_ID.match(i) for i in raw):
+        raise FrameError(INVALID_ATTACHMENT, "attachments must be upload ids", frame_id)
+    return tuple(dict.fromkeys(raw))  # the same file twice is one attachment
 
 
 def event_id(user: str, client_id: str) -> str:
@@ -181,7 +268,13 @@ def event_id(user: str, client_id: str) -> str:
     return f"wc:{user}:{client_id}"
 
 
-def to_inbound(user: str, event: ClientEvent, context: Mapping[str, ContextScalar]) -> Inbound:
+def to_inbound(
+    user: str,
+    event: ClientEvent,
+    context: Mapping[str, ContextScalar],
+    attachments: Sequence[Attachment] = (),
+) -> Inbound:
+    """The event of a frame; ``attachments``: its uploads, described (see :class:`Upload`)."""
     return Inbound(
         event_id=event_id(user, event.id),
         conversation_key=user,
@@ -190,6 +283,7 @@ def to_inbound(user: str, event: ClientEvent, context: Mapping[str, ContextScala
         text=event.text,
         address={"user": user},
         context=dict(context),
+        attachments=tuple(attachments),
     )
 
 
@@ -263,8 +357,9 @@ class TokenBucket:
 
 def render_elements(elements: Sequence[ResponseElement]) -> list[Any]:
     """The wire form of response elements for the page. A payload's suggestion chips are
-    added, already normalised, as ``chips: [{"title", "value"}]`` so the page need not know
-    the shapes bots use for them."""
+    added, already normalised, as ``chips: [{"title", "value"}]``, and its attachments
+    (bridge/media/outbound.py) as ``files: [{"kind", "url", "label", "caption"?}]``, so the
+    page need not know the shapes bots use for them."""
     rendered: list[Any] = []
     for element in elements:
         wire = element_to_wire(element)
@@ -272,6 +367,16 @@ def render_elements(elements: Sequence[ResponseElement]) -> list[Any]:
             chips = element.chips()
             if chips:
                 wire = {**wire, "chips": [{"title": c.title, "value": c.value} for c in chips]}
+            files = read_attachments(element.content)
+            if files:
+                wire = {
+                    **wire,
+                    "files": [
+                        {"kind": f.kind.value, "url": f.url, "label": f.label}
+                        | ({"caption": f.caption} if f.caption else {})
+                        for f in files
+                    ],
+                }
         rendered.append(wire)
     return rendered
 

@@ -5,19 +5,30 @@ Inbound ``POST /webhook/{channel}/events`` answers:
 ======  ===========================================================================
 200     ``{"status": "accepted"}`` or ``{"status": "duplicate"}`` (committed)
 400     the body is not a usable event (not UTF-8 JSON, nested deeper than 64, values the
-        database cannot store); ``{"error": "<one line>"}``
+        database cannot store, an attachment URL not allowed); ``{"error": "<one line>"}``
 401     missing, wrong or stale signature; nothing was accepted
 408     the body did not arrive within ``[http] body_timeout_seconds``
 413     the body or the text is too long
 503     the channel is not running or the event could not be stored (``Retry-After``)
 ======  ===========================================================================
 
-Replies are POSTed to ``deliver_url``; the receiver's status decides what happens: 2xx sent,
-429 wait (``Retry-After``, seconds or an HTTP date, honoured from 1 s up to an hour; without
-one, or under 1 s, the 429 counts as a failed attempt and is backed off) and retry, 5xx /
-timeout / connection error retry, 410 the recipient is gone (the conversation ends), any other
-status the message is dropped. Redirects are not followed (a signed request must reach the
-configured URL).
+An event may carry ``attachments: [{"url", "name"?, "mime_type"?}]`` (at most 10; ``text`` is
+then the caption and may be left out): each URL must be an absolute http(s) URL on a host in
+``allowed_attachment_hosts`` (empty by default: no attachments accepted), else the event is
+answered 400 with the reason and nothing is stored. The bridge fetches the files later, in the
+worker (:mod:`adapters.webhook.attachments`: internal addresses only when listed literally,
+checked on the resolved addresses; no redirects, credentials or proxies).
+
+Replies are POSTed to ``deliver_url``: ``{"outbox_id", "conversation_id", "user_id",
+"elements"}``, the response elements in their TextchatV2 wire form as Parloa sent them, so a
+``payload`` element with ``attachments`` (``{"type": "image" | "file" | "audio" | "video",
+"url", "name"?, "caption"?}``, bridge/media/outbound.py) reaches the receiver as it is: the
+integrator renders it; the bridge neither downloads nor rewrites those URLs. The receiver's
+status decides what happens: 2xx sent, 429 wait (``Retry-After``, seconds or an HTTP date,
+honoured from 1 s up to an hour; without one, or under 1 s, the 429 counts as a failed attempt
+and is backed off) and retry, 5xx / timeout / connection error retry, 410 the recipient is gone
+(the conversation ends), any other status the message is dropped. Redirects are not followed
+(a signed request must reach the configured URL).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 import aiohttp
@@ -33,6 +45,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from yarl import URL
 
+from adapters.webhook.attachments import AttachmentFetcher, HostPolicy, policy_problem
 from adapters.webhook.convert import (
     DEFAULT_MAX_TEXT_LENGTH,
     SIGNATURE_HEADER,
@@ -61,6 +74,7 @@ from bridge.channel import (
     inbound_problem,
 )
 from bridge.channelkit import retry_after_seconds
+from bridge.media.attachments import Attachment, Download
 
 log = logging.getLogger("adapters.webhook")
 
@@ -95,6 +109,13 @@ class WebhookOptions(BaseModel):
     signature_tolerance_seconds: Annotated[float, Field(gt=0)] = 300.0
     #: POST ``{"typing": true, ...}`` to ``deliver_url`` while the bot is thinking.
     send_typing: bool = False
+    #: Hosts an event's ``attachments`` may be fetched from: names (``files.example.com``),
+    #: ``*.example.com`` for its subdomains, IP addresses, or ``*`` for any host. Loopback,
+    #: private, link-local, multicast, reserved and unspecified addresses are fetched only
+    #: from a host listed literally (never through a wildcard). Empty: no attachments.
+    allowed_attachment_hosts: list[str] = []
+    #: Seconds to connect to an attachment's host, and at most between two reads of its body.
+    attachment_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # The messages name their key: bridge.config.describe_errors prints a value error's
     # message without its location.
@@ -103,6 +124,14 @@ class WebhookOptions(BaseModel):
     def _long_secret(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
             raise ValueError(f"secret: must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("allowed_attachment_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        problem = policy_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("deliver_url")
@@ -179,6 +208,10 @@ class WebhookAdapter(Adapter):
         self._services = services
         self._intake: Intake | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._attachment_hosts = HostPolicy.of(options.allowed_attachment_hosts)
+        self._fetcher = AttachmentFetcher(
+            self._attachment_hosts, options.attachment_timeout_seconds
+        )
 
     def __repr__(self) -> str:
         # The secret stays a SecretStr; name only what helps an operator.
@@ -208,6 +241,7 @@ class WebhookAdapter(Adapter):
 
     async def stop(self) -> None:
         self._intake = None
+        await self._fetcher.close()
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
@@ -253,7 +287,11 @@ class WebhookAdapter(Adapter):
             log.info("webhook channel %s: refused an event: %s", self.name, problem)
             return _error(401, problem)
         try:
-            event = to_inbound(parse_body(raw), max_text_length=self.options.max_text_length)
+            event = to_inbound(
+                parse_body(raw),
+                max_text_length=self.options.max_text_length,
+                attachment_hosts=self._attachment_hosts,
+            )
         except InvalidEvent as exc:
             log.info("webhook channel %s: invalid event: %s", self.name, exc.reason)
             return _error(exc.status, exc.reason)
@@ -277,6 +315,10 @@ class WebhookAdapter(Adapter):
         log.debug("webhook channel %s: event %s %s", self.name, event.event_id, result.value)
         status = "duplicate" if result is AcceptResult.DUPLICATE else "accepted"
         return web.json_response({"status": status})
+
+    def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Download]:
+        """The bytes at the attachment's URL (see :mod:`adapters.webhook.attachments`)."""
+        return self._fetcher.open(attachment)
 
     # --- outbound ---------------------------------------------------------------------------
 

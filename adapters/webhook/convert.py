@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from adapters.webhook.attachments import AttachmentRefused, HostPolicy, read_attachments
 from bridge.channel import (
     MAX_JSON_DEPTH,
     ContextScalar,
@@ -26,6 +27,7 @@ from bridge.channel import (
     json_depth,
 )
 from bridge.channelkit import is_storable_text
+from bridge.media.attachments import Attachment
 from bridge.textchat.models import element_to_wire
 
 PLATFORM = "webhook"
@@ -162,15 +164,18 @@ def _kind(payload: Mapping[str, Any]) -> InboundKind:
         raise InvalidEvent(f"unknown type (known: {known})") from None
 
 
-def _text(payload: Mapping[str, Any], kind: InboundKind, max_text_length: int) -> str:
+def _text(
+    payload: Mapping[str, Any], kind: InboundKind, max_text_length: int, caption: bool = False
+) -> str:
+    """The event's text; with ``caption`` (attachments carried) it may be empty."""
     value = payload.get("text")
     if value is None:
-        if kind in _TEXT_KINDS:
+        if kind in _TEXT_KINDS and not caption:
             raise InvalidEvent(f"text is required for type {kind.value}")
         return ""
     if not isinstance(value, str):
         raise InvalidEvent("text must be a string")
-    if kind in _TEXT_KINDS and not value.strip():
+    if kind in _TEXT_KINDS and not value.strip() and not caption:
         raise InvalidEvent(f"text must not be empty for type {kind.value}")
     if len(value) > max_text_length:
         raise TextTooLong(f"text is longer than {max_text_length} characters")
@@ -208,16 +213,37 @@ def _context(payload: Mapping[str, Any]) -> dict[str, ContextScalar]:
     return context
 
 
-def to_inbound(payload: object, *, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH) -> Inbound:
+def _attachments(
+    payload: Mapping[str, Any], kind: InboundKind, policy: HostPolicy
+) -> tuple[Attachment, ...]:
+    raw = payload.get("attachments")
+    if raw is None:
+        return ()
+    if kind is not InboundKind.TEXT:
+        raise InvalidEvent("attachments are only accepted with type text")
+    try:
+        return read_attachments(raw, policy)
+    except AttachmentRefused as exc:
+        raise InvalidEvent(exc.reason) from None
+
+
+def to_inbound(
+    payload: object,
+    *,
+    max_text_length: int = DEFAULT_MAX_TEXT_LENGTH,
+    attachment_hosts: HostPolicy | None = None,
+) -> Inbound:
     """The :class:`Inbound` of one event body (already parsed JSON). Unknown keys are ignored,
-    so senders may add fields before the bridge knows them. Raises InvalidEvent."""
+    so senders may add fields before the bridge knows them. ``attachment_hosts``: where
+    ``attachments`` may point (none: no attachments are accepted). Raises InvalidEvent."""
     if not isinstance(payload, dict):
         raise InvalidEvent("body must be a JSON object")
     event_id = _required_id(payload, "event_id")
     user_id = _required_id(payload, "user_id")
     conversation_id = _optional_id(payload, "conversation_id") or user_id
     kind = _kind(payload)
-    text = _text(payload, kind, max_text_length)
+    attachments = _attachments(payload, kind, attachment_hosts or HostPolicy())
+    text = _text(payload, kind, max_text_length, caption=bool(attachments))
     context = _context(payload)
     return Inbound(
         event_id=event_id,
@@ -227,6 +253,7 @@ def to_inbound(payload: object, *, max_text_length: int = DEFAULT_MAX_TEXT_LENGT
         text=text,
         address={"conversation_id": conversation_id, "user_id": user_id},
         context={**context, "platform": PLATFORM},
+        attachments=attachments,
     )
 
 

@@ -17,6 +17,7 @@ The modules follow the path an event takes::
     breaker    per bot: when Parloa keeps failing, waiting conversations pause and resume
                together once a probe succeeds
     delivery   one reply through its adapter, and what the adapter's answer means
+    media      attachments fetched, stored, signed and described before Parloa hears them
 
 :class:`Engine` is the facade the service uses.
 """
@@ -24,6 +25,7 @@ The modules follow the path an event takes::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import uuid
@@ -38,6 +40,7 @@ from bridge.engine.delivery import Deliverer
 from bridge.engine.dispatch import Dispatcher
 from bridge.engine.intake import Acceptor, ChannelIntake
 from bridge.engine.lifecycle import Uniform, backoff
+from bridge.engine.media import Media
 from bridge.engine.parloa import TYPING_DELAY, Bot, BotHealth, Parloa
 from bridge.engine.shared import Shared
 from bridge.engine.worker import Worker
@@ -67,6 +70,7 @@ class Engine:
         housekeeping_interval: float = 30.0,
         typing_delay: float = TYPING_DELAY,
         uniform: Uniform = random.uniform,
+        media: Media | None = None,
     ) -> None:
         self.store = store
         self.bots = bots
@@ -76,6 +80,8 @@ class Engine:
             metrics.bot_refused.labels(name).set(0)
         self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
         shared = Shared(store, config, messages, metrics, self.instance_id, uniform)
+        if media is not None:
+            shared = dataclasses.replace(shared, max_media_bytes=media.settings.max_bytes)
         self.board = Board(config.max_concurrent_conversations)
         self.breakers = Breakers(policy_from(config), metrics, bots)
         self._bot_channels: dict[str, list[str]] = {}
@@ -88,6 +94,7 @@ class Engine:
             Parloa(adapters, messages, metrics, self.health, self.breakers, typing_delay),
             bots,
             channel_bots,
+            media,
         )
         self.dispatcher = Dispatcher(
             shared, self.board, self.worker, poll_interval, housekeeping_interval

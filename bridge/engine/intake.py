@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from bridge.channel import (
     AcceptResult,
@@ -19,8 +19,11 @@ from bridge.channel import (
 from bridge.engine.board import Board
 from bridge.engine.dispatch import Dispatcher, Watchers
 from bridge.engine.shared import Shared
+from bridge.media.attachments import AttachmentTooLarge
+from bridge.media.urls import new_media_id
 from bridge.store import DataRefused, Store, StoreUnavailable
 from bridge.store.liveness import Hold, Liveness
+from bridge.store.media import NewMedia
 from bridge.textchat.models import parse_element
 from bridge.vocabulary import Claim, NewEvent
 
@@ -54,6 +57,7 @@ class Acceptor:
                 text=event.text,
                 address=event.address,
                 context=event.context,
+                attachments=event.attachments,
             )
             for event in events
         ]
@@ -136,6 +140,27 @@ class ChannelIntake:
         except Exception as exc:
             raise IntakeUnavailable(f"cannot look up the conversation: {exc}") from exc
         return found is not None
+
+    async def store_attachment(
+        self, user_id: str, chunks: AsyncIterator[bytes], content_type: str, name: str | None
+    ) -> str:
+        shared = self._acceptor.shared
+        upload = NewMedia(
+            id=new_media_id(),
+            channel=self._channel,
+            requester_id=requester_id(self._channel, user_id),
+            content_type=content_type,
+            name=name,
+        )
+        try:
+            stored = await self._store.media_put(upload, chunks, shared.max_media_bytes)
+        except StoreUnavailable as exc:
+            raise IntakeUnavailable(str(exc)) from exc
+        except DataRefused as exc:
+            raise IntakeRefused(str(exc)) from exc
+        if stored.file is None:
+            raise AttachmentTooLarge(f"more than {shared.max_media_bytes} bytes")
+        return stored.file.id
 
     async def stored_reply(self, outbox_id: int) -> StoredReply | None:
         try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import EngineConfig, MessagesConfig
+from bridge.engine.media import MediaRetry
 from bridge.textchat.errors import RateLimited
 from bridge.textchat.models import TextchatResponse, element_to_wire
 from bridge.vocabulary import (
@@ -241,7 +242,7 @@ def retry_or_give_up(
         reason = f"gave up after {attempts} attempts over {age:.0f}s: {error}"
         return dead_letter(item, reason, messages.unavailable, now)
     delay = backoff(attempts, config.retry_initial_seconds, config.retry_max_seconds, uniform)
-    if isinstance(error, RateLimited) and error.retry_after is not None:
+    if isinstance(error, RateLimited | MediaRetry) and error.retry_after is not None:
         delay = max(delay, error.retry_after)
     return Step(inbox_id=item.id, outcome=RetryLater(attempts, now + delay, str(error)))
 

@@ -22,3 +22,5 @@ class Shared:
     metrics: Metrics
     instance_id: str
     uniform: Uniform = field(default=random.uniform)
+    #: an upload or download larger than this is not stored ([media] max_bytes)
+    max_media_bytes: int = 20 * 1024 * 1024

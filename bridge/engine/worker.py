@@ -22,6 +22,7 @@ from bridge.engine.lifecycle import (
     Quit,
     Reply,
 )
+from bridge.engine.media import Media, MediaRetry, described_without_files, gather_album
 from bridge.engine.parloa import Bot, Call, Parloa, Permanent, quit_quietly
 from bridge.engine.shared import Shared
 from bridge.store import OUTBOX_BATCH, DataRefused, LeaseLost, StoreError, StoreUnavailable
@@ -113,6 +114,7 @@ class Worker:
         parloa: Parloa,
         bots: Mapping[str, Bot],
         channel_bots: Mapping[str, str],
+        media: Media | None = None,
     ) -> None:
         self.shared = shared
         self.board = board
@@ -120,6 +122,7 @@ class Worker:
         self.parloa = parloa
         self.bots = bots
         self.channel_bots = channel_bots
+        self.media = media
 
     @property
     def renew_interval(self) -> float:
@@ -206,6 +209,15 @@ class Worker:
             return
         bot = self.bots[bot_name]
         try:
+            if item.attachments:
+                album = await gather_album(self.shared.store, item)
+                if album is None:
+                    # Sent to Parloa with the first event of its album.
+                    await run.commit(
+                        Step(inbox_id=item.id, outcome=lifecycle.handled(item, time.time()))
+                    )
+                    return
+                item = await self._with_media(album, conv, bot_name)
             step = await self._lifecycle(run, item, bot)
         except Permanent as exc:
             step = self._dead(item, exc.reason, exc.notice)
@@ -221,7 +233,7 @@ class Worker:
                 log.warning(
                     "conversation %s: event %s dead-lettered: %s", conv.id, item.id, exc.reason
                 )
-        except TextchatError as exc:
+        except (TextchatError, MediaRetry) as exc:
             step = self._retry_or_give_up(item, exc)
         except DataRefused as exc:
             step = self._refused(item, exc)
@@ -238,6 +250,13 @@ class Worker:
             # Something the step stores (Parloa's answer, say) is refused: storing it again
             # would fail again, so the event is a dead letter, not retried for ever.
             await self._commit_refused(run, item, exc)
+
+    async def _with_media(self, item: InboxItem, conv: Conversation, bot: str) -> InboxItem:
+        """The event with its attachments fetched, stored and described (engine/media.py);
+        without media set up, described by type alone."""
+        if self.media is None:
+            return described_without_files(item, self.shared.messages.placeholders())
+        return await self.media.prepare(item, conv.requester_id, bot)
 
     async def _commit_refused(self, run: Run, item: InboxItem, exc: DataRefused) -> None:
         try:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from bridge.store.core import StorePart
+from bridge.store.errors import DataRefused
 from bridge.store.runners import Program, Query
 from bridge.store.schema import channel_state, leases
 
@@ -45,6 +46,31 @@ class ChannelStates(StorePart):
             yield query or Query("rowcount", q.put_state, row)
 
         await self._path.run(program)
+
+    async def state_put_if_absent(self, channel: str, key: str, value: str) -> str:
+        """Put the entry unless one is there; returns the value stored either way (another
+        replica's, when it was first)."""
+        row = state_row(channel, key, value, self._core.clock())
+
+        def unit(conn: Connection) -> str:
+            found = conn.execute(
+                select(channel_state.c.value).where(
+                    channel_state.c.channel == channel, channel_state.c.key == key
+                )
+            ).scalar()
+            if found is not None:
+                return str(found)
+            conn.execute(insert(channel_state).values(row))
+            return value
+
+        try:
+            return await self._core.tx.write(unit)
+        except DataRefused:
+            # Another replica inserted it between this one's read and write.
+            stored = await self.state_get(channel, key)
+            if stored is None:
+                raise
+            return stored
 
     async def state_delete(self, channel: str, key: str) -> None:
         def unit(conn: Connection) -> None:

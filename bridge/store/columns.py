@@ -8,6 +8,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from bridge.media.attachments import Attachment
 from bridge.vocabulary import (
     Answered,
     Conversation,
@@ -157,5 +158,11 @@ def _unless_none(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 conversation_record = _reader(
     Conversation, state=ConversationState, end_reason=_unless_none(EndReason)
 )
-inbox_record = _reader(InboxItem, kind=InboundKind, status=InboxStatus)
+
+
+def _attachments(value: Any) -> tuple[Attachment, ...]:
+    return tuple(Attachment.from_json(a) for a in value) if value else ()
+
+
+inbox_record = _reader(InboxItem, kind=InboundKind, status=InboxStatus, attachments=_attachments)
 outbox_record = _reader(OutboxItem, status=OutboxStatus)

@@ -4,7 +4,8 @@
 What a user leaves behind: the conversations they started (requester id), with their inbox
 (dead letters included) and outbox rows (the replies, and with them the keyboards' button
 values, which live in the stored reply), and the channel state entries an adapter keeps per
-user under keys ending in ``:<user id>`` (the web chat's mailbox). Named leases and the Slack
+user under keys ending in ``:<user id>`` (the web chat's mailbox), and the media files they
+sent (fetched attachments and uploads, by requester id). Named leases and the Slack
 installation tables hold no user's messages."""
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
 from bridge.store.core import StorePart
-from bridge.store.schema import channel_state, conversations, inbox, outbox
+from bridge.store.schema import (
+    channel_state,
+    conversations,
+    inbox,
+    media,
+    media_chunks,
+    outbox,
+)
 from bridge.vocabulary import InboxStatus
 
 
@@ -28,6 +36,7 @@ class Erased:
     dead_letters: int
     outbox: int
     channel_state: int
+    media: int = 0  # files, with their chunks
 
     def by_table(self) -> dict[str, int]:
         return {
@@ -36,6 +45,7 @@ class Erased:
             "dead_letters": self.dead_letters,
             "outbox": self.outbox,
             "channel_state": self.channel_state,
+            "media": self.media,
         }
 
 
@@ -89,12 +99,22 @@ class Erasure(StorePart):
                     channel_state.c.key.like(user_state_pattern(user_id), escape="\\"),
                 )
             ).rowcount
+            files = select(media.c.id).where(
+                media.c.channel == channel, media.c.requester_id == requester_id
+            )
+            conn.execute(delete(media_chunks).where(media_chunks.c.media_id.in_(files)))
+            removed_media = conn.execute(
+                delete(media).where(
+                    media.c.channel == channel, media.c.requester_id == requester_id
+                )
+            ).rowcount
             return Erased(
                 conversations=int(removed_conv),
                 inbox=int(removed_in),
                 dead_letters=dead,
                 outbox=int(removed_out),
                 channel_state=int(removed_state),
+                media=int(removed_media),
             )
 
         return await self._core.tx.write(unit)

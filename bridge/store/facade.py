@@ -20,16 +20,28 @@ from bridge.store.hotpath import hot_path_for
 from bridge.store.housekeeping import Housekeeping
 from bridge.store.intake import Intake
 from bridge.store.leases import Leases
+from bridge.store.media import MediaFiles
 from bridge.store.retries import Retries
 
 
-class Store(Intake, Leases, Commits, Housekeeping, DeadLetters, ChannelStates, Erasure, Retries):
+class Store(
+    Intake,
+    Leases,
+    Commits,
+    Housekeeping,
+    DeadLetters,
+    ChannelStates,
+    Erasure,
+    Retries,
+    MediaFiles,
+):
     """Every query the bridge makes, by the part that makes it (see each part for what a
     call does): intake (intake.py), the conversations' leases (leases.py), the worker's
     writes (commits.py), housekeeping (housekeeping.py), dead letters (dead_letters.py),
     channel state and named leases (channel_state.py), erasure of a user (erase.py), waiting
-    events released together (retries.py). The parts share one core and one hot path; a
-    call is the part's method itself, so the facade adds no call of its own."""
+    events released together (retries.py), media files (media.py). The parts share one core
+    and one hot path; a call is the part's method itself, so the facade adds no call of its
+    own."""
 
     def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
         self.engine = engine

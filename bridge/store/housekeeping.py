@@ -13,6 +13,7 @@ from sqlalchemy import column, delete, exists, func, or_, select, update
 from sqlalchemy import table as table_clause
 from sqlalchemy.engine import Connection
 
+from bridge.store import media as media_files
 from bridge.store.columns import conversation_record
 from bridge.store.core import StorePart
 from bridge.store.schema import channel_state, conversations, inbox, outbox
@@ -95,9 +96,10 @@ class Housekeeping(StorePart):
     async def purge(
         self, older_than_seconds: float, *, conversations_idle_seconds: float = 0.0
     ) -> tuple[int, int]:
-        """Delete finished inbox and outbox rows (message content) older than the age given,
-        adapters' temporary state (keys starting ``tmp:``, e.g. keyboards sent by earlier
-        versions) and expired Slack OAuth states. Dead letters stay until an operator retries
+        """Delete finished inbox and outbox rows (message content) and media files older than
+        the age given (and media files a crash left incomplete), adapters' temporary state
+        (keys starting ``tmp:``, e.g. keyboards sent by earlier versions) and expired Slack
+        OAuth states. Dead letters stay until an operator retries
         or discards them. With ``conversations_idle_seconds`` (0: keep them), conversation
         mappings idle that long with nothing left in their queues go too. Rows go
         PURGE_BATCH per transaction. Returns the inbox and outbox rows deleted."""
@@ -118,6 +120,12 @@ class Housekeeping(StorePart):
         deleted = []
         for table in (inbox, outbox):
             deleted.append(await self._batched(batch(table)))
+        # Media files go with the message content they came with.
+        files = 0
+        while count := await self._core.tx.write(media_files.purge_batch(cutoff, now)):
+            files += count
+        if files:
+            log.info("purged %d media files older than the retention period", files)
 
         def temporary_state(conn: Connection) -> None:
             conn.execute(

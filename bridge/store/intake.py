@@ -17,7 +17,7 @@ from bridge.store.channel_state import state_row
 from bridge.store.columns import conversation_record, inbox_record
 from bridge.store.core import AcceptRequest, Lease, StoreCore, StorePart
 from bridge.store.runners import Program, Query, Row
-from bridge.store.schema import conversations
+from bridge.store.schema import conversations, inbox
 from bridge.store.statements import PENDING, work_notice
 from bridge.vocabulary import (
     Accepted,
@@ -95,6 +95,27 @@ class Intake(StorePart):
                 )
             ).first()
             return conversation_record(row) if row else None
+
+        return await self._core.tx.read(unit)
+
+    async def pending_after(
+        self, conversation_id: int, after_id: int, limit: int
+    ) -> list[InboxItem]:
+        """The conversation's pending events queued after ``after_id``, oldest first (the
+        rest of a platform's album, merged into its first event)."""
+
+        def unit(conn: Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                select(inbox)
+                .where(
+                    inbox.c.conversation_id == conversation_id,
+                    inbox.c.status == PENDING,
+                    inbox.c.id > after_id,
+                )
+                .order_by(inbox.c.id)
+                .limit(limit)
+            )
+            return [inbox_record(row) for row in rows]
 
         return await self._core.tx.read(unit)
 
@@ -244,6 +265,7 @@ def new_event(channel: str, event: NewEvent, now: float) -> dict[str, Any]:
         "text": event.text,
         "address": dict(event.address) if event.address else None,
         "context": dict(event.context) if event.context else None,
+        "attachments": [a.to_json() for a in event.attachments] if event.attachments else None,
         "status": PENDING,
         "attempts": 0,
         "next_attempt_at": now,

@@ -10,11 +10,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -122,6 +124,8 @@ inbox = _queue(
     Column("text", Text, nullable=True),
     Column("address", JSON, nullable=True),
     Column("context", JSON, nullable=True),
+    # what the user sent besides text (bridge/media/attachments.py Attachment.to_json each)
+    Column("attachments", JSON, nullable=True),
     # status: pending | done | dead (a dead letter: see last_error)
     *_progress(),
     _time("created_at"),
@@ -158,4 +162,34 @@ leases = Table(
     Column("name", String(255), primary_key=True),
     Column("owner", String(64), nullable=False),
     _time("expires_at"),
+)
+
+# Media files (bridge/store/media.py): one row per file, its bytes in chunks of their own.
+media = Table(
+    "media",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("requester_id", String(255), nullable=False),
+    # the inbox event and attachment position it was fetched for (None: a web chat upload)
+    Column("inbox_id", Id, nullable=True),
+    Column("position", Integer, nullable=False),
+    Column("content_type", String(255), nullable=False),
+    Column("name", String(255), nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    # false while its chunks are being written: never served, purged when left over
+    Column("complete", Boolean, nullable=False),
+    _time("created_at"),
+    Index(None, "inbox_id", "position"),
+    Index(None, "channel", "requester_id"),
+    Index(None, "created_at"),
+)
+
+media_chunks = Table(
+    "media_chunks",
+    metadata,
+    Column("media_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )

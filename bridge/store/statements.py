@@ -445,6 +445,7 @@ EVENT_COLUMNS = (
     "text",
     "address",
     "context",
+    "attachments",
     "status",
     "attempts",
     "next_attempt_at",

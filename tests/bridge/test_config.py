@@ -164,9 +164,11 @@ def test_example_config_documents_every_key() -> None:
         EngineConfig,
         HttpConfig,
         LoggingConfig,
+        MediaConfig,
         MessagesConfig,
         ParloaConfig,
         SimulatorConfig,
+        SpeechToTextConfig,
     )
 
     text = (ROOT / "config" / "bridge.example.toml").read_text()
@@ -177,6 +179,8 @@ def test_example_config_documents_every_key() -> None:
         ParloaConfig,
         EngineConfig,
         MessagesConfig,
+        MediaConfig,
+        SpeechToTextConfig,
         SimulatorConfig,
         BotConfig,
         WebhookOptions,

@@ -1,7 +1,9 @@
 """A fake Slack for tests, served by aiohttp on 127.0.0.1.
 
 * :class:`FakeSlack` — the Web API (``POST|GET /api/{method}``, form, query or JSON parameters as
-  slack-sdk sends them), a Socket Mode websocket (``GET /socket``) and ``response_url`` endpoints.
+  slack-sdk sends them), a Socket Mode websocket (``GET /socket``), ``response_url`` endpoints
+  and shared files (:meth:`FakeSlack.add_file`: ``files.info`` and the ``url_private``
+  downloads under ``/files-pri/``, which need the workspace's bot token).
   Errors come back the way Slack sends them: HTTP 200 with ``{"ok": false, "error": ...}``, except
   rate limits (HTTP 429, ``Retry-After``) and injected server errors.
 * Builders for Events API / interactivity / slash-command requests as Slack sends them
@@ -29,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict, TypeVar, Unpack
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -45,11 +47,15 @@ DEFAULT_BOT_SCOPES = (
     "app_mentions:read",
     "channels:history",
     "chat:write",
+    "files:read",
     "im:history",
     "im:read",
     "im:write",
     "users:read",
 )
+#: the ``fail_next`` method name of file downloads (``url_private``)
+FILE_DOWNLOAD = "files-pri"
+_DOWNLOAD_CHUNK = 16 * 1024
 MAX_SOCKET_CONNECTIONS = 10  # per app, as Slack documents
 # The credentials a method takes when it is not a bot token: "none" (any or no token), "app"
 # (an app-level xapp- token), "client" (the app's client id and secret).
@@ -244,6 +250,32 @@ class PostedMessage:
     params: JSON
     versions: list[tuple[str | None, list[JSON] | None]] = field(default_factory=list)
     deleted: bool = False
+
+
+@dataclass
+class SharedFile:
+    """A file a user shared, served by the fake (:meth:`FakeSlack.add_file`)."""
+
+    team_id: str
+    id: str
+    name: str
+    mimetype: str
+    data: bytes
+    user: str
+    subtype: str | None = None
+    deleted: bool = False
+    redirect_to: str | None = None  # downloads answer 302 to this URL
+
+
+@dataclass
+class FileDownload:
+    """One request for a file's bytes, as the fake saw it."""
+
+    path: str
+    file_id: str | None
+    authorization: str | None
+    status: int
+    at: float
 
 
 @dataclass
@@ -577,6 +609,9 @@ class FakeSlack:
         self._changed = asyncio.Event()
         self._rr = itertools.count()
         self._conn_ids = itertools.count(1)
+        self.files: dict[str, SharedFile] = {}
+        self.downloads: list[FileDownload] = []
+        self._unfetchable_images: list[str] = []  # image_url prefixes Slack cannot download
         self._server = LocalServer()
         self._methods: dict[str, Callable[[_Ctx], JSON]] = {
             "api.test": self._api_test,
@@ -588,6 +623,7 @@ class FakeSlack:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "files.info": self._files_info,
             "apps.connections.open": self._apps_connections_open,
             "oauth.v2.access": self._oauth_v2_access,
             "apps.uninstall": self._apps_uninstall,
@@ -600,6 +636,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
         app.router.add_post("/response/{rid}", self._handle_response_url)
+        app.router.add_get("/files-pri/{key}/{tail:.+}", self._handle_file_download)
         await self._server.start(app)
         return self
 
@@ -751,6 +788,54 @@ class FakeSlack:
         )
         self._oauth_codes[code] = entry
         return entry
+
+    def add_file(
+        self,
+        team_id: str,
+        data: bytes,
+        name: str = "report.pdf",
+        *,
+        mimetype: str = "application/pdf",
+        subtype: str | None = None,
+        user: str = "U0USER",
+        file_id: str | None = None,
+    ) -> JSON:
+        """A file shared in ``team_id`` whose ``url_private`` serves ``data``; returns the file
+        object as it appears in ``files`` of a message (see :func:`file_share`)."""
+        fid = file_id or _slack_id("F0", 9)
+        self.files[fid] = SharedFile(team_id, fid, name, mimetype, data, user, subtype)
+        return self.file_object(fid)
+
+    def file_object(self, file_id: str) -> JSON:
+        """The file object of a file added with :meth:`add_file` (``files.info``'s ``file``)."""
+        f = self.files[file_id]
+        url = f"{self.base_url}/files-pri/{f.team_id}-{f.id}/{quote(f.name)}"
+        return slack_file(
+            f.name,
+            mimetype=f.mimetype,
+            size=len(f.data),
+            file_id=f.id,
+            user=f.user,
+            team_id=f.team_id,
+            subtype=f.subtype,
+            url_private=url,
+            url_private_download=f"{self.base_url}/files-pri/{f.team_id}-{f.id}/download/"
+            + quote(f.name),
+        )
+
+    def delete_file(self, file_id: str) -> None:
+        """files.info answers ``file_deleted``, downloads 404."""
+        self.files[file_id].deleted = True
+
+    def redirect_file(self, file_id: str, location: str) -> None:
+        """Downloads of the file answer 302 to ``location`` (as Slack's CDN may)."""
+        self.files[file_id].redirect_to = location
+
+    def refuse_image_urls(self, *prefixes: str) -> None:
+        """chat.postMessage refuses image blocks whose ``image_url`` starts with one of
+        ``prefixes`` as Slack does when it cannot download the image (``invalid_blocks``,
+        "downloading image failed")."""
+        self._unfetchable_images.extend(prefixes)
 
     def revoke_token(self, token: str) -> None:
         """Later calls with ``token`` answer ``token_revoked``."""
@@ -1177,7 +1262,7 @@ class FakeSlack:
                 raise SlackError("msg_too_long")
             text = text[:40000]
         if blocks:
-            errors = validate_blocks(blocks)
+            errors = validate_blocks(blocks) or self._image_failures(blocks)
             if errors:
                 raise SlackError(
                     "invalid_blocks",
@@ -1185,6 +1270,14 @@ class FakeSlack:
                     response_metadata={"messages": [f"[ERROR] {e}" for e in errors]},
                 )
         return text, blocks
+
+    def _image_failures(self, blocks: list[JSON]) -> list[str]:
+        return [
+            f"downloading image failed [json-pointer:/blocks/{i}/image_url]"
+            for i, block in enumerate(blocks)
+            if block.get("type") == "image"
+            and str(block.get("image_url", "")).startswith(tuple(self._unfetchable_images))
+        ]
 
     def _message_json(
         self,
@@ -1407,6 +1500,74 @@ class FakeSlack:
         if _truthy(ctx.params.get("include_num_members")) and not ch.is_im:
             info["num_members"] = len(ch.members or ())
         return {"ok": True, "channel": info}
+
+    def _files_info(self, ctx: _Ctx) -> JSON:
+        ws = ctx.workspace
+        assert ws is not None
+        if "files:read" not in ws.scopes:
+            raise SlackError("missing_scope", needed="files:read", provided=",".join(ws.scopes))
+        found = self.files.get(str(ctx.params.get("file", "")))
+        if found is None or found.team_id != ws.team_id:
+            raise SlackError("file_not_found")
+        if found.deleted:
+            raise SlackError("file_deleted")
+        return {
+            "ok": True,
+            "file": self.file_object(found.id),
+            "comments": [],
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    async def _handle_file_download(self, request: web.Request) -> web.StreamResponse:
+        """``url_private`` / ``url_private_download``: the bytes, for the owning workspace's
+        bot token only (none or an unknown one: 401; another workspace's or revoked: 403)."""
+        team, _, fid = request.match_info["key"].partition("-")
+        found = self.files.get(fid)
+        auth = request.headers.get("Authorization")
+        token = auth[7:].strip() if auth and auth.lower().startswith("bearer ") else None
+        ws = self._bot_tokens.get(token or "")
+        record = FileDownload(request.path, fid or None, auth, 0, time.monotonic())
+        self.downloads.append(record)
+
+        def answer(status: int, **kwargs: Any) -> web.Response:
+            record.status = status
+            self._notify()
+            return web.Response(status=status, **kwargs)
+
+        failure = self._take_failure(FILE_DOWNLOAD)
+        if failure is not None:
+            retry = failure.retry_after
+            headers = {} if retry is None else {"Retry-After": str(retry)}
+            body = failure.raw_body or ""
+            ctype = failure.content_type if failure.raw_body is not None else "text/plain"
+            return answer(failure.status, text=body, content_type=ctype, headers=headers)
+        if ws is None:
+            return answer(401, text="not_authed")
+        if token in self._revoked:
+            return answer(403, text="token_revoked")
+        if found is None or found.team_id != team:
+            return answer(404, text="file_not_found")
+        if ws.team_id != found.team_id:
+            return answer(403, text="access_denied")
+        if found.deleted:
+            return answer(404, text="file_deleted")
+        if found.redirect_to is not None:
+            return answer(302, headers={"Location": found.redirect_to})
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": found.mimetype,
+                "Content-Length": str(len(found.data)),
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.name)}",
+            },
+        )
+        record.status = 200
+        await response.prepare(request)
+        for start in range(0, len(found.data), _DOWNLOAD_CHUNK):
+            await response.write(found.data[start : start + _DOWNLOAD_CHUNK])
+        await response.write_eof()
+        self._notify()
+        return response
 
     def _apps_connections_open(self, ctx: _Ctx) -> JSON:
         assert ctx.app_id is not None
@@ -1975,13 +2136,18 @@ def slack_file(
     size: int = 1024,
     file_id: str | None = None,
     user: str = "U0USER",
+    team_id: str = "T0TEAM",
+    subtype: str | None = None,
     url_private: str | None = None,
+    url_private_download: str | None = None,
 ) -> JSON:
-    """A file object as in ``files`` of a file_share message."""
+    """A file object as in ``files`` of a file_share message (``subtype="slack_audio"``: a
+    voice clip recorded in Slack). Its URLs point at Slack unless given: use
+    :meth:`FakeSlack.add_file` for a file the fake serves."""
     fid = file_id or _slack_id("F0", 9)
     ext = name.rsplit(".", 1)[-1] if "." in name else "binary"
-    url = url_private or f"https://files.slack.com/files-pri/T0TEAM-{fid}/{name}"
-    return {
+    url = url_private or f"https://files.slack.com/files-pri/{team_id}-{fid}/{name}"
+    obj: JSON = {
         "id": fid,
         "created": int(time.time()),
         "timestamp": int(time.time()),
@@ -1991,7 +2157,7 @@ def slack_file(
         "filetype": ext,
         "pretty_type": ext.upper(),
         "user": user,
-        "user_team": "T0TEAM",
+        "user_team": team_id,
         "editable": False,
         "size": size,
         "mode": "hosted",
@@ -2002,10 +2168,13 @@ def slack_file(
         "display_as_bot": False,
         "username": "",
         "url_private": url,
-        "url_private_download": url + "?download=1",
+        "url_private_download": url_private_download or url + "?download=1",
         "permalink": f"https://example.slack.com/files/{user}/{fid}/{name}",
         "file_access": "visible",
     }
+    if subtype is not None:
+        obj["subtype"] = subtype
+    return obj
 
 
 def file_share(
@@ -2266,16 +2435,19 @@ async def deliver_like_slack(
 
 
 __all__ = [
+    "FILE_DOWNLOAD",
     "JSON_METHODS",
     "VERIFICATION_TOKEN",
     "Call",
     "Channel",
     "Ephemeral",
     "FakeSlack",
+    "FileDownload",
     "PostResult",
     "PostedMessage",
     "ResponseUrlPost",
     "SentEnvelope",
+    "SharedFile",
     "SlackError",
     "SocketAck",
     "SocketConnection",

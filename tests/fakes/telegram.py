@@ -20,9 +20,20 @@ What it serves (``GET|POST /bot<token>/<method>``, method names case-insensitive
   Unknown token: 401 ``Unauthorized`` (404 ``Not Found`` when it is not even shaped like a token);
   unknown method: 404 ``Not Found``.
 * Methods: getMe, getUpdates, setWebhook, deleteWebhook, getWebhookInfo, sendMessage, sendPhoto,
-  sendChatAction, answerCallbackQuery, editMessageText, editMessageReplyMarkup, deleteMessage,
-  setMyCommands, getMyCommands, deleteMyCommands, getChat. Error texts are the Bot API server's
+  sendDocument, sendAudio, sendVideo, sendMediaGroup, getFile, sendChatAction,
+  answerCallbackQuery, editMessageText, editMessageReplyMarkup, deleteMessage, setMyCommands,
+  getMyCommands, deleteMyCommands, getChat. Error texts are the Bot API server's
   (tdlib/telegram-bot-api ``Client.cpp`` and tdlib's ``MessageEntity.cpp``).
+* Files users send (the builders ``photo``, ``document``, ``voice``, ``audio``, ``video``,
+  ``video_note``, ``animation``, ``sticker``; ``data=`` gives their bytes): getFile answers
+  ``file_id``, ``file_unique_id``, ``file_size`` and a ``file_path`` ("Bad Request: file is too
+  big" above 20 MB, "invalid file_id" for ids it never made), and ``GET /file/bot<token>/<path>``
+  serves the bytes in chunks to the bot that asked (404 for anything else). Faults on downloads:
+  ``fail_next("downloadFile", ...)``; they are recorded as calls of that name.
+* Files sent by URL (sendPhoto, sendDocument, sendAudio, sendVideo, sendMediaGroup) are recorded
+  (:attr:`SentMessage.media_type`, :attr:`SentMessage.media`, ``media_group_id``);
+  :meth:`FakeTelegram.refuse_url` makes a URL answer "Bad Request: failed to get HTTP URL
+  content", as when Telegram cannot fetch it.
 
 Formatted text (``parse_mode``) is parsed by re-implementations of tdlib's parsers, with tdlib's
 error messages and UTF-8 byte offsets (``Bad Request: can't parse entities: ...``):
@@ -50,12 +61,13 @@ Tests control it with :meth:`FakeTelegram.fail_next`, :meth:`~FakeTelegram.enfor
 :attr:`~FakeTelegram.answered_callbacks`, :attr:`~FakeTelegram.webhook_deliveries`; and wait with
 :meth:`~FakeTelegram.wait_for` (woken on every change, never a fixed sleep).
 
-Limitations (deliberate): no file downloads (getFile), media groups, other send* methods, inline
-mode, payments; no automatic webhook delivery or retry (tests call :meth:`deliver_webhook` /
-:meth:`deliver_pending`); the webhook answer-as-method feature is ignored; Telegram's 3-second delay
-of repeated 409 Conflicts and its per-chat concurrent-send cap are not modelled; message ids are
-per chat and shared between the fake's bots; the auto-detected entities are approximations (no
-e-mails, phone numbers, cashtags; scheme-less URLs only for common TLDs).
+Limitations (deliberate): no other send* methods, inline mode, payments; URLs sent are never
+fetched (every URL works unless refused); file paths never expire; no automatic webhook delivery
+or retry (tests call :meth:`deliver_webhook` / :meth:`deliver_pending`); the webhook
+answer-as-method feature is ignored; Telegram's 3-second delay of repeated 409 Conflicts and its
+per-chat concurrent-send cap are not modelled; message ids are per chat and shared between the
+fake's bots; the auto-detected entities are approximations (no e-mails, phone numbers, cashtags;
+scheme-less URLs only for common TLDs).
 """
 
 from __future__ import annotations
@@ -90,6 +102,9 @@ MAX_CAPTION_LENGTH = 1024
 MAX_CALLBACK_DATA_BYTES = 64
 LONG_POLL_MAX_TIMEOUT = 50
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses larger files ("file is too big")
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
+URL_CONTENT_FAILED = "failed to get HTTP URL content"
 
 SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 TOKEN_RE = re.compile(r"\d+:[A-Za-z0-9_-]+")
@@ -167,6 +182,10 @@ RATE_LIMITED_METHODS = frozenset(
     {
         "sendMessage",
         "sendPhoto",
+        "sendDocument",
+        "sendAudio",
+        "sendVideo",
+        "sendMediaGroup",
         "editMessageText",
         "editMessageReplyMarkup",
     }
@@ -247,6 +266,21 @@ class UploadedFile:
 
 
 @dataclass
+class StoredFile:
+    """A file users sent (made by the update builders): what getFile tells about it and, when
+    the test gave them, the bytes served at its ``file_path``."""
+
+    file_id: str
+    file_unique_id: str
+    file_size: int | None
+    directory: str  # Telegram's folder for the kind: photos, documents, voice, ...
+    extension: str
+    data: bytes | None = None
+    content_type: str | None = None
+    file_path: str | None = None  # set by the first getFile
+
+
+@dataclass
 class Call:
     """One HTTP request to the Bot API, recorded when it arrives (``status``/``response`` are
     filled in when it is answered; a long poll stays ``None`` until then)."""
@@ -295,6 +329,9 @@ class SentMessage:
     at: float
     edits: list[JSON] = field(default_factory=list)  # earlier versions of ``message``
     deleted: bool = False
+    media_type: str | None = None  # photo, document, audio or video
+    media: str | UploadedFile | None = None  # what was sent as it: URL, file_id or upload
+    media_group_id: str | None = None  # sendMediaGroup: shared by the album's messages
 
     @property
     def content(self) -> str | None:
@@ -1415,6 +1452,11 @@ class FakeTelegram:
         self._next_message_id: dict[int, int] = {}
         self._callback_queries: dict[str, bool] = {}  # id -> answered
         self._files: dict[str, str | UploadedFile] = {}
+        self._stored: dict[str, StoredFile] = {}  # file_id -> a file users sent
+        self._paths: dict[tuple[str, str], str] = {}  # (token, file_path) -> file_id
+        self._path_counter = itertools.count(0)
+        self._album_counter = itertools.count(13_000_000_000_000_000)
+        self.unreachable_urls: set[str] = set()
         self._file_counter = itertools.count(1)
         self._query_counter = itertools.count(4_611_686_018_427_387_904)
 
@@ -1435,6 +1477,7 @@ class FakeTelegram:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         await self._server.start(app, access_log=False)
 
     async def close(self) -> None:
@@ -1451,6 +1494,12 @@ class FakeTelegram:
     def base_url(self) -> str:
         """What PTB's ``Bot(token, base_url=...)`` expects (it appends ``<token>/<method>``)."""
         return f"{self.api_root}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        """What PTB's ``Bot(token, base_file_url=...)`` expects (it appends ``<token>``; files
+        are then at ``.../<file_path>``)."""
+        return f"{self.api_root}/file/bot"
 
     @property
     def api_root(self) -> str:
@@ -1512,6 +1561,14 @@ class FakeTelegram:
         )
         self._faults.append(fault)
         return fault
+
+    def refuse_url(self, url: str) -> None:
+        """Sending ``url`` (sendPhoto, sendDocument, ..., in a media group) answers
+        ``Bad Request: failed to get HTTP URL content``, as when Telegram cannot fetch it."""
+        self.unreachable_urls.add(url)
+
+    def stored_file(self, file_id: str) -> StoredFile:
+        return self._stored[file_id]
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -2033,25 +2090,69 @@ class FakeTelegram:
             sizes.append(self._file("AgACAgIAAxkBAAI", width=width, height=height, file_size=size))
         return sizes
 
+    def _user_file(
+        self,
+        prefix: str,
+        directory: str,
+        extension: str,
+        data: bytes | None,
+        content_type: str | None,
+        file_size: int | None,
+        **fields: Any,
+    ) -> JSON:
+        """A file object of something a user sends, known to getFile (its bytes served when
+        ``data`` is given; its size then ``len(data)``, else ``file_size``)."""
+        size = len(data) if data is not None else file_size
+        obj = self._file(prefix, **fields, **({"file_size": size} if size is not None else {}))
+        self._stored[obj["file_id"]] = StoredFile(
+            file_id=obj["file_id"],
+            file_unique_id=obj["file_unique_id"],
+            file_size=size,
+            directory=directory,
+            extension=extension,
+            data=data,
+            content_type=content_type,
+        )
+        return obj
+
+    @staticmethod
+    def _captioned(content: JSON, caption: str | None, media_group_id: str | None = None) -> JSON:
+        if caption is not None:
+            content["caption"] = caption
+            found = detect_entities(caption)
+            if found:
+                content["caption_entities"] = found
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
+        return content
+
     def sticker(
         self,
         user_id: int,
         chat_id: int | None = None,
         *,
         emoji: str = "👍",
+        is_animated: bool = False,
+        is_video: bool = False,
+        data: bytes | None = None,
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        sticker = self._file(
+        extension = "tgs" if is_animated else "webm" if is_video else "webp"
+        sticker = self._user_file(
             "CAACAgIAAxkBAAI",
+            "stickers",
+            extension,
+            data,
+            None,
+            23_000,
             type="regular",
             width=512,
             height=512,
-            is_animated=False,
-            is_video=False,
+            is_animated=is_animated,
+            is_video=is_video,
             emoji=emoji,
             set_name="TestStickers",
-            file_size=23_000,
         )
         return self._media(user_id, chat_id, chat_type, {"sticker": sticker}, first_name)
 
@@ -2061,15 +2162,29 @@ class FakeTelegram:
         chat_id: int | None = None,
         *,
         caption: str | None = None,
+        data: bytes | None = None,
+        file_size: int | None = None,
+        media_group_id: str | None = None,
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        content: JSON = {"photo": self._photo_sizes()}
-        if caption is not None:
-            content["caption"] = caption
-            found = detect_entities(caption)
-            if found:
-                content["caption_entities"] = found
+        """A photo in Telegram's four sizes; ``data`` (and ``file_size``) belong to the largest.
+        Photos sharing ``media_group_id`` are an album (one message each)."""
+        sizes = self._photo_sizes(len(data) if data is not None else file_size or 50_000)
+        largest = sizes.pop()
+        sizes.append(
+            self._user_file(
+                "AgACAgIAAxkBAAI",
+                "photos",
+                "jpg",
+                data,
+                "image/jpeg",
+                largest["file_size"],
+                width=largest["width"],
+                height=largest["height"],
+            )
+        )
+        content = self._captioned({"photo": sizes}, caption, media_group_id)
         return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def voice(
@@ -2078,13 +2193,23 @@ class FakeTelegram:
         chat_id: int | None = None,
         *,
         duration: int = 3,
+        data: bytes | None = None,
+        caption: str | None = None,
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        voice = self._file(
-            "AwACAgIAAxkBAAI", duration=duration, mime_type="audio/ogg", file_size=4_000 * duration
+        voice = self._user_file(
+            "AwACAgIAAxkBAAI",
+            "voice",
+            "oga",
+            data,
+            None,
+            4_000 * duration,
+            duration=duration,
+            mime_type="audio/ogg",
         )
-        return self._media(user_id, chat_id, chat_type, {"voice": voice}, first_name)
+        content = self._captioned({"voice": voice}, caption)
+        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def document(
         self,
@@ -2094,15 +2219,159 @@ class FakeTelegram:
         file_name: str = "report.pdf",
         mime_type: str = "application/pdf",
         caption: str | None = None,
+        data: bytes | None = None,
+        file_size: int = 12_345,
+        media_group_id: str | None = None,
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        document = self._file(
-            "BQACAgIAAxkBAAI", file_name=file_name, mime_type=mime_type, file_size=12_345
+        document = self._user_file(
+            "BQACAgIAAxkBAAI",
+            "documents",
+            file_name.rpartition(".")[2] or "bin",
+            data,
+            None,
+            file_size,
+            file_name=file_name,
+            mime_type=mime_type,
         )
-        content: JSON = {"document": document}
-        if caption is not None:
-            content["caption"] = caption
+        content = self._captioned({"document": document}, caption, media_group_id)
+        return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def audio(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        file_name: str | None = "song.mp3",
+        title: str | None = "A Song",
+        performer: str | None = "A Band",
+        mime_type: str = "audio/mpeg",
+        duration: int = 180,
+        caption: str | None = None,
+        data: bytes | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        extra = {
+            k: v
+            for k, v in (("file_name", file_name), ("title", title), ("performer", performer))
+            if v is not None
+        }
+        audio = self._user_file(
+            "CQACAgIAAxkBAAI",
+            "music",
+            "mp3",
+            data,
+            None,
+            duration * 16_000,
+            duration=duration,
+            mime_type=mime_type,
+            **extra,
+        )
+        content = self._captioned({"audio": audio}, caption)
+        return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def video(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        file_name: str | None = "clip.mp4",
+        mime_type: str = "video/mp4",
+        duration: int = 10,
+        caption: str | None = None,
+        data: bytes | None = None,
+        media_group_id: str | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        extra = {"file_name": file_name} if file_name is not None else {}
+        video = self._user_file(
+            "BAACAgIAAxkBAAI",
+            "videos",
+            "mp4",
+            data,
+            None,
+            duration * 100_000,
+            width=1280,
+            height=720,
+            duration=duration,
+            mime_type=mime_type,
+            **extra,
+        )
+        content = self._captioned({"video": video}, caption, media_group_id)
+        return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def video_note(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        duration: int = 5,
+        data: bytes | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        """A round video message: no file name, no MIME type (Telegram's are MP4)."""
+        note = self._user_file(
+            "DQACAgIAAxkBAAI",
+            "video_notes",
+            "mp4",
+            data,
+            None,
+            duration * 50_000,
+            length=240,
+            duration=duration,
+        )
+        return self._media(user_id, chat_id, chat_type, {"video_note": note}, first_name)
+
+    def animation(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        file_name: str = "cat.gif.mp4",
+        caption: str | None = None,
+        data: bytes | None = None,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        """A GIF as Telegram sends it: an MP4 in ``animation`` and, the same file, in
+        ``document``."""
+        animation = self._user_file(
+            "CgACAgIAAxkBAAI",
+            "animations",
+            "mp4",
+            data,
+            None,
+            200_000,
+            width=320,
+            height=240,
+            duration=2,
+            file_name=file_name,
+            mime_type="video/mp4",
+        )
+        document = {
+            k: animation[k]
+            for k in ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")
+            if k in animation
+        }
+        content = self._captioned({"animation": animation, "document": document}, caption)
+        return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def dice(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        emoji: str = "🎲",
+        value: int = 4,
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        """Content the bridge does not pass on (answered as unsupported)."""
+        content = {"dice": {"emoji": emoji, "value": value}}
         return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def location(
@@ -2117,6 +2386,45 @@ class FakeTelegram:
     ) -> JSON:
         content = {"location": {"latitude": latitude, "longitude": longitude}}
         return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def venue(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        latitude: float = 52.520815,
+        longitude: float = 13.409419,
+        title: str = "Fernsehturm",
+        address: str = "Panoramastraße 1A",
+        chat_type: str | None = None,
+        first_name: str = "Test",
+    ) -> JSON:
+        """A venue: Telegram sends its location too."""
+        location = {"latitude": latitude, "longitude": longitude}
+        content = {
+            "venue": {"location": location, "title": title, "address": address},
+            "location": location,
+        }
+        return self._media(user_id, chat_id, chat_type, content, first_name)
+
+    def contact(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        phone_number: str = "+49301234567",
+        first_name: str = "Eve",
+        last_name: str | None = "Example",
+        contact_user_id: int | None = None,
+        chat_type: str | None = None,
+        sender_first_name: str = "Test",
+    ) -> JSON:
+        contact: JSON = {"phone_number": phone_number, "first_name": first_name}
+        if last_name is not None:
+            contact["last_name"] = last_name
+        if contact_user_id is not None:
+            contact["user_id"] = contact_user_id
+        return self._media(user_id, chat_id, chat_type, {"contact": contact}, sender_first_name)
 
     def edited_message(
         self,
@@ -2539,6 +2847,8 @@ class FakeTelegram:
         *,
         raw_text: str | None,
         photo: str | UploadedFile | None,
+        media_type: str | None = None,
+        media: str | UploadedFile | None = None,
     ) -> None:
         params = call.params
         reply = message.get("reply_to_message")
@@ -2558,6 +2868,9 @@ class FakeTelegram:
             photo=photo,
             message=message,
             at=call.at,
+            media_type=media_type or ("photo" if photo is not None else None),
+            media=media if media is not None else photo,
+            media_group_id=message.get("media_group_id"),
         )
         self.messages.append(sent)
         self._sent_index[(sent.chat_id, sent.message_id)] = sent
@@ -2731,52 +3044,222 @@ class FakeTelegram:
         self._record_sent(bot, call, message, raw_text=raw_text, photo=photo)
         return message
 
-    async def _send_photo(self, bot: _Bot, call: Call) -> Any:
-        params = call.params
-        photo: str | UploadedFile | None
-        value = _str_param(params, "photo")
-        if "photo" in call.files:
-            photo = call.files["photo"]
-        elif value and value.startswith("attach://"):
-            photo = call.files.get(value[len("attach://") :])
-            if photo is None:
-                raise bad_request("there is no photo in the request")
-        elif value:
-            photo = value
+    def _media_input(self, call: Call, key: str, value: Any) -> str | UploadedFile:
+        """What a send call names as its ``key`` file: an upload (directly or by
+        ``attach://``), a known file_id, or an http(s) URL Telegram can fetch."""
+        media: str | UploadedFile | None
+        text = value if isinstance(value, str) else None
+        if key in call.files and value is None:
+            media = call.files[key]
+        elif text and text.startswith("attach://"):
+            media = call.files.get(text[len("attach://") :])
+            if media is None:
+                raise bad_request(f"there is no {key} in the request")
+        elif text:
+            media = text
         else:
-            raise bad_request("there is no photo in the request")
-        if isinstance(photo, UploadedFile) and not photo.data:
+            raise bad_request(f"there is no {key} in the request")
+        if isinstance(media, UploadedFile) and not media.data:
             raise bad_request("file must be non-empty")
-        if (
-            isinstance(photo, str)
-            and photo not in self._files
-            and (not re.match(r"https?://", photo, re.IGNORECASE) or check_link(photo) is None)
-        ):
-            raise bad_request("wrong file identifier/HTTP URL specified")
+        if isinstance(media, str) and media not in self._files:
+            if not re.match(r"https?://", media, re.IGNORECASE) or check_link(media) is None:
+                raise bad_request("wrong file identifier/HTTP URL specified")
+            if media in self.unreachable_urls:
+                raise bad_request(URL_CONTENT_FAILED)
+        return media
+
+    def _caption(self, params: Mapping[str, Any]) -> tuple[str, str, list[JSON]]:
+        """The caption as sent, as users see it, and its entities."""
         caption_raw = _str_param(params, "caption") or ""
         caption, entities = format_text(
             caption_raw, _str_param(params, "parse_mode"), params.get("caption_entities")
         )
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise bad_request("message caption is too long")
+        return caption_raw, caption, entities
+
+    def _file_object(self, kind: str, media: str | UploadedFile) -> JSON:
+        """The object a sent ``kind`` (document, audio, video) shows in its message, known by
+        its file_id afterwards."""
+        if isinstance(media, UploadedFile):
+            name, size = media.filename or "file", len(media.data)
+        else:
+            name, size = urlsplit(media).path.rsplit("/", 1)[-1] or "file", 50_000
+        fields: JSON = {"file_name": name, "file_size": size}
+        if kind == "video":
+            fields.update(width=640, height=360, duration=1, mime_type="video/mp4")
+        elif kind == "audio":
+            fields.update(duration=1, mime_type="audio/mpeg")
+        prefix = {"document": "BQAC", "audio": "CQAC", "video": "BAAC"}[kind] + "AgIAAxkBAAI"
+        obj = self._file(prefix, **fields)
+        self._files[obj["file_id"]] = media
+        return obj
+
+    def _media_content(self, kind: str, media: str | UploadedFile, has_spoiler: bool) -> JSON:
+        if kind == "photo":
+            sizes = self._photo_sizes(
+                len(media.data) if isinstance(media, UploadedFile) else 50_000
+            )
+            for size_obj in sizes:
+                self._files[size_obj["file_id"]] = media
+            content: JSON = {"photo": sizes}
+        else:
+            content = {kind: self._file_object(kind, media)}
+        if has_spoiler and kind in ("photo", "video"):
+            content["has_media_spoiler"] = True
+        return content
+
+    async def _send_media(self, bot: _Bot, call: Call, kind: str) -> Any:
+        """sendPhoto, sendDocument, sendAudio, sendVideo."""
+        params = call.params
+        media = self._media_input(call, kind, params.get(kind))
+        caption_raw, caption, entities = self._caption(params)
         markup = self._reply_markup(params)
         chat = self._resolve_chat(params)
         self._check_writable(chat)
         reply_to = self._reply_to(chat, params)
         self._rate_check(bot, call.method, chat)
-        size = len(photo.data) if isinstance(photo, UploadedFile) else 50_000
-        sizes = self._photo_sizes(size)
-        for size_obj in sizes:
-            self._files[size_obj["file_id"]] = photo
-        content: JSON = {"photo": sizes}
+        content = self._media_content(kind, media, bool(params.get("has_spoiler")))
         if caption:
             content["caption"] = caption
             if entities:
                 content["caption_entities"] = entities
-        if params.get("has_spoiler"):
-            content["has_media_spoiler"] = True
-        raw_text = caption_raw or None
-        return self._send_new(bot, call, chat, content, reply_to, markup, raw_text, photo)
+        thread_id = _int_param(params, "message_thread_id", 0) or None
+        message = self._new_bot_message(
+            bot, chat, content, thread_id=thread_id, reply_to=reply_to, markup=markup
+        )
+        self._record_sent(
+            bot,
+            call,
+            message,
+            raw_text=caption_raw or None,
+            photo=media if kind == "photo" else None,
+            media_type=kind,
+            media=media,
+        )
+        return message
+
+    async def _send_photo(self, bot: _Bot, call: Call) -> Any:
+        return await self._send_media(bot, call, "photo")
+
+    async def _send_document(self, bot: _Bot, call: Call) -> Any:
+        return await self._send_media(bot, call, "document")
+
+    async def _send_audio(self, bot: _Bot, call: Call) -> Any:
+        return await self._send_media(bot, call, "audio")
+
+    async def _send_video(self, bot: _Bot, call: Call) -> Any:
+        return await self._send_media(bot, call, "video")
+
+    async def _send_media_group(self, bot: _Bot, call: Call) -> Any:
+        """An album: 2-10 photos and videos, or documents only, or audio only; each item
+        its own message sharing a ``media_group_id``. No reply markup (Telegram has none)."""
+        params = call.params
+        items = params.get("media")
+        if isinstance(items, str) or items is None:
+            raise bad_request("can't parse media JSON object")
+        if not isinstance(items, list) or not 2 <= len(items) <= 10:
+            raise bad_request("media must include 2-10 items")
+        kinds = []
+        for item in items:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind not in ("photo", "video", "document", "audio"):
+                raise bad_request("can't parse InputMedia: media type invalid")
+            kinds.append(kind)
+        for alone in ("document", "audio"):
+            if alone in kinds and set(kinds) != {alone}:
+                raise bad_request(f"{alone} can't be mixed with other media types")
+        chat = self._resolve_chat(params)
+        self._check_writable(chat)
+        reply_to = self._reply_to(chat, params)
+        prepared = []
+        for item, kind in zip(items, kinds, strict=True):
+            media = self._media_input(call, kind, item.get("media"))
+            prepared.append((kind, media, *self._caption(item), item))
+        self._rate_check(bot, call.method, chat)
+        group_id = str(next(self._album_counter))
+        thread_id = _int_param(params, "message_thread_id", 0) or None
+        sent = []
+        for kind, media, caption_raw, caption, entities, item in prepared:
+            content = self._media_content(kind, media, bool(item.get("has_spoiler")))
+            content["media_group_id"] = group_id
+            if caption:
+                content["caption"] = caption
+                if entities:
+                    content["caption_entities"] = entities
+            message = self._new_bot_message(
+                bot, chat, content, thread_id=thread_id, reply_to=reply_to, markup=None
+            )
+            self._record_sent(
+                bot,
+                call,
+                message,
+                raw_text=caption_raw or None,
+                photo=media if kind == "photo" else None,
+                media_type=kind,
+                media=media,
+            )
+            sent.append(message)
+        return sent
+
+    # -- files users sent --
+
+    async def _get_file(self, bot: _Bot, call: Call) -> Any:
+        file_id = _str_param(call.params, "file_id") or ""
+        stored = self._stored.get(file_id)
+        if stored is None:
+            raise bad_request("invalid file_id")
+        if stored.file_size is not None and stored.file_size > MAX_DOWNLOAD_BYTES:
+            raise bad_request("file is too big")
+        if stored.file_path is None:
+            n = next(self._path_counter)
+            stored.file_path = f"{stored.directory}/file_{n}.{stored.extension}"
+        self._paths[(bot.token, stored.file_path)] = file_id
+        result: JSON = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id}
+        if stored.file_size is not None:
+            result["file_size"] = stored.file_size
+        result["file_path"] = stored.file_path
+        return result
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """``GET /file/bot<token>/<file_path>``: the bytes of a file getFile named for that
+        bot, in chunks; anything else is 404. Faults: ``fail_next("downloadFile", ...)``."""
+        token = request.match_info["token"]
+        path = request.match_info["path"]
+        call = Call(
+            method="downloadFile",
+            params={"file_path": path},
+            files={},
+            at=self._clock(),
+            token=token,
+            http_method=request.method,
+        )
+        self.calls.append(call)
+        self._changed()
+        hold = self._holds.get(call.method)
+        if hold is not None and not hold.released:
+            await hold.wait()
+        fault = self._take_fault(call.method, call.params)
+        if fault is not None:
+            error = ApiError(fault.status, fault.description, fault.parameters)
+            answer = self._answer(call, error.status, error.body())
+            if fault.parameters and "retry_after" in fault.parameters:
+                answer.headers["Retry-After"] = str(fault.parameters["retry_after"])
+            return answer
+        file_id = self._paths.get((token, path)) if token in self._bots else None
+        stored = self._stored.get(file_id) if file_id is not None else None
+        if stored is None or stored.data is None:
+            return self._answer(call, 404, ApiError(404, "Not Found").body())
+        response = web.StreamResponse(status=200)
+        response.content_type = stored.content_type or "application/octet-stream"
+        response.content_length = len(stored.data)
+        await response.prepare(request)
+        for start in range(0, len(stored.data), DOWNLOAD_CHUNK_BYTES):
+            await response.write(stored.data[start : start + DOWNLOAD_CHUNK_BYTES])
+        await response.write_eof()
+        call.status = 200
+        self._changed()
+        return response
 
     async def _send_chat_action(self, bot: _Bot, call: Call) -> Any:
         params = call.params
@@ -2964,6 +3447,11 @@ _HANDLERS: dict[str, _Handler] = {
     "getwebhookinfo": FakeTelegram._get_webhook_info,
     "sendmessage": FakeTelegram._send_message,
     "sendphoto": FakeTelegram._send_photo,
+    "senddocument": FakeTelegram._send_document,
+    "sendaudio": FakeTelegram._send_audio,
+    "sendvideo": FakeTelegram._send_video,
+    "sendmediagroup": FakeTelegram._send_media_group,
+    "getfile": FakeTelegram._get_file,
     "sendchataction": FakeTelegram._send_chat_action,
     "answercallbackquery": FakeTelegram._answer_callback_query,
     "editmessagetext": FakeTelegram._edit_message_text,
@@ -2984,6 +3472,11 @@ _METHOD_NAMES = {
         "getWebhookInfo",
         "sendMessage",
         "sendPhoto",
+        "sendDocument",
+        "sendAudio",
+        "sendVideo",
+        "sendMediaGroup",
+        "getFile",
         "sendChatAction",
         "answerCallbackQuery",
         "editMessageText",

@@ -25,6 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.slack import (
+    FILE_DOWNLOAD,
     FakeSlack,
     app_mention,
     block_actions_payload,
@@ -688,3 +689,117 @@ async def test_socket_server_details(slack: FakeSlack) -> None:
             await ws.close()
     with pytest.raises(TimeoutError):
         await slack.wait_for(lambda: False, within=0.05)
+
+
+# --- shared files ------------------------------------------------------------------------------
+
+
+async def fetch(url: str, token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, allow_redirects=False) as resp,
+    ):
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+async def test_files_info_and_downloads_need_the_workspace_bot_token(slack: FakeSlack) -> None:
+    data = bytes(range(256)) * 300  # several chunks
+    shared = slack.add_file("T0AAA", data, "scan 1.png", mimetype="image/png", user="U0USER")
+    described = (shared["name"], shared["mimetype"], shared["size"])
+    assert described == ("scan 1.png", "image/png", len(data))
+    assert shared["url_private_download"].startswith(f"{slack.base_url}/files-pri/T0AAA-")
+
+    info = await client(slack).files_info(file=shared["id"])
+    assert info["file"] == shared
+    assert slack.calls_to("files.info")[0].http_method == "GET"  # slack-sdk's verb
+    for url in (shared["url_private"], shared["url_private_download"]):
+        status, body, headers = await fetch(url, TOKEN_A)
+        assert (status, body, headers["Content-Type"]) == (200, data, "image/png")
+        assert "scan%201.png" in headers["Content-Disposition"]
+    assert slack.downloads[0].authorization == f"Bearer {TOKEN_A}"
+
+    assert (await fetch(shared["url_private"]))[0] == 401  # no token
+    assert (await fetch(shared["url_private"], "xoxb-0-0-unknown"))[0] == 401
+    assert (await fetch(shared["url_private"], TOKEN_B))[0] == 403  # another workspace's
+    with pytest.raises(SlackApiError) as other:
+        await client(slack, TOKEN_B).files_info(file=shared["id"])
+    assert other.value.response["error"] == "file_not_found"
+    with pytest.raises(SlackApiError) as unknown:
+        await client(slack).files_info(file="F0NOSUCHFILE")
+    assert unknown.value.response["error"] == "file_not_found"
+
+    slack.delete_file(shared["id"])
+    with pytest.raises(SlackApiError) as deleted:
+        await client(slack).files_info(file=shared["id"])
+    assert deleted.value.response["error"] == "file_deleted"
+    assert (await fetch(shared["url_private"], TOKEN_A))[0] == 404
+
+    slack.revoke_token(TOKEN_A)
+    assert (await fetch(shared["url_private"], TOKEN_A))[0] == 403
+    assert [d.status for d in slack.downloads] == [200, 200, 401, 401, 403, 404, 403]
+
+
+async def test_files_info_needs_the_files_read_scope(slack: FakeSlack) -> None:
+    slack.add_workspace("T0CCC", bot_token="xoxb-5-6-cccc", scopes=("chat:write",))
+    shared = slack.add_file("T0CCC", b"x")
+    with pytest.raises(SlackApiError) as missing:
+        await client(slack, "xoxb-5-6-cccc").files_info(file=shared["id"])
+    assert missing.value.response["error"] == "missing_scope"
+    assert missing.value.response["needed"] == "files:read"
+
+
+async def test_file_download_faults_and_redirects(slack: FakeSlack) -> None:
+    shared = slack.add_file("T0AAA", b"%PDF-1.7", "a.pdf")
+    slack.fail_next(FILE_DOWNLOAD, retry_after=7)
+    status, _, headers = await fetch(shared["url_private_download"], TOKEN_A)
+    assert (status, headers["Retry-After"]) == (429, "7")
+    slack.fail_next(FILE_DOWNLOAD, status=503)
+    assert (await fetch(shared["url_private_download"], TOKEN_A))[0] == 503
+    assert (await fetch(shared["url_private_download"], TOKEN_A))[:2] == (200, b"%PDF-1.7")
+
+    slack.redirect_file(shared["id"], "http://127.0.0.1:9/elsewhere")
+    status, _, headers = await fetch(shared["url_private_download"], TOKEN_A)
+    assert (status, headers["Location"]) == (302, "http://127.0.0.1:9/elsewhere")
+
+    # a built file object for a voice clip
+    clip = slack.add_file("T0AAA", b"OggS", "c.webm", mimetype="audio/webm", subtype="slack_audio")
+    assert clip["subtype"] == "slack_audio"
+    assert "subtype" not in slack_file()
+
+
+async def test_image_blocks_slack_cannot_download_are_refused(slack: FakeSlack) -> None:
+    slack.refuse_image_urls("https://unreachable.example/")
+    web_client = client(slack)
+    good = {"type": "image", "image_url": "https://ok.example/a.png", "alt_text": "a"}
+    bad = {"type": "image", "image_url": "https://unreachable.example/b.png", "alt_text": "b"}
+    await web_client.chat_postMessage(channel="C0CHAN", text="ok", blocks=[good])
+    with pytest.raises(SlackApiError) as refused:
+        await web_client.chat_postMessage(channel="C0CHAN", text="no", blocks=[section("x"), bad])
+    assert refused.value.response["error"] == "invalid_blocks"
+    assert refused.value.response["errors"] == [
+        "downloading image failed [json-pointer:/blocks/1/image_url]"
+    ]
+    assert [m.text for m in slack.posted()] == ["ok"]
+
+
+async def test_file_share_over_socket_mode(slack: FakeSlack) -> None:
+    requests: list[SocketModeRequest] = []
+
+    async def listener(socket_client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+        requests.append(req)
+        await socket_client.send_socket_mode_response(SocketModeResponse(req.envelope_id))
+
+    socket_client = SocketModeClient(
+        app_token=APP_TOKEN, web_client=AsyncWebClient(base_url=slack.api_url)
+    )
+    socket_client.socket_mode_request_listeners.append(listener)
+    try:
+        await socket_client.connect()  # type: ignore[no-untyped-call]
+        shared = slack.add_file("T0AAA", b"\x89PNG", "a.png", mimetype="image/png")
+        payload = event_callback("T0AAA", file_share("U0USER", "look", [shared]))
+        await slack.wait_for_ack(await slack.socket_send_event("events_api", payload))
+        event = requests[0].payload["event"]
+        assert (event["subtype"], event["text"], event["files"]) == ("file_share", "look", [shared])
+    finally:
+        await socket_client.close()  # type: ignore[no-untyped-call]

@@ -18,7 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
+    Update,
+)
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -57,7 +64,11 @@ GROUP = -100_555_000_1
 
 def make_bot(tg: FakeTelegram, token: str = TOKEN) -> Bot:
     return Bot(
-        token, base_url=tg.base_url, request=HTTPXRequest(), get_updates_request=HTTPXRequest()
+        token,
+        base_url=tg.base_url,
+        base_file_url=tg.base_file_url,
+        request=HTTPXRequest(),
+        get_updates_request=HTTPXRequest(),
     )
 
 
@@ -619,6 +630,157 @@ async def test_update_builders_parse_with_ptb(tg: FakeTelegram, bot: Bot) -> Non
     assert location.message.location.latitude == 48.1
     assert edited.edited_message.text == "Hello (edited)"
     assert edited.edited_message.message_id == private.message.message_id
+
+
+# --- files users send: getFile and downloads -----------------------------------------------------
+
+
+async def test_media_builders_parse_with_ptb(tg: FakeTelegram, bot: Bot) -> None:
+    pushed = [
+        tg.push_update(tg.audio(USER, caption="listen")),
+        tg.push_update(tg.video(USER, media_group_id="g1")),
+        tg.push_update(tg.video_note(USER)),
+        tg.push_update(tg.animation(USER)),
+        tg.push_update(tg.sticker(USER, is_animated=True)),
+        tg.push_update(tg.venue(USER)),
+        tg.push_update(tg.contact(USER, contact_user_id=77)),
+        tg.push_update(tg.photo(USER, media_group_id="g1", data=b"jpeg")),
+        tg.push_update(tg.dice(USER)),
+    ]
+    updates = await bot.get_updates(timeout=0)
+    assert [u.update_id for u in updates] == pushed
+    audio, video, note, animation, sticker, venue, contact, photo, dice = (
+        u.message for u in updates
+    )
+    assert (audio.audio.file_name, audio.audio.title, audio.caption) == (
+        "song.mp3",
+        "A Song",
+        "listen",
+    )
+    assert (video.video.mime_type, video.media_group_id) == ("video/mp4", "g1")
+    assert note.video_note.length == 240
+    assert animation.animation.file_id == animation.document.file_id
+    assert sticker.sticker.is_animated
+    assert (venue.venue.title, venue.location.latitude) == ("Fernsehturm", 52.520815)
+    assert (contact.contact.first_name, contact.contact.user_id) == ("Eve", 77)
+    assert photo.photo[-1].file_size == 4 and photo.media_group_id == "g1"
+    assert dice.dice.value == 4
+
+
+async def test_get_file_and_download(tg: FakeTelegram, bot: Bot) -> None:
+    data = bytes(range(256)) * 1000  # several chunks
+    update = tg.document(USER, file_name="data.bin", mime_type="application/x-test", data=data)
+    document = Update.de_json({"update_id": 1, **update}, bot).message.document
+    assert document.file_size == len(data)
+    file = await bot.get_file(document.file_id)
+    assert (file.file_id, file.file_unique_id, file.file_size) == (
+        document.file_id,
+        document.file_unique_id,
+        len(data),
+    )
+    # PTB makes the path a URL: {base_file_url}/<file_path>
+    assert file.file_path is not None
+    assert file.file_path.startswith(f"{tg.api_root}/file/bot{TOKEN}/documents/file_")
+    assert file.file_path.endswith(".bin")
+    assert bytes(await file.download_as_bytearray()) == data
+    [download] = tg.calls_to("downloadFile")
+    assert (download.status, download.token, download.http_method) == (200, TOKEN, "GET")
+    # the same path under another bot's token, or a path never handed out: 404
+    path = file.file_path.split(f"/file/bot{TOKEN}/", 1)[1]
+    async with aiohttp.ClientSession() as http:
+        for url in (
+            f"{tg.api_root}/file/bot{OTHER_TOKEN}/{path}",
+            f"{tg.api_root}/file/bot123:unknown/{path}",
+            f"{tg.api_root}/file/bot{TOKEN}/documents/file_999.bin",
+        ):
+            async with http.get(url) as resp:
+                assert resp.status == 404
+                assert (await resp.json())["description"] == "Not Found"
+        async with http.get(file.file_path) as resp:
+            assert resp.headers["Content-Type"] == "application/octet-stream"
+            assert resp.content_length == len(data)
+            assert await resp.read() == data
+
+
+async def test_get_file_errors_and_faults(tg: FakeTelegram, bot: Bot) -> None:
+    with pytest.raises(BadRequest, match=r"(?i)invalid file_id"):
+        await bot.get_file("AgACnot-known")
+    big = tg.video(USER, data=None)
+    big["message"]["video"]["file_size"] = 20 * 1024 * 1024  # the limit itself is allowed
+    assert (await bot.get_file(big["message"]["video"]["file_id"])).file_size is not None
+    too_big = tg.document(USER, file_size=20 * 1024 * 1024 + 1)
+    with pytest.raises(BadRequest, match=r"(?i)file is too big"):
+        await bot.get_file(too_big["message"]["document"]["file_id"])
+    # without bytes the file is known to getFile, but its download is 404
+    file = await bot.get_file(tg.voice(USER)["message"]["voice"]["file_id"])
+    with pytest.raises(InvalidToken):  # PTB's reading of a 404
+        await file.download_as_bytearray()
+    # faults: on getFile like any method, on downloads as "downloadFile"
+    photo = tg.photo(USER, data=b"jpeg")["message"]["photo"][-1]["file_id"]
+    tg.fail_next("getFile", 429, retry_after=2)
+    with pytest.raises(RetryAfter):
+        await bot.get_file(photo)
+    file = await bot.get_file(photo)
+    tg.fail_next("downloadFile", 503)
+    with pytest.raises(NetworkError):
+        await file.download_as_bytearray()
+    assert bytes(await file.download_as_bytearray()) == b"jpeg"
+
+
+# --- sending files by URL -------------------------------------------------------------------------
+
+
+async def test_send_document_audio_video_by_url(tg: FakeTelegram, bot: Bot) -> None:
+    doc = await bot.send_document(
+        USER, "https://example.com/files/a.pdf", caption="the *pdf*", parse_mode="MarkdownV2"
+    )
+    assert (doc.document.file_name, doc.caption) == ("a.pdf", "the pdf")
+    audio = await bot.send_audio(USER, "https://example.com/a.mp3")
+    video = await bot.send_video(USER, "https://example.com/v.mp4", caption="watch")
+    assert audio.audio.mime_type == "audio/mpeg" and video.video.mime_type == "video/mp4"
+    sent = tg.sent_messages(USER)
+    assert [(m.method, m.media_type, m.media, m.caption) for m in sent] == [
+        ("sendDocument", "document", "https://example.com/files/a.pdf", "the pdf"),
+        ("sendAudio", "audio", "https://example.com/a.mp3", None),
+        ("sendVideo", "video", "https://example.com/v.mp4", "watch"),
+    ]
+    again = await bot.send_document(USER, doc.document.file_id)  # a known file_id
+    assert tg.last_message().media == doc.document.file_id and again.document
+    with pytest.raises(BadRequest, match=r"(?i)wrong file identifier/http url specified"):
+        await bot.send_video(USER, "not-a-file-id")
+
+
+async def test_urls_telegram_cannot_fetch(tg: FakeTelegram, bot: Bot) -> None:
+    bad = "https://example.com/missing.jpg"
+    tg.refuse_url(bad)
+    for send in (bot.send_photo, bot.send_document, bot.send_audio, bot.send_video):
+        with pytest.raises(BadRequest, match=r"(?i)failed to get http url content"):
+            await send(USER, bad)
+    assert tg.sent_messages(USER) == []
+    assert (await bot.send_photo(USER, "https://example.com/fine.jpg")).photo
+
+
+async def test_send_media_group(tg: FakeTelegram, bot: Bot) -> None:
+    urls = [f"https://example.com/p{n}.jpg" for n in range(3)]
+    media = [InputMediaPhoto(url, caption=f"#{n}") for n, url in enumerate(urls)]
+    messages = await bot.send_media_group(USER, media)
+    assert [m.caption for m in messages] == ["#0", "#1", "#2"]
+    assert len({m.media_group_id for m in messages}) == 1 and messages[0].media_group_id
+    sent = tg.sent_messages(USER)
+    assert [(m.method, m.media_type, m.media) for m in sent] == [
+        ("sendMediaGroup", "photo", url) for url in urls
+    ]
+    assert len({m.media_group_id for m in sent}) == 1
+    # one item Telegram cannot fetch: nothing of the album is sent
+    tg.refuse_url(urls[1])
+    with pytest.raises(BadRequest, match=r"(?i)failed to get http url content"):
+        await bot.send_media_group(USER, media)
+    with pytest.raises(BadRequest, match=r"(?i)2-10 items"):
+        await bot.send_media_group(USER, media[:1])
+    mixed = [InputMediaDocument("https://example.com/a.pdf"), InputMediaPhoto(urls[0])]
+    with pytest.raises(BadRequest, match=r"(?i)can't be mixed"):
+        await bot.send_media_group(USER, mixed)  # type: ignore[arg-type]
+    assert len(tg.sent_messages(USER)) == 3
 
 
 # --- callbacks, edits, misc methods ---------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from bridge.config import EngineConfig, MessagesConfig
 from bridge.devtools.simulator import RunningSimulator
 from bridge.engine import Bot, Engine
 from bridge.engine.intake import requester_id
+from bridge.engine.media import Media
+from bridge.media.attachments import Attachment, AttachmentError, AttachmentUnavailable, Download
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.textchat.client import TextchatClient, Timeouts
@@ -50,10 +53,33 @@ class FakeAdapter(Adapter):
     typing_calls: int = 0
     failures: list[DeliveryError] = field(default_factory=list)
     intake: Intake | None = None
+    #: what open_attachment serves, by locator; failures raised first, one per call
+    files: dict[str, bytes] = field(default_factory=dict)
+    file_failures: list[AttachmentError] = field(default_factory=list)
+    fetches: list[str] = field(default_factory=list)
+    #: set: every download waits for it (a slow platform)
+    downloads_wait: asyncio.Event | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __post_init__(self) -> None:
         super().__init__(self.name)
+
+    @contextlib.asynccontextmanager
+    async def open_attachment(self, attachment: Attachment) -> AsyncIterator[Download]:
+        self.fetches.append(attachment.locator)
+        if self.file_failures:
+            raise self.file_failures.pop(0)
+        if attachment.locator not in self.files:
+            raise AttachmentUnavailable(f"no file {attachment.locator}")
+        data = self.files[attachment.locator]
+        if self.downloads_wait is not None:
+            await self.downloads_wait.wait()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 100_000):
+                yield data[start : start + 100_000]
+
+        yield Download(chunks(), content_type=None, size=len(data))
 
     async def start(self, intake: Intake) -> None:
         self.intake = intake
@@ -105,7 +131,11 @@ _ids = itertools.count(1)
 
 
 def inbound(
-    conversation: str, text: str = "", kind: InboundKind = InboundKind.TEXT, event_id: str = ""
+    conversation: str,
+    text: str = "",
+    kind: InboundKind = InboundKind.TEXT,
+    event_id: str = "",
+    attachments: tuple[Attachment, ...] = (),
 ) -> Inbound:
     return Inbound(
         event_id=event_id or f"ev-{next(_ids)}",
@@ -115,6 +145,7 @@ def inbound(
         text=text,
         address={"conversation": conversation},
         context={"platform": "test"},
+        attachments=attachments,
     )
 
 
@@ -171,6 +202,8 @@ async def harness(
     read_timeout: float = 5.0,
     adapter: FakeAdapter | None = None,
     poll_interval: float = 0.05,
+    media: Callable[[Store, Mapping[str, Adapter]], Media] | None = None,
+    messages: MessagesConfig | None = None,
 ) -> AsyncIterator[Harness]:
     client = TextchatClient(
         simulator.url, "rel-test", "test-token", timeouts=Timeouts(connect=2, read=read_timeout)
@@ -183,10 +216,11 @@ async def harness(
         channel_bots={CHANNEL: "bot"},
         adapters={CHANNEL: adapter},
         config=config,
-        messages=MessagesConfig(),
+        messages=messages or MessagesConfig(),
         metrics=Metrics(),
         poll_interval=poll_interval,
         housekeeping_interval=3600,
+        media=media(store, {CHANNEL: adapter}) if media is not None else None,
     )
     await adapter.start(engine.intake(CHANNEL))
     await engine.start()

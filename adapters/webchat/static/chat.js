@@ -14,6 +14,13 @@
     invalid_frame: "Not sent.",
     rate_limited: "You're sending messages too fast — please wait a moment.",
     slow_down: "Please wait for an answer before sending more.",
+    invalid_attachment: "Not sent: the file is no longer available.",
+  };
+  const UPLOAD_ERRORS = {
+    401: "Not sent: please reload the page.",
+    408: "Not sent: the upload took too long.",
+    413: "Not sent: the file is too large.",
+    429: "You're sending files too fast — please wait a moment.",
   };
 
   const byId = (id) => document.getElementById(id);
@@ -22,6 +29,8 @@
   const input = byId("text");
   const statusLine = byId("status");
   const typing = byId("typing");
+  const picker = byId("file");
+  const attach = byId("attach");
 
   // --- storage: the user id and the user's own messages survive a reload ---
 
@@ -71,7 +80,15 @@
   // own message after the bot message it answered when the history is shown again.
   let own = load("sent", []);
   own = Array.isArray(own) ? own.filter((e) => e && typeof e.id === "string") : [];
+  // An upload cut short by a reload is not coming back: say so.
+  for (const entry of own) {
+    if (entry.state === "uploading") {
+      entry.state = "failed";
+      entry.error = "Not sent: the upload was interrupted.";
+    }
+  }
   const shown = new Map(); // own message id -> its <li>
+  const previews = new Map(); // own message id -> an object URL of the image sent (this page only)
 
   let socket = null;
   let ready = false;
@@ -161,14 +178,51 @@
     return row;
   }
 
+  // One attachment of a bot's payload (normalised by the bridge as "files"): an image, a
+  // player, or a download link, with its caption.
+  function renderFile(file) {
+    if (!file || typeof file !== "object") return null;
+    const src = httpUrl(file.url);
+    if (!src) return null;
+    const label = isText(file.label) ? file.label : src;
+    const box = make("figure", `attachment ${file.kind}`);
+    let media;
+    if (file.kind === "image") {
+      media = make("img");
+      media.alt = isText(file.caption) ? file.caption : label;
+      media.addEventListener("load", scrollDown);
+    } else if (file.kind === "audio" || file.kind === "video") {
+      media = make(file.kind);
+      media.controls = true;
+      media.preload = "metadata";
+      media.setAttribute("aria-label", label);
+    } else {
+      media = make("a", "file-link", label);
+      media.href = src;
+      media.download = label;
+      media.target = "_blank";
+      media.rel = "noopener noreferrer";
+    }
+    if (media.tagName !== "A") media.src = src;
+    box.appendChild(media);
+    if (isText(file.caption)) box.appendChild(make("figcaption", "", file.caption));
+    return box;
+  }
+
   function renderElement(item, element) {
     if (!element || typeof element !== "object") return;
     if (element.type === "text" && isText(element.content)) {
       item.appendChild(make("p", "bubble", element.content));
     } else if (element.type === "cross_card") {
       item.appendChild(renderCard(element));
-    } else if (element.type === "payload" && Array.isArray(element.chips) && element.chips.length) {
-      item.appendChild(renderChips(element.chips));
+    } else if (element.type === "payload") {
+      for (const file of Array.isArray(element.files) ? element.files : []) {
+        const node = renderFile(file);
+        if (node) item.appendChild(node);
+      }
+      if (Array.isArray(element.chips) && element.chips.length) {
+        item.appendChild(renderChips(element.chips));
+      }
     }
   }
 
@@ -179,11 +233,12 @@
   function updateOwn(entry) {
     const item = shown.get(entry.id);
     if (!item) return;
-    item.classList.toggle("pending", entry.state === "pending");
+    item.classList.toggle("pending", entry.state === "pending" || entry.state === "uploading");
     item.classList.toggle("failed", entry.state === "failed");
     const meta = item.querySelector(".meta");
     if (!meta) return;
-    if (entry.state === "pending") meta.textContent = "Sending…";
+    if (entry.state === "uploading") meta.textContent = "Uploading…";
+    else if (entry.state === "pending") meta.textContent = "Sending…";
     else if (entry.state === "failed") meta.textContent = entry.error || "Not sent.";
     else meta.textContent = "";
   }
@@ -195,7 +250,21 @@
       item = make("li", "note", "Conversation restarted");
     } else {
       item = make("li", "msg user");
-      item.appendChild(make("p", "bubble", String(entry.text)));
+      for (const file of Array.isArray(entry.files) ? entry.files : []) {
+        const preview = previews.get(entry.id);
+        const box = make("figure", "attachment");
+        if (preview) {
+          const img = make("img");
+          img.alt = String(file.name);
+          img.addEventListener("load", scrollDown);
+          img.src = preview;
+          box.appendChild(img);
+        } else {
+          box.appendChild(make("span", "file-link", String(file.name)));
+        }
+        item.appendChild(box);
+      }
+      if (isText(entry.text)) item.appendChild(make("p", "bubble", String(entry.text)));
       item.appendChild(make("span", "meta"));
     }
     log.appendChild(item);
@@ -213,12 +282,16 @@
   // --- sending ---
 
   function frameFor(entry) {
+    if (entry.kind === "message" && Array.isArray(entry.attachments)) {
+      return { type: "message", id: entry.id, text: entry.value, attachments: entry.attachments };
+    }
     if (entry.kind === "message") return { type: "message", id: entry.id, text: entry.value };
     if (entry.kind === "button") return { type: "button", id: entry.id, value: entry.value };
     return { type: "restart", id: entry.id };
   }
 
   function transmit(entry) {
+    if (entry.state !== "pending") return; // an upload still under way sends itself
     if (ready && socket && socket.readyState === WebSocket.OPEN) {
       socket.send(JSON.stringify(frameFor(entry)));
     }
@@ -238,6 +311,47 @@
     renderOwn(entry);
     showTyping(TYPING_AFTER_SEND_MS);
     transmit(entry); // else sent once connected
+  }
+
+  // A file: uploaded first (the text typed so far is its caption), then sent as a message
+  // naming the upload.
+  async function sendFile(file) {
+    const caption = input.value.trim() ? input.value : "";
+    input.value = "";
+    const afterSeq = synced ? lastSeq : null;
+    const files = [{ name: file.name || "file", type: file.type || "" }];
+    const entry = { id: randomId(), kind: "message", text: caption, value: caption, files };
+    entry.afterSeq = afterSeq;
+    entry.state = "uploading";
+    if (file.type.startsWith("image/")) previews.set(entry.id, URL.createObjectURL(file));
+    own.push(entry);
+    saveOwn();
+    renderOwn(entry);
+    scrollDown();
+    let failure = "Not sent: the upload failed.";
+    try {
+      if (!identity) throw new Error("no identity yet");
+      const body = new FormData();
+      body.append("file", file, file.name || "file");
+      const response = await fetch(new URL("upload", location.href), {
+        method: "POST",
+        headers: { "X-Webchat-User": identity.user, "X-Webchat-Token": identity.token },
+        body,
+      });
+      if (!response.ok) {
+        failure = UPLOAD_ERRORS[response.status] || failure;
+        throw new Error(`upload answered ${response.status}`);
+      }
+      const answer = await response.json();
+      if (!answer || !isText(answer.id)) throw new Error("upload gave no id");
+      entry.attachments = [answer.id];
+    } catch (error) {
+      settle(entry.id, "failed", failure);
+      return;
+    }
+    settle(entry.id, "pending");
+    showTyping(TYPING_AFTER_SEND_MS);
+    transmit(entry);
   }
 
   function greet() {
@@ -412,6 +526,13 @@
     input.focus();
   });
   byId("restart").addEventListener("click", () => send("restart", "", ""));
+  attach.hidden = config.uploads === false;
+  attach.addEventListener("click", () => picker.click());
+  picker.addEventListener("change", () => {
+    const file = picker.files && picker.files[0];
+    picker.value = "";
+    if (file) sendFile(file);
+  });
 
   connect();
 })();

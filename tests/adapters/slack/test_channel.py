@@ -45,7 +45,6 @@ from tests.fakes.slack import (
     new_event_id,
     new_ts,
     post_event,
-    slack_file,
     url_verification,
 )
 from tests.support.config import config_data, service_config, sqlite_url
@@ -423,20 +422,15 @@ async def test_chip_click_sends_value_once_and_disables_buttons(
 # --- 6. files -------------------------------------------------------------------------------
 
 
-async def test_file_without_text_gets_the_unsupported_note(
+async def test_deleted_file_without_text_gets_the_unsupported_note(
     tmp_path: Path, slack: FakeSlack, sim: RunningSimulator
 ) -> None:
     async with bridge(sqlite_url(tmp_path), slack, sim) as service:
-        shared = file_share(USER, "", [slack_file("photo.png", mimetype="image/png")], channel=DM)
-        assert (await send(service, shared)).status == 200
+        gone = file_share(USER, "", [{"id": "F0GONE", "mode": "tombstone"}], channel=DM)
+        assert (await send(service, gone)).status == 200
         await slack.wait_for(lambda: slack.posted(channel=DM), within=10)
         assert "only read text" in texts(slack, DM)[0]
         assert sim.state.requests == type(sim.state.requests)()
-        # a file with a caption: the caption goes to Parloa
-        captioned = file_share(USER, "what is this", [slack_file()], channel=DM)
-        assert (await send(service, captioned)).status == 200
-        await slack.wait_for(lambda: "You said: what is this" in texts(slack, DM), within=10)
-        assert said(sim) == ["what is this"]
 
 
 # --- 7. the 3 s acknowledgement ---------------------------------------------------------------

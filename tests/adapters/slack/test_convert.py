@@ -339,14 +339,15 @@ def test_other_event_types_are_ignored(event: dict[str, Any]) -> None:
     assert "is not handled" in ignored(normalize(event))
 
 
-def test_file_share_with_text_is_the_text() -> None:
-    event = inbound(file_share(ADA, "here is the invoice", [slack_file()], DM))
+def test_file_share_with_text_is_the_text_and_the_file() -> None:
+    event = inbound(file_share(ADA, "here is the invoice", [slack_file(file_id="F0INV")], DM))
     assert (event.kind, event.text) == (InboundKind.TEXT, "here is the invoice")
+    assert [a.locator for a in event.attachments] == [f"{TEAM}:F0INV"]
 
 
-def test_file_share_without_text_is_unsupported() -> None:
+def test_file_share_without_text_is_a_text_event_with_the_file() -> None:
     event = inbound(file_share(ADA, "", [slack_file("photo.png", mimetype="image/png")], DM))
-    assert (event.kind, event.text) == (InboundKind.UNSUPPORTED, "file")
+    assert (event.kind, event.text, len(event.attachments)) == (InboundKind.TEXT, "", 1)
     assert event.conversation_key == f"{TEAM}:{DM}"
 
 
@@ -354,12 +355,18 @@ def test_file_share_in_a_thread_is_a_thread_reply() -> None:
     raw = file_share(ADA, "", [slack_file()], CHAN, channel_type="channel", thread_ts="1.0")
     result = normalize(raw)
     assert isinstance(result, ThreadReply)
-    assert (result.inbound.kind, result.inbound.text) == (InboundKind.UNSUPPORTED, "file")
+    assert (result.inbound.kind, result.inbound.text) == (InboundKind.TEXT, "")
+    assert len(result.inbound.attachments) == 1
 
 
 def test_files_without_the_subtype_count_as_a_file() -> None:
     raw = {**dm_message(ADA, "", DM), "files": [slack_file()]}
-    assert inbound(raw).kind is InboundKind.UNSUPPORTED
+    assert len(inbound(raw).attachments) == 1
+
+
+def test_only_deleted_files_are_unsupported() -> None:
+    raw = file_share(ADA, "", [{"id": "F0GONE", "mode": "tombstone"}], DM)
+    assert (inbound(raw).kind, inbound(raw).text) == (InboundKind.UNSUPPORTED, "file")
 
 
 @pytest.mark.parametrize(

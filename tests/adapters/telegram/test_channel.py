@@ -279,7 +279,7 @@ async def test_commands_groups_topics_and_unsupported(
         assert any(m.message_thread_id == 9 for m in replies)
 
         before = len(sim.state.requests)
-        await exchange(tg, tg.sticker(8), 8, 1)
+        await exchange(tg, tg.dice(8), 8, 1)
         assert "only read text" in texts(tg, 8)[0]
         assert len(sim.state.requests) == before
         await exchange(tg, tg.photo(8, caption="what is this"), 8, 3)

@@ -481,56 +481,54 @@ class TestForumTopics:
 
 
 PHOTO = [{"file_id": "p1", "file_unique_id": "u2", "width": 90, "height": 60}]
+STICKER = {
+    "file_id": "CAAC",
+    "file_unique_id": "u1",
+    "type": "regular",
+    "width": 512,
+    "height": 512,
+    "is_animated": False,
+    "is_video": False,
+}
 
 
 class TestNonText:
+    """How media messages become events; what each type maps to is in test_media.py."""
+
     @pytest.mark.parametrize(
         ("field", "value"),
         [
-            ("sticker", {
-                "file_id": "CAAC", "file_unique_id": "u1", "type": "regular",
-                "width": 512, "height": 512, "is_animated": False, "is_video": False,
-                "emoji": "😀",
-            }),
-            ("photo", [{"file_id": "p1", "file_unique_id": "u2", "width": 90, "height": 60}]),
-            ("voice", {"file_id": "v1", "file_unique_id": "u3", "duration": 3}),
-            ("audio", {"file_id": "a1", "file_unique_id": "u4", "duration": 180}),
-            ("video_note", {
-                "file_id": "n1", "file_unique_id": "u5", "length": 240, "duration": 5,
-            }),
-            ("location", {"latitude": 52.52, "longitude": 13.405}),
-            ("contact", {"phone_number": "+49301234567", "first_name": "Eve"}),
             ("dice", {"emoji": "🎲", "value": 4}),
+            ("story", {"chat": PRIVATE, "id": 5}),
+            ("game", {"title": "G", "description": "d", "photo": PHOTO}),
         ],
     )  # fmt: skip
-    def test_unsupported_in_private(self, field: str, value: Any) -> None:
+    def test_content_without_an_attachment_is_unsupported(self, field: str, value: Any) -> None:
         event = inbound(message(**{field: value}))
-        assert (event.kind, event.text) == (InboundKind.UNSUPPORTED, field)
+        assert (event.kind, event.text, event.attachments) == (InboundKind.UNSUPPORTED, field, ())
         assert event.conversation_key == "42"
 
-    def test_venue_is_not_a_location(self) -> None:
-        location = {"latitude": 52.52, "longitude": 13.405}
-        venue = {"location": location, "title": "TV tower", "address": "Panoramastr. 1A"}
-        assert inbound(message(venue=venue, location=location)).text == "venue"
-
-    def test_animation_is_not_a_document(self) -> None:
-        doc = {"file_id": "d1", "file_unique_id": "u6", "file_name": "cat.gif.mp4"}
-        anim = {**doc, "width": 320, "height": 240, "duration": 2}
-        assert inbound(message(animation=anim, document=doc)).text == "animation"
-
-    def test_photo_caption_is_the_text(self) -> None:
+    def test_a_photo_is_a_text_event_with_its_caption(self) -> None:
         event = inbound(message(photo=PHOTO, caption="What is this plant?"))
         assert (event.kind, event.text) == (InboundKind.TEXT, "What is this plant?")
+        assert [a.locator for a in event.attachments] == ["p1"]
+        assert event.event_id == "tg:9001" and event.address["chat_id"] == 42
 
-    def test_photo_caption_not_forwarded_when_off(self) -> None:
+    def test_without_a_caption_the_text_is_empty(self) -> None:
+        event = inbound(message(sticker=STICKER))
+        assert (event.kind, event.text) == (InboundKind.TEXT, "")
+        assert [a.type.value for a in event.attachments] == ["sticker"]
+
+    def test_caption_not_forwarded_when_off(self) -> None:
         options = NormalizeOptions(forward_captions=False)
         event = inbound(message(photo=PHOTO, caption="What is this?"), options)
-        assert (event.kind, event.text) == (InboundKind.UNSUPPORTED, "photo")
+        assert (event.kind, event.text) == (InboundKind.TEXT, "")
+        assert len(event.attachments) == 1
 
-    def test_a_voice_caption_is_not_forwarded(self) -> None:
+    def test_a_voice_caption_is_forwarded_too(self) -> None:
         voice = {"file_id": "v1", "file_unique_id": "u3", "duration": 3}
         event = inbound(message(voice=voice, caption="listen"))
-        assert (event.kind, event.text) == (InboundKind.UNSUPPORTED, "voice")
+        assert (event.kind, event.text) == (InboundKind.TEXT, "listen")
 
     def test_group_photo_needs_a_mention_or_reply(self) -> None:
         assert ignored(message(GROUP, photo=PHOTO)) == "group message not addressed to the bot"
@@ -541,29 +539,24 @@ class TestNonText:
             caption=caption,
             caption_entities=[entity(caption, "@OurBot", "mention")],
         )
-        assert inbound(msg).text == "is this ok?"
+        event = inbound(msg)
+        assert event.text == "is this ok?"
+        assert event.conversation_key == "-1001234:0:42"
+        assert event.address["reply_to_message_id"] == 500
         bare = message(
             GROUP,
             photo=PHOTO,
             caption="@OurBot",
             caption_entities=[entity("@OurBot", "@OurBot", "mention")],
         )
-        assert (inbound(bare).kind, inbound(bare).text) == (InboundKind.UNSUPPORTED, "photo")
+        assert (inbound(bare).kind, inbound(bare).text) == (InboundKind.TEXT, "")
 
     def test_group_sticker_in_reply_to_the_bot(self) -> None:
-        sticker = {
-            "file_id": "CAAC",
-            "file_unique_id": "u1",
-            "type": "regular",
-            "width": 512,
-            "height": 512,
-            "is_animated": False,
-            "is_video": False,
-        }
-        msg = message(GROUP, sticker=sticker, reply_to_message=reply_from(BOT_USER, GROUP))
+        msg = message(GROUP, sticker=STICKER, reply_to_message=reply_from(BOT_USER, GROUP))
         event = inbound(msg)
-        assert (event.kind, event.text) == (InboundKind.UNSUPPORTED, "sticker")
-        assert ignored(message(GROUP, sticker=sticker)) == "group message not addressed to the bot"
+        assert (event.kind, event.text) == (InboundKind.TEXT, "")
+        assert [a.locator for a in event.attachments] == ["CAAC"]
+        assert ignored(message(GROUP, sticker=STICKER)) == "group message not addressed to the bot"
 
 
 class TestIgnored:

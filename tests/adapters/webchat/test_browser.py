@@ -15,15 +15,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from adapters.webchat.channel import WebchatAdapter, WebchatOptions
+from bridge.channel import AdapterServices, Delivery
+from bridge.devtools.demo_bot import card_png
 from bridge.devtools.simulator import RunningSimulator
+from bridge.media.attachments import STORED_PREFIX, AttachmentType
 from bridge.service import Service
+from bridge.textchat.models import parse_element
 from tests.adapters.webchat.test_channel import CHANNEL, SECRET, config_for
-from tests.support.config import sqlite_url
+from tests.adapters.webchat.test_uploads import MediaIntake
+from tests.support.config import config_data, service_config, sqlite_url
 from tests.support.net import free_port, serving
 from tests.support.paths import ROOT
+from tests.support.waiting import poll_until
 
 CHROMIUM = os.environ.get("PARLOA_BRIDGE_CHROMIUM") or shutil.which("chromium") or ""
 if not CHROMIUM or not Path(CHROMIUM).exists():
@@ -287,3 +295,140 @@ async def test_an_identity_the_bridge_did_not_issue_is_replaced(
     finally:
         await service.stop()
     assert [r.event_type for r in sim.state.requests] == ["launch", "launch"]
+
+
+async def test_a_photo_is_uploaded_and_a_reply_with_an_image_is_shown_inline(
+    tmp_path: Path, browser: Browser, artifacts: Path
+) -> None:
+    """The page's attach button against the adapter with an in-memory media store (the core's
+    side); the bot's reply, a payload with an image attachment, is delivered by the test."""
+    photo = tmp_path / "kettle.png"
+    photo.write_bytes(card_png(200, 120))
+    options = WebchatOptions(identity_secret=SECRET, title="Demo shop")  # type: ignore[arg-type]
+    adapter = WebchatAdapter(CHANNEL, options, AdapterServices(None, "text only"))
+    intake = MediaIntake(CHANNEL)
+    await adapter.start(intake)
+
+    async def reply_image(_request: web.Request) -> web.Response:
+        return web.Response(body=card_png(320, 180), content_type="image/png")
+
+    app = web.Application()
+    app.add_routes([*adapter.routes(), web.get("/files/replacement.png", reply_image)])
+    try:
+        async with serving(app) as base:
+            page = await browser.new_page(viewport={"width": 480, "height": 760})
+            problems = watch_for_errors(page)
+            await page.goto(f"{base}/webchat/{CHANNEL}/")
+            await expect(page.locator("#status")).to_have_text("")  # connected
+
+            # a caption typed, then a file attached: uploaded, then sent with the caption
+            await page.get_by_label("Your message").fill("my kettle is broken")
+            async with page.expect_file_chooser() as chooser:
+                await page.get_by_role("button", name="Attach a file").click()
+            await (await chooser.value).set_files(photo)
+            own = page.locator(".msg.user")
+            await expect(own).to_have_count(1)
+            await expect(own.locator("figure.attachment img")).to_be_visible()
+            await expect(own.locator(".bubble")).to_have_text("my kettle is broken")
+            await expect(page.locator(".msg.user.pending")).to_have_count(0)  # acknowledged
+            await expect(page.locator(".msg.user.failed")).to_have_count(0)
+
+            inbound = await poll_until(
+                lambda: next((e for e in intake.accepted if e.attachments), None)
+            )
+            (attachment,) = inbound.attachments
+            assert inbound.text == "my kettle is broken"
+            assert (attachment.type, attachment.name, attachment.mime_type) == (
+                AttachmentType.PHOTO,
+                "kettle.png",
+                "image/png",
+            )
+            media_id = attachment.locator.removeprefix(STORED_PREFIX)
+            assert intake.media[media_id].data == photo.read_bytes()
+
+            # the bot answers with a text and an image: shown inline, with its caption
+            content = {
+                "attachments": [
+                    {
+                        "type": "image",
+                        "url": f"{base}/files/replacement.png",
+                        "caption": "Your replacement kettle",
+                    },
+                    {"type": "file", "url": f"{base}/files/manual.pdf", "name": "Manual.pdf"},
+                ]
+            }
+            elements = [
+                parse_element({"type": "text", "content": "Sorry! Here is a new one."}),
+                parse_element({"type": "payload", "content": content}),
+            ]
+            done: list[int] = []
+
+            async def progress(i: int, _message_id: str | None) -> None:
+                done.append(i)
+
+            await adapter.deliver(
+                Delivery(1, inbound.user_id, {"user": inbound.user_id}, elements, 0, progress)
+            )
+            bot = page.locator(".msg.bot").last
+            await expect(bot.locator(".bubble")).to_have_text("Sorry! Here is a new one.")
+            image = bot.get_by_role("img", name="Your replacement kettle")
+            await expect(image).to_be_visible()
+            await expect(image).to_have_js_property("complete", True)
+            assert await image.evaluate("img => img.naturalWidth") == 320
+            await expect(bot.locator("figcaption")).to_have_text("Your replacement kettle")
+            link = bot.get_by_role("link", name="Manual.pdf")
+            await expect(link).to_have_attribute("href", f"{base}/files/manual.pdf")
+            await page.screenshot(path=artifacts / "09-upload-and-image-reply.png")
+
+            # a reload shows the own message by its file name, and the reply again
+            await page.reload()
+            await expect(page.locator("#status")).to_have_text("")
+            await expect(page.locator(".msg.user .file-link")).to_have_text("kettle.png")
+            await expect(page.locator(".msg.bot figure.attachment img")).to_be_visible()
+            assert problems == []
+            assert done == [0]
+            await page.close()
+    finally:
+        await adapter.stop()
+
+
+async def test_a_photo_sent_from_the_page_reaches_parloa(
+    tmp_path: Path, sim: RunningSimulator, browser: Browser, artifacts: Path
+) -> None:
+    """The same through the real Service: the upload is stored by the bridge, Parloa gets the
+    placeholder and a signed URL serving the very bytes; the demo bot echoes the text."""
+    photo = tmp_path / "kettle.png"
+    photo.write_bytes(card_png(200, 120))
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    channel = {"name": CHANNEL, "type": "webchat", "identity_secret": SECRET}
+    config = service_config(
+        config_data(
+            sqlite_url(tmp_path), sim.url, channel, http={"port": port, "public_url": public}
+        )
+    )
+    service = Service(config)
+    await service.start()
+    try:
+        page = await browser.new_page(viewport={"width": 480, "height": 760})
+        problems = watch_for_errors(page)
+        await page.goto(f"{public}/webchat/{CHANNEL}/")
+        await expect(page.locator(".msg.bot").first).to_contain_text("demo bot")
+        async with page.expect_file_chooser() as chooser:
+            await page.get_by_role("button", name="Attach a file").click()
+        await (await chooser.value).set_files(photo)
+        await expect(page.locator(".msg.bot").last).to_have_text("You said: [photo]")
+        await expect(page.locator(".msg.user.pending")).to_have_count(0)
+        await page.screenshot(path=artifacts / "10-photo-to-parloa.png")
+        (message,) = [r for r in sim.state.requests if r.event_type == "message"]
+        context = {c["key"]: c["value"] for c in message.context or []}
+        assert (context["attachmentType"], context["attachmentName"]) == ("photo", "kettle.png")
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.get(context["attachmentUrl"]) as resp,
+        ):
+            assert (resp.status, await resp.read()) == (200, photo.read_bytes())
+        assert problems == []
+        await page.close()
+    finally:
+        await service.stop()

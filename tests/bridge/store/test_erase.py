@@ -5,6 +5,7 @@ user's marks, and the tables searched must be every table there is."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.cli import main
 from bridge.engine.intake import requester_id
 from bridge.store import Store
+from bridge.store.media import NewMedia
 from bridge.store.schema import metadata
 from bridge.vocabulary import DeadLetter, Done, InboundKind, NewReply, Step
 from tests.support.config import BOT, BOT_OPTIONS, write_config
@@ -22,7 +24,7 @@ from tests.support.database import store_for
 
 # Every table of the schema, and why a user's data can or cannot be in it. A table added
 # later fails test_every_table_is_checked until it is listed here (and erase handles it).
-USER_TABLES = {"conversations", "inbox", "outbox", "channel_state"}
+USER_TABLES = {"conversations", "inbox", "outbox", "channel_state", "media", "media_chunks"}
 NOT_USER_DATA = {
     "leases": "named leases: a process's claim, no user's data",
     "alembic_version": "the schema's revision",
@@ -32,6 +34,11 @@ NOT_USER_DATA = {
 }
 
 CHANNEL = "web"
+
+
+async def chunks(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
 
 
 async def user_data(store: Store, user: str, *, dead: bool) -> None:
@@ -66,6 +73,8 @@ async def user_data(store: Store, user: str, *, dead: bool) -> None:
         await store.commit(cid, "me", Step(inbox_id=work.inbox.id, outcome=letter), CHANNEL)
         await store.finish(cid, "me", 30)
     await store.state_put(CHANNEL, f"tmp:mailbox:{user}", f'{{"for": "{user}"}}')
+    upload = NewMedia(f"m{user[-4:]}", CHANNEL, requester, "text/plain", f"{user}.txt")
+    await store.media_put(upload, chunks(f"bytes of {user}".encode()), 1024)
 
 
 async def tables_and_rows(engine: AsyncEngine) -> dict[str, list[str]]:
@@ -109,6 +118,7 @@ async def test_erase_removes_every_row_of_one_user(engine: AsyncEngine, store: S
         "dead_letters": 1,
         "outbox": 1,
         "channel_state": 1,
+        "media": 1,
     }
     after = await tables_and_rows(engine)
     assert mentioning(after, erased_user) == {"channel_state": 1}  # only the other channel's

@@ -28,6 +28,8 @@ from tests.support.config import sqlite_url
 from tests.support.database import engine_for
 
 TABLES = {"alembic_version", "channel_state", "conversations", "inbox", "outbox", "leases"} | {
+    "media",
+    "media_chunks",
     "slack_installations",
     "slack_bots",
     "slack_oauth_states",
