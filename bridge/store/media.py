@@ -2,8 +2,8 @@
 every replica serves them and a backup holds them. A file is a ``media`` row and its bytes in
 ``media_chunks`` rows of CHUNK_BYTES, written one chunk per transaction and read one chunk at
 a time: a file of any size passes through in constant memory, and no transaction holds the
-store for long (docs/benchmarks.md, "Media"). A file becomes visible (``complete``) with its
-last chunk's write."""
+store for long (docs/benchmarks.md, "Media: photos in a burst, memory"). A file becomes
+visible (``complete``) with its last chunk's write."""
 
 from __future__ import annotations
 
