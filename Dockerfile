@@ -35,15 +35,16 @@ RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 WORKDIR /src
 
 # The dependencies first: their layer is reused until uv.lock changes. --locked refuses a lock
-# that disagrees with pyproject.toml; no extra is installed (the dev tools stay out).
+# that disagrees with pyproject.toml; of the extras only tracing (the OTEL_* variables switch it
+# on); the dev tools stay out.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv venv --python python3 "$UV_PROJECT_ENVIRONMENT" \
-    && uv sync --locked --no-install-project --no-editable
+    && uv sync --locked --no-install-project --no-editable --extra tracing
 
 COPY bridge ./bridge
 COPY adapters ./adapters
 COPY migrations ./migrations
-RUN uv sync --locked --no-editable \
+RUN uv sync --locked --no-editable --extra tracing \
     && "$UV_PROJECT_ENVIRONMENT/bin/parloa-bridge" --help > /dev/null
 
 # --- runtime: the environment alone; no uv, no build tools, not root ------------------------

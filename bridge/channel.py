@@ -200,6 +200,9 @@ class Delivery:
     elements: Sequence[ResponseElement]
     parts_done: int
     progress: Callable[[int, str | None], Awaitable[None]]
+    #: the W3C trace context of the delivery's span, for a channel that passes it on (the
+    #: webhook channel's ``traceparent`` header); None when not traced
+    traceparent: str | None = None
 
 
 class DeliveryError(Exception):
@@ -219,6 +222,34 @@ class DeliveryRejected(DeliveryError):
 
 class RecipientGone(DeliveryError):
     """The user blocked the bot, left, or the chat was deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Where a conversation the bot starts goes: the conversation key and address the
+    adapter's normalisation produces for that user's direct chat, so that the user's reply
+    continues the same conversation. ``user_id`` as in Inbound (the requester id is
+    ``{channel}:{user_id}``)."""
+
+    conversation_key: str
+    user_id: str
+    address: Mapping[str, Any] = field(default_factory=dict)
+    #: what the platform says about the user, as normalisation puts it into Inbound.context
+    #: (platform, chatType, userName, ...); the operator's items are merged over it
+    context: Mapping[str, ContextScalar] = field(default_factory=dict)
+
+
+class RecipientUnknown(Exception):
+    """The platform does not know the recipient, or the bot may not write first (a Telegram
+    user who never started the bot, a Slack user id that does not exist)."""
+
+
+class RecipientUnavailable(Exception):
+    """The platform could not be asked now (network trouble, 5xx, 429): try again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ChannelState(Protocol):
@@ -332,6 +363,13 @@ class Adapter(abc.ABC):
 
     async def typing(self, address: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Show that the bot is thinking (refreshed by the core while Parloa answers)."""
+
+    async def recipient(self, who: str) -> Recipient:
+        """The conversation key and address of ``who``'s direct chat (a platform user or chat
+        id), for a conversation the bot starts. Raises RecipientUnknown (never started the
+        bot, no such user), RecipientGone (blocked the bot, deactivated) or
+        RecipientUnavailable (ask again later)."""
+        raise RecipientUnknown(f"channel {self.name} cannot start conversations")
 
     def status(self) -> Mapping[str, Any]:
         """Extra state for /readyz."""

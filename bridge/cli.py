@@ -25,6 +25,7 @@ from bridge.store.database import migrate
 from bridge.store.errors import StoreError
 from bridge.terminal_chat import ChatAborted, TerminalChat
 from bridge.textchat.context import build_context
+from bridge.tracing import TracingUnavailable
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -73,7 +74,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     print(f"configuration {config_path(args.config)} is valid:")
     print(json.dumps(config.summary(), indent=2, default=str))
+    for note in config_notes(config):
+        print(f"note: {note}")
     return EXIT_OK
+
+
+def config_notes(config: BridgeConfig) -> list[str]:
+    """What a valid configuration leaves off that an operator may expect on."""
+    notes = []
+    if config.admin.token is None:
+        notes.append("the admin API and console (/admin/) are disabled: set [admin] token")
+    if config.http.public_url is None:
+        notes.append(
+            "[http] public_url is not set: attachment URLs name the address the bridge "
+            "listens on, which Parloa may not reach"
+        )
+    return notes
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
@@ -344,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except StoreError as exc:
         return _fail(str(exc), EXIT_FAILURE)
+    except TracingUnavailable as exc:  # OTEL_* asks for what cannot be had
+        return _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_OK
     except OSError as exc:

@@ -212,6 +212,20 @@ class MediaConfig(_Section):
         return self
 
 
+class AdminConfig(_Section):
+    """The operator's admin API and console (/admin/): off without a token."""
+
+    #: ``Authorization: Bearer <token>`` on every /admin/api call (at least 16 characters)
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _token_long_enough(self) -> AdminConfig:
+        token = self.token.get_secret_value() if self.token else None
+        if token is not None and len(token) < 16:
+            raise ValueError("token: use at least 16 characters")
+        return self
+
+
 class SimulatorConfig(_Section):
     """Start the TextchatV2 simulator in-process (demo and tests only)."""
 
@@ -231,6 +245,7 @@ class BridgeConfig(_Section):
     messages: MessagesConfig = MessagesConfig()
     media: MediaConfig = MediaConfig()
     speech_to_text: SpeechToTextConfig | None = None
+    admin: AdminConfig = AdminConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     bots: dict[str, BotConfig] = Field(default_factory=dict)
     channels: list[ChannelConfig] = Field(default_factory=list)

@@ -118,16 +118,25 @@ def build_app(
 
 
 def build_admin_app(
-    metrics: Metrics, readiness: Readiness, admin_token: str | None = None
+    metrics: Metrics,
+    readiness: Readiness,
+    admin_token: str | None = None,
+    extra_routes: Sequence[web.RouteDef] = (),
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
 ) -> web.Application:
-    """The admin listener's app: /healthz, /readyz and /metrics, nothing a platform posts to."""
+    """The admin listener's app: /healthz, /readyz, /metrics and ``extra_routes`` (the
+    operator's admin API and console), nothing a platform posts to."""
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application()
+    app = web.Application(middlewares=[body_deadline(body_timeout_seconds)])
     app.add_routes(
-        [web.get("/healthz", healthz), *operational_routes(metrics, readiness, admin_token)]
+        [
+            web.get("/healthz", healthz),
+            *operational_routes(metrics, readiness, admin_token),
+            *extra_routes,
+        ]
     )
     return app
 

@@ -9,6 +9,7 @@ Parloa clients → speech-to-text → HTTP server → engine → channels."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,6 +18,10 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.admin import AdminDeps
+from bridge.admin.api import admin_routes
+from bridge.admin.console import console_routes
+from bridge.admin.outreach import outreach_routes
 from bridge.channel import Adapter, AdapterServices
 from bridge.channels import create_adapter
 from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, MediaConfig, SimulatorConfig
@@ -30,6 +35,7 @@ from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.store.database import check_schema, create_engine, migrate
 from bridge.textchat.client import TextchatClient, Timeouts
+from bridge.tracing import Tracing, tracing_from_environment
 
 if TYPE_CHECKING:
     from bridge.devtools.simulator import RunningSimulator
@@ -98,7 +104,9 @@ async def start_simulator_if_enabled(
     return simulator
 
 
-def textchat_client(config: BridgeConfig, bot: str) -> TextchatClient:
+def textchat_client(
+    config: BridgeConfig, bot: str, tracing: Tracing | None = None
+) -> TextchatClient:
     """A client (not started) for the release of ``[bots.<bot>]``."""
     settings = config.bots[bot]
     return TextchatClient(
@@ -111,16 +119,20 @@ def textchat_client(config: BridgeConfig, bot: str) -> TextchatClient:
         ),
         max_connections=config.parloa.max_connections,
         max_body_bytes=config.parloa.max_response_bytes,
+        tracing=tracing,
     )
 
 
 async def start_clients(
-    config: BridgeConfig, parts: Lifecycle, bots: Iterable[str] | None = None
+    config: BridgeConfig,
+    parts: Lifecycle,
+    bots: Iterable[str] | None = None,
+    tracing: Tracing | None = None,
 ) -> dict[str, TextchatClient]:
     """Started clients for ``bots`` (default: every configured bot), by bot name."""
     clients: dict[str, TextchatClient] = {}
     for name in config.bots if bots is None else bots:
-        client = textchat_client(config, name)
+        client = textchat_client(config, name, tracing)
         await parts.start(f"Parloa client {name}", client.start, client.close)
         clients[name] = client
     return clients
@@ -154,6 +166,7 @@ def build_engine(
     metrics: Metrics,
     instance_id: str,
     media: Media | None = None,
+    tracing: Tracing | None = None,
 ) -> Engine:
     """The engine (not started), with each channel's bot."""
     return Engine(
@@ -166,7 +179,34 @@ def build_engine(
         metrics=metrics,
         instance_id=instance_id,
         media=media,
+        tracing=tracing,
     )
+
+
+def build_operator_routes(
+    config: BridgeConfig, engine: Engine, store: Store, adapters: Mapping[str, Adapter]
+) -> list[web.RouteDef]:
+    """The admin API (bearer token [admin] token; 404 without one), conversations the bot
+    starts, and the console page."""
+    token = config.admin.token.get_secret_value() if config.admin.token else None
+    deps = AdminDeps(
+        store=store,
+        token=token,
+        channel_bots={channel.name: channel.bot for channel in config.channels},
+        adapters=adapters,
+        notify=engine.notify,
+        intake=engine.intake,
+    )
+    return [*admin_routes(deps, extra=outreach_routes(deps)), *console_routes()]
+
+
+def start_tracing(parts: Lifecycle, environ: Mapping[str, str] | None = None) -> Tracing:
+    """Tracing as the OTEL_* environment variables ask (off unless OTEL_TRACES_EXPORTER names
+    an exporter); what is still buffered is exported when ``parts`` stop, after the rest."""
+    tracing = tracing_from_environment(os.environ if environ is None else environ)
+    if tracing.enabled:
+        parts.on_stop("tracing", tracing.shutdown)
+    return tracing
 
 
 # --- media --------------------------------------------------------------------------------------
@@ -248,17 +288,27 @@ def build_http_server(
     readiness: Readiness,
     adapters: Iterable[Adapter],
     extra_routes: Iterable[web.RouteDef] = (),
+    operator_routes: Iterable[web.RouteDef] = (),
 ) -> HttpServer:
     """The HTTP server: health, readiness, metrics, every adapter's routes and
-    ``extra_routes`` (media); with ``admin_port`` readiness and metrics on an admin listener
-    of their own instead, started and stopped with the server."""
+    ``extra_routes`` (media); with ``admin_port`` readiness, metrics and ``operator_routes``
+    (the admin API and console) on an admin listener of their own instead, started and
+    stopped with the server."""
     routes = [route for adapter in adapters for route in adapter.routes()]
     routes.extend(extra_routes)
     token = config.admin_token.get_secret_value() if config.admin_token else None
     admin = None
     if config.admin_port is not None:
-        admin_app = build_admin_app(metrics, readiness, token)
+        admin_app = build_admin_app(
+            metrics,
+            readiness,
+            token,
+            list(operator_routes),
+            body_timeout_seconds=config.body_timeout_seconds,
+        )
         admin = HttpServer(admin_app, config.admin_host, config.admin_port)
+    else:
+        routes.extend(operator_routes)
     app = build_app(
         metrics,
         readiness,

@@ -29,12 +29,14 @@ from bridge.parts import (
     build_engine,
     build_http_server,
     build_media,
+    build_operator_routes,
     media_signing_key,
     open_database,
     prepare_schema,
     start_clients,
     start_simulator_if_enabled,
     start_speech,
+    start_tracing,
 )
 from bridge.textchat.client import TextchatClient
 
@@ -98,9 +100,10 @@ class Service:
         """Start every part in order; when one fails, those started before it stay
         registered for :meth:`stop`."""
         cfg, parts = self.config, self._parts
+        tracing = start_tracing(parts)  # registered first: flushed after everything else
         await prepare_schema(cfg.database, self.db)
         self.simulator = await start_simulator_if_enabled(cfg.simulator, parts)
-        self.clients = await start_clients(cfg, parts)
+        self.clients = await start_clients(cfg, parts, tracing=tracing)
         speech = await start_speech(cfg, parts)
         media_key = KeyOnce(functools.partial(media_signing_key, cfg.media, self.store))
         self.adapters = build_adapters(cfg, self.db)
@@ -118,6 +121,7 @@ class Service:
             self.metrics,
             self.instance_id,
             media,
+            tracing=tracing,
         )
         self.engine = engine
         self.http = build_http_server(
@@ -126,6 +130,7 @@ class Service:
             self.readiness,
             self.adapters.values(),
             media_routes(self.store, media_key),
+            build_operator_routes(cfg, engine, self.store, self.adapters),
         )
         await parts.start("HTTP server", self.http.start, self.http.stop)
         if cfg.http.public_url is None and not cfg.simulator.enabled:

@@ -83,6 +83,42 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class ParloaCall:
+    """One request to Parloa made for an inbound event, as the operator's timeline shows it:
+    ``status`` is the HTTP status, or the kind of error when there was none (``timeout``...);
+    ``elements`` how many response elements came back."""
+
+    event: str
+    session: str
+    status: int | str
+    latency_ms: float
+    request_id: str | None
+    correlation_id: str | None
+    elements: int
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ParloaCall:
+        return cls(
+            event=str(data.get("event", "")),
+            session=str(data.get("session", "")),
+            status=data.get("status", ""),
+            latency_ms=float(data.get("latency_ms", 0.0)),
+            request_id=data.get("request_id"),
+            correlation_id=data.get("correlation_id"),
+            elements=int(data.get("elements", 0)),
+            at=float(data.get("at", 0.0)),
+        )
+
+
+#: the Parloa calls kept per event (the latest: an event retried for long keeps its last ones)
+MAX_CALLS_KEPT = 20
+
+
+@dataclass(frozen=True, slots=True)
 class InboxItem:
     id: int
     channel: str
@@ -99,6 +135,8 @@ class InboxItem:
     created_at: float
     finished_at: float | None
     attachments: tuple[Attachment, ...] = ()
+    parloa_calls: tuple[ParloaCall, ...] = ()
+    traceparent: str | None = None  # the W3C trace context of the event's intake
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +186,7 @@ class NewEvent:
     address: Mapping[str, Any] | None = None  # where to answer
     context: Mapping[str, Any] | None = None  # context items for Parloa
     attachments: tuple[Attachment, ...] = ()  # what the user sent besides text
+    traceparent: str | None = None  # the W3C trace context of its intake, when traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +324,8 @@ class Step:
     outcome: InboxOutcome | None = None
     conversation: ConversationChange | None = None
     replies: tuple[NewReply, ...] = ()
+    #: every Parloa call made for the inbox item so far (written with its outcome)
+    calls: tuple[ParloaCall, ...] = ()
 
 
 # --- what a delivery did -----------------------------------------------------------------

@@ -42,6 +42,7 @@ from adapters.slack.normalize import (
 from adapters.slack.oauth import RedactingInstallationStore, oauth_page, oauth_settings
 from adapters.slack.options import SlackOptions
 from adapters.slack.profiles import Profiles
+from adapters.slack.recipients import Recipients
 from adapters.slack.render import (
     RenderOptions,
     SlackMessage,
@@ -61,7 +62,10 @@ from bridge.channel import (
     Intake,
     IntakeRefused,
     IntakeUnavailable,
+    Recipient,
     RecipientGone,
+    RecipientUnavailable,
+    RecipientUnknown,
     inbound_problem,
 )
 from bridge.channelkit import TaskSet, retry_after_seconds
@@ -107,6 +111,7 @@ class SlackAdapter(Adapter):
         self._paused = PauseBoard()
         self._profiles = Profiles(name, options, self.client)
         self._files = SlackFiles(self.client)
+        self._recipients = Recipients(options, self.client, self._profiles, self._lookup_token)
         self._intake: Intake | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._background = TaskSet(log)
@@ -353,6 +358,22 @@ class SlackAdapter(Adapter):
         if bot is None:
             raise RecipientGone(f"the app is not installed in team {team_id}")
         return str(bot.bot_token)
+
+    async def _lookup_token(self, team_id: str) -> str | None:
+        try:
+            return await self._token(team_id)
+        except RecipientGone:
+            raise RecipientUnknown(f"the app is not installed in team {team_id}") from None
+        except Exception as exc:  # the installation store's database
+            raise RecipientUnavailable(f"cannot read the installation: {exc}") from exc
+
+    # --- conversations the bot starts (recipients.py) ---------------------------------------
+
+    async def recipient(self, who: str) -> Recipient:
+        if self._intake is None:
+            raise RecipientUnavailable(f"slack channel {self.name} is not started")
+        team = self._identity.team_id if self._identity is not None else None
+        return await self._recipients.look_up(who, team, only_default=not self.options.oauth)
 
     @contextlib.asynccontextmanager
     async def open_attachment(self, attachment: Attachment) -> AsyncIterator[Download]:

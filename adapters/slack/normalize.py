@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.slack.files import files_to_attachments
-from bridge.channel import ContextScalar, Inbound, InboundKind
+from bridge.channel import ContextScalar, Inbound, InboundKind, Recipient
 from bridge.media.attachments import Attachment
 
 PLATFORM = "slack"
@@ -87,6 +87,18 @@ def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
 def dm_key(team_id: str, channel: str) -> str:
     """The conversation key of a direct message channel."""
     return f"{team_id}:{channel}"
+
+
+def dm_recipient(team_id: str, channel: str, user: str) -> Recipient:
+    """A conversation the bot starts in its DM ``channel`` with ``user``: the key, address and
+    context a message in that DM gets from :func:`event_to_inbound` (before the profile), so
+    that the user's reply continues the conversation."""
+    return Recipient(
+        conversation_key=dm_key(team_id, channel),
+        user_id=user,
+        address=_address(team_id, channel, None),
+        context=_context(team_id, "im", user),
+    )
 
 
 def command_key(team_id: str, channel: str, user: str) -> str:

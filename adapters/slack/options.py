@@ -14,6 +14,7 @@ DEFAULT_SCOPES = (
     "channels:history",
     "groups:history",
     "users:read",
+    "im:write",
     "commands",
     "files:read",
 )
@@ -43,6 +44,9 @@ class SlackOptions(BaseModel):
     workspace_messages_per_minute: Annotated[float, Field(gt=0, le=10_000)] = 600
     #: the text that carries suggestion buttons when there is no message to attach them to
     chips_prompt: str = "Please choose:"
+    #: conversations.open calls per workspace for conversations the bot starts (a Tier 3
+    #: method: a broadcast resolves its recipients at this pace)
+    lookups_per_minute: Annotated[float, Field(gt=0, le=1000)] = 50
     #: how long a users.info profile is reused
     profile_cache_seconds: Annotated[float, Field(ge=0)] = 3600
     #: users.info may take at most this long before an event is stored without the profile

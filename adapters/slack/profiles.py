@@ -35,6 +35,11 @@ class Profiles:
             return inbound
         return dataclasses.replace(inbound, context={**inbound.context, **profile})
 
+    async def profile(self, team_id: str, user_id: str, token: str | None) -> dict[str, str]:
+        """The context items of the user's profile (cached; empty when Slack did not say
+        within the limit)."""
+        return await self._lookup(team_id, user_id, token)
+
     async def _lookup(self, team_id: str, user_id: str, token: str | None) -> dict[str, str]:
         key = (team_id, user_id)
         cached = self._cache.get(key)

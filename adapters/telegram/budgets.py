@@ -22,6 +22,11 @@ class SendBudgets:
         await (self._groups if is_group else self._chats).acquire(str(chat_id))
         await self._global.acquire()
 
+    async def acquire_lookup(self) -> None:
+        """Wait until one more call that is not a send (a getChat for a conversation the bot
+        starts) fits the bot's budget: a broadcast's look-ups and its sends share it."""
+        await self._global.acquire()
+
     def pause(self, chat_id: int, seconds: float) -> None:
         """Telegram said 429 for this chat: send nothing there for ``seconds``."""
         self._paused.pause(str(chat_id), seconds)

@@ -53,6 +53,7 @@ from adapters.telegram.normalize import (
 )
 from adapters.telegram.options import TelegramOptions
 from adapters.telegram.polling import Poller
+from adapters.telegram.recipients import look_up
 from adapters.telegram.render import RenderOptions, render
 from adapters.telegram.webhook import refused, secret_refusal, unavailable
 from bridge.channel import (
@@ -65,6 +66,8 @@ from bridge.channel import (
     Intake,
     IntakeRefused,
     IntakeUnavailable,
+    Recipient,
+    RecipientUnavailable,
     UnreadableBody,
     inbound_problem,
     loads_object,
@@ -104,7 +107,7 @@ class TelegramAdapter(Adapter):
         self.options = options
         self._services = services
         self.bot = build_bot(options)
-        budgets = SendBudgets(
+        self._budgets = budgets = SendBudgets(
             options.rate_limit_per_second,
             options.chat_messages_per_second,
             options.group_messages_per_minute,
@@ -427,6 +430,13 @@ class TelegramAdapter(Adapter):
     def open_attachment(self, attachment: Attachment) -> AbstractAsyncContextManager[Download]:
         """getFile, then the file streamed from the Bot API's file URL."""
         return open_file(self.bot, self._downloads, attachment)
+
+    # --- conversations the bot starts (recipients.py) ---------------------------------------
+
+    async def recipient(self, who: str) -> Recipient:
+        if not self._initialized:
+            raise RecipientUnavailable(f"telegram channel {self.name} is not started")
+        return await look_up(self.bot, self._budgets, who, self._normalize)
 
     # --- delivery (delivery.py) -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from bridge.media.attachments import Attachment
 
 PLATFORM = "telegram"
 
-_GROUP_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
+GROUP_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 
 # Content a user can send besides text, in the order checked (an animation also carries
 # ``document``, a venue also carries ``location``): the kinds media.py reads become attachments,
@@ -200,7 +200,7 @@ def _unserved_chat(chat: Chat | None, what: str) -> Ignored | None:
     no chat, or one neither private nor a group. None when it is."""
     if chat is None:
         return Ignored(f"{what} without a chat")
-    if chat.type != Chat.PRIVATE and chat.type not in _GROUP_TYPES:
+    if chat.type != Chat.PRIVATE and chat.type not in GROUP_TYPES:
         return Ignored(f"unsupported chat type {chat.type}")
     return None
 
@@ -357,14 +357,14 @@ def private_text(data: Any, bot: BotIdentity) -> Inbound | None:
     return Inbound(
         event_id=f"tg:{update_id}",
         # A private chat's key does not depend on the group options.
-        conversation_key=_conversation_key_values(
+        conversation_key=conversation_key_values(
             chat["id"], Chat.PRIVATE, None, user["id"], NormalizeOptions()
         ),
         user_id=str(user["id"]),
         kind=kind,
         text=event_text,
-        address=_address_values(chat["id"], Chat.PRIVATE, None, None),
-        context=_context_values(
+        address=address_values(chat["id"], Chat.PRIVATE, None, None),
+        context=context_values(
             Chat.PRIVATE,
             None,
             user["first_name"],
@@ -385,10 +385,10 @@ def _thread(msg: Message) -> int | None:
 
 
 def _conversation_key(chat: Chat, thread: int | None, user: User, options: NormalizeOptions) -> str:
-    return _conversation_key_values(chat.id, chat.type, thread, user.id, options)
+    return conversation_key_values(chat.id, chat.type, thread, user.id, options)
 
 
-def _conversation_key_values(
+def conversation_key_values(
     chat_id: int, chat_type: str, thread: int | None, user_id: int, options: NormalizeOptions
 ) -> str:
     if chat_type == Chat.PRIVATE:
@@ -399,10 +399,10 @@ def _conversation_key_values(
 
 
 def _address(chat: Chat, thread: int | None, reply_to: int | None) -> dict[str, Any]:
-    return _address_values(chat.id, chat.type, thread, reply_to)
+    return address_values(chat.id, chat.type, thread, reply_to)
 
 
-def _address_values(
+def address_values(
     chat_id: int, chat_type: str, thread: int | None, reply_to: int | None
 ) -> dict[str, Any]:
     return {
@@ -414,7 +414,7 @@ def _address_values(
 
 
 def _context(user: User, chat: Chat) -> dict[str, ContextScalar]:
-    return _context_values(
+    return context_values(
         chat.type,
         chat.title,
         user.first_name,
@@ -425,7 +425,7 @@ def _context(user: User, chat: Chat) -> dict[str, ContextScalar]:
     )
 
 
-def _context_values(
+def context_values(
     chat_type: str,
     chat_title: str | None,
     first_name: str,
@@ -444,7 +444,7 @@ def _context_values(
         context["languageCode"] = language_code
     if is_premium is not None:
         context["isPremium"] = bool(is_premium)
-    if chat_type in _GROUP_TYPES and chat_title:
+    if chat_type in GROUP_TYPES and chat_title:
         context["chatTitle"] = chat_title
     return context
 

@@ -28,7 +28,8 @@ status decides what happens: 2xx sent, 429 wait (``Retry-After``, seconds or an 
 honoured from 1 s up to an hour; without one, or under 1 s, the 429 counts as a failed attempt
 and is backed off) and retry, 5xx / timeout / connection error retry, 410 the recipient is gone
 (the conversation ends), any other status the message is dropped. Redirects are not followed
-(a signed request must reach the configured URL).
+(a signed request must reach the configured URL). With tracing on (bridge/tracing.py) each
+reply carries the W3C ``traceparent`` of its delivery span, in the trace of the event it answers.
 """
 
 from __future__ import annotations
@@ -322,7 +323,9 @@ class WebhookAdapter(Adapter):
 
     # --- outbound ---------------------------------------------------------------------------
 
-    async def _post(self, body: Mapping[str, Any]) -> tuple[int, Mapping[str, str], bytes]:
+    async def _post(
+        self, body: Mapping[str, Any], traceparent: str | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
         session = self._session
         if session is None or session.closed:
             raise DeliveryRetryable("webhook channel is not running")
@@ -331,6 +334,9 @@ class WebhookAdapter(Adapter):
             "Content-Type": "application/json",
             **signed_headers(self._secret(), str(int(time.time())), raw),
         }
+        if traceparent is not None:
+            # The receiver's own spans can join the trace of the event this answers.
+            headers["traceparent"] = traceparent
         try:
             async with session.post(
                 self.options.deliver_url, data=raw, headers=headers, allow_redirects=False
@@ -348,7 +354,7 @@ class WebhookAdapter(Adapter):
         # The whole delivery is one part: once it was accepted there is nothing left to send.
         if delivery.parts_done >= 1:
             return
-        status, headers, answer = await self._post(render(delivery))
+        status, headers, answer = await self._post(render(delivery), delivery.traceparent)
         if 200 <= status < 300:
             message_id = _message_id(answer)
             log.debug(

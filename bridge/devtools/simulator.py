@@ -170,7 +170,7 @@ async def _dialoghook(request: web.Request) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
     headers = {"X-Request-Id": request_id, "X-Correlation-Id": str(uuid.uuid4())}
     release_id = request.query.get("dialog")
-    record = state.arrive(release_id, request_id)
+    record = state.arrive(release_id, request_id, request.headers.get("traceparent"))
     answered = 0
     try:
         # Header overrides are parsed first so that latency applies to every answer; a bad

@@ -31,6 +31,8 @@ class RecordedRequest:
     session_id: str | None = None
     context: list[dict[str, Any]] | None = None
     request_id: str | None
+    #: the W3C trace context the caller sent (None: not traced)
+    traceparent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,9 +171,13 @@ class SimulatorState:
 
     # --- requests (the HTTP handler reports each one's arrival, answer and end) ---
 
-    def arrive(self, release_id: str | None, request_id: str) -> RecordedRequest:
+    def arrive(
+        self, release_id: str | None, request_id: str, traceparent: str | None = None
+    ) -> RecordedRequest:
         """Record a request that just arrived; it stays in flight until :meth:`left`."""
-        record = RecordedRequest(at=self.clock(), release_id=release_id, request_id=request_id)
+        record = RecordedRequest(
+            at=self.clock(), release_id=release_id, request_id=request_id, traceparent=traceparent
+        )
         self.requests.append(record)
         self._total += 1
         self._in_flight += 1

@@ -46,6 +46,7 @@ from bridge.engine.shared import Shared
 from bridge.engine.worker import Worker
 from bridge.metrics import Metrics
 from bridge.store import Store
+from bridge.tracing import Tracing
 
 __all__ = ["TYPING_DELAY", "Bot", "BotHealth", "Engine", "backoff"]
 
@@ -71,6 +72,7 @@ class Engine:
         typing_delay: float = TYPING_DELAY,
         uniform: Uniform = random.uniform,
         media: Media | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.bots = bots
@@ -79,7 +81,15 @@ class Engine:
         for name in bots:  # 0 from the start: an alert can tell "fine" from "no data"
             metrics.bot_refused.labels(name).set(0)
         self.instance_id = instance_id or f"{uuid.uuid4().hex[:12]}"
-        shared = Shared(store, config, messages, metrics, self.instance_id, uniform)
+        shared = Shared(
+            store,
+            config,
+            messages,
+            metrics,
+            self.instance_id,
+            uniform,
+            tracing=tracing or Tracing(),
+        )
         if media is not None:
             shared = dataclasses.replace(shared, max_media_bytes=media.settings.max_bytes)
         self.board = Board(config.max_concurrent_conversations)

@@ -99,16 +99,30 @@ class Deliverer:
         # Progress is recorded with the outcome, in the same write: a crash between parts
         # re-sends the earlier parts (the documented crash window), a failure does not.
         done = Progress(item.parts_done)
-        delivery = Delivery(
-            outbox_id=item.id,
-            conversation_key=conversation_key,
-            address=item.address or {},
-            elements=[parse_element(e) for e in item.elements],
-            parts_done=item.parts_done,
-            progress=done,
-        )
+        tracing = shared.tracing
+        parent = await self._trace_parent(item) if tracing.enabled else None
         try:
-            await adapter.deliver(delivery)
+            with tracing.span(
+                "delivery",
+                parent=parent,
+                kind="client",
+                attributes={
+                    "bridge.channel": item.channel,
+                    "bridge.outbox_id": item.id,
+                    "bridge.attempt": item.attempts + 1,
+                },
+            ) as span:
+                await adapter.deliver(
+                    Delivery(
+                        outbox_id=item.id,
+                        conversation_key=conversation_key,
+                        address=item.address or {},
+                        elements=[parse_element(e) for e in item.elements],
+                        parts_done=item.parts_done,
+                        progress=done,
+                        traceparent=span.traceparent,
+                    )
+                )
         except DeliveryRetryable as exc:
             outcome = after_retryable(item, exc, done, time.time(), shared.config, shared.uniform)
             if isinstance(outcome, DeliveryFailed):
@@ -142,6 +156,15 @@ class Deliverer:
         await store.commit(cid, owner, ended, item.channel)
         metrics.deliveries.labels(item.channel, "recipient_gone").inc()
         metrics.sessions_ended.labels(item.channel, "recipient_gone").inc()
+
+    async def _trace_parent(self, item: OutboxItem) -> str | None:
+        """The delivery span's parent: the current span (None here) when the worker that
+        made the reply delivers it; else the intake span of the event it answers (a reply
+        retried by a later run). Looked up only when tracing is on."""
+        if self.shared.tracing.current() is not None or item.inbox_id is None:
+            return None
+        event = await self.shared.store.inbox_item(item.inbox_id)
+        return event.traceparent if event is not None else None
 
     async def _failed(self, cid: int, item: OutboxItem, outcome: DeliveryFailed) -> None:
         log.warning(

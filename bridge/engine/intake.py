@@ -25,6 +25,7 @@ from bridge.store import DataRefused, Store, StoreUnavailable
 from bridge.store.liveness import Hold, Liveness
 from bridge.store.media import NewMedia
 from bridge.textchat.models import parse_element
+from bridge.tracing import Span
 from bridge.vocabulary import Claim, NewEvent
 
 log = logging.getLogger("bridge.engine")
@@ -46,6 +47,20 @@ class Acceptor:
     async def accept_many(
         self, channel: str, events: Sequence[Inbound], state: Mapping[str, str] | None
     ) -> list[AcceptResult]:
+        # One trace per event begins here: its traceparent is stored with the event, and the
+        # worker that takes the event, in whichever process, continues the trace.
+        with self.shared.tracing.batch(
+            "intake", len(events), kind="producer", attributes={"bridge.channel": channel}
+        ) as spans:
+            return await self._accept(channel, events, state, spans)
+
+    async def _accept(
+        self,
+        channel: str,
+        events: Sequence[Inbound],
+        state: Mapping[str, str] | None,
+        spans: Sequence[Span],
+    ) -> list[AcceptResult]:
         board, shared = self.board, self.shared
         metrics = shared.metrics
         batch = [
@@ -58,8 +73,9 @@ class Acceptor:
                 address=event.address,
                 context=event.context,
                 attachments=event.attachments,
+                traceparent=span.traceparent,
             )
-            for event in events
+            for event, span in zip(events, spans, strict=True)
         ]
         # Idle conversations are leased as their events are stored, up to the free worker
         # slots, so their workers start at once on the work intake returns: one store call
@@ -80,7 +96,9 @@ class Acceptor:
             raise IntakeRefused(str(exc)) from exc
         claimed_at = time.monotonic()
         results = []
-        for accepted, cid in outcome.results:
+        for span, (accepted, cid) in zip(spans, outcome.results, strict=True):
+            span.set("bridge.conversation_id", cid)
+            span.set("bridge.accepted", accepted)
             if accepted:
                 metrics.inbound.labels(channel, "accepted").inc()
                 if cid not in outcome.claimed:

@@ -20,6 +20,7 @@ from bridge.textchat.client import TextchatClient, TextchatResult
 from bridge.textchat.context import build_context
 from bridge.textchat.errors import SessionNotFound, TextchatError, Unauthorized
 from bridge.textchat.models import Event, LaunchEvent, QuitEvent
+from bridge.vocabulary import ParloaCall
 
 log = logging.getLogger("bridge.engine")
 
@@ -90,14 +91,16 @@ class Parloa:
         requester: str,
         address: Mapping[str, Any] | None,
         context: Mapping[str, Any] | None,
+        calls: list[ParloaCall] | None = None,
     ) -> Call:
         """Calls for one event of a conversation: Parloa's refusals raise :class:`Permanent`,
-        a 404 on a message SessionNotFound (the session expired), the rest TextchatError."""
+        a 404 on a message SessionNotFound (the session expired), the rest TextchatError.
+        Each call made is appended to ``calls`` (the event's timeline)."""
 
         async def call(event: Event, session: str) -> TextchatResult:
             try:
                 return await self._send(
-                    typing, bot, channel, address, event, requester, session, context
+                    typing, bot, channel, address, event, requester, session, context, calls
                 )
             except Unauthorized as exc:
                 raise Permanent(
@@ -135,20 +138,24 @@ class Parloa:
         requester: str,
         session: str,
         context: Mapping[str, Any] | None,
+        calls: list[ParloaCall] | None = None,
     ) -> TextchatResult:
         items = build_context(bot.context, context or {})
         adapter = self.adapters.get(channel)
         started = time.monotonic()
         status = "error"
+        answer: TextchatResult | TextchatError | None = None
         try:
             async with self._typing(typing, adapter, address, event):
                 result = await bot.client.send(event, requester, session, items)
+            answer = result
             status = str(result.status)
             self.breakers.answered(bot.name)
             if self.health.ok(bot.name):
                 self.metrics.bot_refused.labels(bot.name).set(0)
             return result
         except TextchatError as exc:
+            answer = exc
             status = str(getattr(exc, "status", type(exc).__name__))
             if is_outage(exc):
                 self.breakers.failed(bot.name)
@@ -159,8 +166,11 @@ class Parloa:
             self.breakers.abandoned(bot.name)  # cancelled: a probe in flight must not hang
             raise
         finally:
+            elapsed = time.monotonic() - started
             self.metrics.parloa_requests.labels(bot.name, event.type, status).inc()
-            self.metrics.parloa_latency.labels(bot.name).observe(time.monotonic() - started)
+            self.metrics.parloa_latency.labels(bot.name).observe(elapsed)
+            if calls is not None and answer is not None:
+                calls.append(call_record(event.type, session, status, elapsed, answer))
 
     @contextlib.asynccontextmanager
     async def _typing(
@@ -201,6 +211,29 @@ class Parloa:
                 shown.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await shown
+
+
+def call_record(
+    event: str,
+    session: str,
+    status: str,
+    elapsed: float,
+    answer: TextchatResult | TextchatError,
+) -> ParloaCall:
+    """What the timeline keeps of one call: its answer's status and ids, or its error's."""
+    request_id = getattr(answer, "request_id", None)
+    correlation_id = getattr(answer, "correlation_id", None)
+    elements = len(answer.response.response_elements) if isinstance(answer, TextchatResult) else 0
+    return ParloaCall(
+        event=event,
+        session=session,
+        status=int(status) if status.isdigit() else status,
+        latency_ms=round(elapsed * 1000, 1),
+        request_id=request_id,
+        correlation_id=correlation_id,
+        elements=elements,
+        at=time.time(),
+    )
 
 
 async def quit_quietly(call: Call, session: str | None) -> TextchatResult | None:

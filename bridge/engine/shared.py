@@ -9,6 +9,7 @@ from bridge.config import EngineConfig, MessagesConfig
 from bridge.engine.lifecycle import Uniform
 from bridge.metrics import Metrics
 from bridge.store import Store
+from bridge.tracing import Tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +25,5 @@ class Shared:
     uniform: Uniform = field(default=random.uniform)
     #: an upload or download larger than this is not stored ([media] max_bytes)
     max_media_bytes: int = 20 * 1024 * 1024
+    #: spans of each event's way through the engine (bridge/tracing.py); off by default
+    tracing: Tracing = field(default_factory=Tracing)

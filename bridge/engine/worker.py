@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ from bridge.vocabulary import (
     InboxItem,
     OutboxAck,
     OutboxItem,
+    ParloaCall,
     RetryLater,
     SessionOpened,
     Step,
@@ -57,6 +59,8 @@ class Run:
         # the same crash window as between a send and its own write.
         self.acks = acks
         self.blocked = False
+        # The Parloa calls made for the event being worked on (its timeline).
+        self.calls: list[ParloaCall] = []
         # Until when the typing indicator shown last is still visible (parloa.Typing).
         self.typing_until = 0.0
         self._background: asyncio.Task[None] | None = None
@@ -193,7 +197,20 @@ class Worker:
             item = work.inbox
             # Never tried: due whatever the clock says (as Store.finish sees it).
             if item is not None and (item.attempts == 0 or item.next_attempt_at <= time.time()):
-                await self._process(run, item)
+                with self.shared.tracing.span(
+                    "worker",
+                    parent=item.traceparent,
+                    kind="consumer",
+                    attributes={
+                        "bridge.channel": item.channel,
+                        "bridge.conversation_id": item.conversation_id,
+                        "bridge.inbox_id": item.id,
+                        "bridge.attempt": item.attempts + 1,
+                    },
+                ):
+                    await self._process(run, item)
+                    # Replies delivered in the background (commit_soon) belong to this span.
+                    await run.settle()
         finally:
             await run.settle()
 
@@ -244,6 +261,10 @@ class Worker:
             # budget), so one bad event can neither spin nor block its conversation forever.
             log.exception("conversation %s: event %s failed unexpectedly", conv.id, item.id)
             step = self._retry_or_give_up(item, exc)
+        if step.outcome is not None:
+            self.shared.tracing.note("bridge.outcome", type(step.outcome).__name__)
+        if run.calls and step.inbox_id == item.id:
+            step = dataclasses.replace(step, calls=item.parloa_calls + tuple(run.calls))
         try:
             await run.commit(step)
         except DataRefused as exc:
@@ -312,7 +333,7 @@ class Worker:
         launch) are committed as they happen, so a retry resumes where the last one stopped."""
         conv = run.conv
         call = self.parloa.caller(
-            run, bot, conv.channel, conv.requester_id, item.address, item.context
+            run, bot, conv.channel, conv.requester_id, item.address, item.context, run.calls
         )
         now = time.time()
         plan = lifecycle.decide(conv, item, now, self.shared.messages)

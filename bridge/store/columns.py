@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from bridge.media.attachments import Attachment
 from bridge.vocabulary import (
+    MAX_CALLS_KEPT,
     Answered,
     Conversation,
     ConversationChange,
@@ -27,9 +28,11 @@ from bridge.vocabulary import (
     InboxStatus,
     OutboxItem,
     OutboxStatus,
+    ParloaCall,
     RetryLater,
     Sent,
     SessionOpened,
+    Step,
 )
 
 R = TypeVar("R")
@@ -99,6 +102,15 @@ def inbox_columns(outcome: InboxOutcome | None) -> dict[str, Any]:
             }
 
 
+def step_inbox_columns(step: Step) -> dict[str, Any]:
+    """What a step writes to its inbox item: the outcome's columns, and the Parloa calls
+    made for it (the latest MAX_CALLS_KEPT) when there are any."""
+    values = inbox_columns(step.outcome)
+    if values and step.calls:
+        values["parloa_calls"] = [c.to_json() for c in step.calls[-MAX_CALLS_KEPT:]]
+    return values
+
+
 def outbox_columns(outcome: DeliveryOutcome) -> dict[str, Any]:
     match outcome:
         case Sent():
@@ -164,5 +176,15 @@ def _attachments(value: Any) -> tuple[Attachment, ...]:
     return tuple(Attachment.from_json(a) for a in value) if value else ()
 
 
-inbox_record = _reader(InboxItem, kind=InboundKind, status=InboxStatus, attachments=_attachments)
+def _calls(value: Any) -> tuple[ParloaCall, ...]:
+    return tuple(ParloaCall.from_json(c) for c in value) if value else ()
+
+
+inbox_record = _reader(
+    InboxItem,
+    kind=InboundKind,
+    status=InboxStatus,
+    attachments=_attachments,
+    parloa_calls=_calls,
+)
 outbox_record = _reader(OutboxItem, status=OutboxStatus)

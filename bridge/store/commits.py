@@ -15,7 +15,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from bridge.store.columns import conversation_columns, inbox_columns, outbox_columns, outbox_record
+from bridge.store.columns import (
+    conversation_columns,
+    outbox_columns,
+    outbox_record,
+    step_inbox_columns,
+)
 from bridge.store.core import CommitRequest, StoreCore, StorePart
 from bridge.store.errors import LeaseLost
 from bridge.store.runners import Program, Query, StatementRunner
@@ -113,7 +118,7 @@ def commit_unit(core: StoreCore, r: CommitRequest) -> Callable[[Connection], lis
         if not updated:
             raise LeaseLost(f"conversation {r.conversation_id}: lease lost")
         record_acks(q, sql, r.acks)
-        inbox_values = inbox_columns(step.outcome)
+        inbox_values = step_inbox_columns(step)
         if step.inbox_id is not None and inbox_values:
             sql.rowcount(q.update_inbox(inbox_values), params(inbox_values, id=step.inbox_id))
         created: list[OutboxItem] = []
@@ -133,7 +138,7 @@ def commit_in_one(core: StoreCore, r: CommitRequest) -> Callable[[], Program[lis
     step, now = r.step, r.now
     ack_columns = one_ack_per_reply(r.acks)
     conversation = {"updated_at": now, **conversation_columns(step.conversation)}
-    inbox_values = inbox_columns(step.outcome)
+    inbox_values = step_inbox_columns(step)
     changes_inbox = step.inbox_id is not None and bool(inbox_values)
     shape = CommitShape(
         frozenset(conversation),

@@ -11,6 +11,7 @@ import time
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.store.admin_views import AdminViews
 from bridge.store.channel_state import ChannelStates
 from bridge.store.commits import Commits
 from bridge.store.core import Clock, StoreCore
@@ -34,14 +35,15 @@ class Store(
     Erasure,
     Retries,
     MediaFiles,
+    AdminViews,
 ):
     """Every query the bridge makes, by the part that makes it (see each part for what a
     call does): intake (intake.py), the conversations' leases (leases.py), the worker's
     writes (commits.py), housekeeping (housekeeping.py), dead letters (dead_letters.py),
     channel state and named leases (channel_state.py), erasure of a user (erase.py), waiting
-    events released together (retries.py), media files (media.py). The parts share one core
-    and one hot path; a call is the part's method itself, so the facade adds no call of its
-    own."""
+    events released together (retries.py), media files (media.py), the admin API's reads
+    (admin_views.py). The parts share one core and one hot path; a call is the part's method
+    itself, so the facade adds no call of its own."""
 
     def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
         self.engine = engine

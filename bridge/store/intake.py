@@ -266,6 +266,7 @@ def new_event(channel: str, event: NewEvent, now: float) -> dict[str, Any]:
         "address": dict(event.address) if event.address else None,
         "context": dict(event.context) if event.context else None,
         "attachments": [a.to_json() for a in event.attachments] if event.attachments else None,
+        "traceparent": event.traceparent,
         "status": PENDING,
         "attempts": 0,
         "next_attempt_at": now,
@@ -281,4 +282,5 @@ def claimed(row: Row, lease: Lease | None) -> bool:
 
 def accepted_item(row: Mapping[str, Any], inbox_id: int) -> InboxItem:
     """An event just accepted as the inbox holds it (``row``: what the intake inserted)."""
-    return inbox_record({**row, "id": inbox_id, "last_error": None, "finished_at": None})
+    fresh = {"id": inbox_id, "last_error": None, "finished_at": None, "parloa_calls": None}
+    return inbox_record({**row, **fresh})

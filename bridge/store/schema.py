@@ -126,6 +126,10 @@ inbox = _queue(
     Column("context", JSON, nullable=True),
     # what the user sent besides text (bridge/media/attachments.py Attachment.to_json each)
     Column("attachments", JSON, nullable=True),
+    # the Parloa calls made for it (vocabulary.ParloaCall.to_json each), for the timeline
+    Column("parloa_calls", JSON, nullable=True),
+    # the W3C trace context of its intake, when tracing is on
+    Column("traceparent", String(64), nullable=True),
     # status: pending | done | dead (a dead letter: see last_error)
     *_progress(),
     _time("created_at"),

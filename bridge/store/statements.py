@@ -446,6 +446,7 @@ EVENT_COLUMNS = (
     "address",
     "context",
     "attachments",
+    "traceparent",
     "status",
     "attempts",
     "next_attempt_at",

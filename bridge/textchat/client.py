@@ -45,6 +45,7 @@ from bridge.textchat.models import (
     describe_validation_error,
     parse_wire,
 )
+from bridge.tracing import Tracing
 
 log = logging.getLogger("bridge.textchat")
 
@@ -82,6 +83,7 @@ class TextchatClient:
         max_connections: int = 1000,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         user_agent: str = "parloa-bridge",
+        tracing: Tracing | None = None,
     ) -> None:
         self._url = URL(base_url.rstrip("/") + "/dialoghook").with_query(
             dialog=release_id, platform=PLATFORM
@@ -93,6 +95,7 @@ class TextchatClient:
         self._max_body = max_body_bytes
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._tracing = tracing or Tracing()
 
     def __repr__(self) -> str:
         return f"TextchatClient(url={str(self._url)!r}, api_token=SecretStr('**********'))"
@@ -183,6 +186,49 @@ class TextchatClient:
             "X-Request-Id": request_id,
             **(headers or {}),
         }
+        if not self._tracing.enabled:  # nothing more to build when not traced
+            return await self._post(event, session_id, body, sent_headers, request_id)
+        # The span of the call: the current span's child (the worker's, in the engine); its
+        # trace context goes to Parloa in the traceparent header.
+        with self._tracing.span(
+            f"parloa {event.type}",
+            kind="client",
+            attributes={
+                "http.request.method": "POST",
+                "server.address": self._url.host or "",
+                "parloa.event": event.type,
+                "parloa.session_id": session_id,
+            },
+        ) as span:
+            traceparent = span.traceparent
+            if traceparent is not None:
+                sent_headers["traceparent"] = traceparent
+            try:
+                result = await self._post(event, session_id, body, sent_headers, request_id)
+            except TextchatError as exc:
+                span.set("parloa.request_id", exc.request_id or request_id)
+                if exc.correlation_id:
+                    span.set("parloa.correlation_id", exc.correlation_id)
+                status = getattr(exc, "status", None)
+                if isinstance(status, int):
+                    span.set("http.response.status_code", status)
+                span.set("error.type", type(exc).__name__)
+                raise
+            span.set("parloa.request_id", result.request_id)
+            if result.correlation_id:
+                span.set("parloa.correlation_id", result.correlation_id)
+            span.set("http.response.status_code", result.status)
+            return result
+
+    async def _post(
+        self,
+        event: Event,
+        session_id: str,
+        body: object,
+        sent_headers: Mapping[str, str],
+        request_id: str,
+    ) -> TextchatResult:
+        assert self._session is not None
         started = time.monotonic()
         try:
             # A lone surrogate (possible in text decoded from a channel's JSON) cannot be

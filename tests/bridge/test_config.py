@@ -159,6 +159,7 @@ def test_example_config_documents_every_key() -> None:
     from adapters.webchat.channel import WebchatOptions
     from adapters.webhook.channel import WebhookOptions
     from bridge.config import (
+        AdminConfig,
         BotConfig,
         DatabaseConfig,
         EngineConfig,
@@ -181,6 +182,7 @@ def test_example_config_documents_every_key() -> None:
         MessagesConfig,
         MediaConfig,
         SpeechToTextConfig,
+        AdminConfig,
         SimulatorConfig,
         BotConfig,
         WebhookOptions,
@@ -231,3 +233,20 @@ def test_url_without_password_is_left_alone() -> None:
     for url in ("sqlite+aiosqlite:///data/bridge.db", "postgresql+asyncpg://bridge@db/x"):
         assert redact_url(url) == url
         assert url_password(url) == []
+
+
+def test_check_config_notes_what_is_off() -> None:
+    from bridge.cli import config_notes
+
+    plain = parse_config({})
+    assert any("admin API and console (/admin/) are disabled" in n for n in config_notes(plain))
+    on = parse_config(
+        {"admin": {"token": "t" * 16}, "http": {"public_url": "https://bridge.example.com"}}
+    )
+    assert config_notes(on) == []
+    problems = []
+    try:
+        parse_config({"admin": {"token": "short"}})
+    except ConfigError as exc:
+        problems = exc.problems
+    assert problems == ["admin: token: use at least 16 characters"]

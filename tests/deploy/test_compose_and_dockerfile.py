@@ -504,7 +504,9 @@ def test_dockerfile_installs_exactly_the_lock() -> None:
     for run in syncs:
         assert "--locked" in run, "a lock that disagrees with pyproject.toml must fail the build"
         assert "--no-editable" in run
-        assert not re.search(r"--extra|--all-extras|--dev|--group", run), "no dev tools"
+        extras = re.findall(r"--extra[ =](\S+)", run)
+        assert extras == ["tracing"], "the tracing extra only: no dev tools"
+        assert not re.search(r"--all-extras|--dev|--group", run), "no dev tools"
     assert "--no-install-project" in syncs[0] and "--no-install-project" not in syncs[1]
     copied = [i.args.split()[:-1] for i in builder if i.keyword == "COPY"]
     assert ["pyproject.toml", "uv.lock", "README.md"] in copied

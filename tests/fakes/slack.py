@@ -623,6 +623,7 @@ class FakeSlack:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "conversations.open": self._conversations_open,
             "files.info": self._files_info,
             "apps.connections.open": self._apps_connections_open,
             "oauth.v2.access": self._oauth_v2_access,
@@ -1500,6 +1501,49 @@ class FakeSlack:
         if _truthy(ctx.params.get("include_num_members")) and not ch.is_im:
             info["num_members"] = len(ch.members or ())
         return {"ok": True, "channel": info}
+
+    def _conversations_open(self, ctx: _Ctx) -> JSON:
+        """A 1:1 DM with ``users`` (one user id) opened or resumed, as Slack answers without
+        ``return_im``; ``channel`` resumes an IM. Multi-person DMs are not faked."""
+        ws = ctx.workspace
+        assert ws is not None
+        if not {"im:write", "mpim:write", "channels:manage", "groups:write"} & set(ws.scopes):
+            raise SlackError("missing_scope", needed="im:write", provided=",".join(ws.scopes))
+        raw_channel = ctx.params.get("channel")
+        if raw_channel:
+            ch = self.channels.get((ws.team_id, str(raw_channel)))
+            if ch is None or not ch.is_im:
+                raise SlackError("channel_not_found")
+            return {"ok": True, "no_op": True, "already_open": True, "channel": {"id": ch.id}}
+        ids = [u.strip() for u in str(ctx.params.get("users") or "").split(",") if u.strip()]
+        if not ids:
+            raise SlackError("users_list_not_supplied")
+        if len(ids) > 1:
+            raise SlackError("method_not_supported_for_channel_type")
+        [user_id] = ids
+        if user_id == ws.bot_user_id:
+            raise SlackError("cannot_dm_bot")
+        user = self.users.get((ws.team_id, user_id))
+        known_users = any(k[0] == ws.team_id for k in self.users)
+        if user_id[0] not in "UW" or (user is None and known_users):
+            raise SlackError("user_not_found")
+        if user is not None and user.deleted:
+            raise SlackError("user_disabled")
+        if user is not None and user.is_bot:
+            raise SlackError("cannot_dm_bot")
+        existing = next(
+            (
+                c
+                for c in self.channels.values()
+                if c.team_id == ws.team_id and c.is_im and c.user == user_id
+            ),
+            None,
+        )
+        ch = existing or self.add_channel(ws.team_id, "D" + user_id[1:], user=user_id)
+        opened: JSON = {"ok": True, "channel": {"id": ch.id}}
+        if existing is not None:
+            opened.update({"no_op": True, "already_open": True})
+        return opened
 
     def _files_info(self, ctx: _Ctx) -> JSON:
         ws = ctx.workspace

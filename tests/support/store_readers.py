@@ -54,3 +54,10 @@ async def next_due_at(store: Store) -> float | None:
     async with store.engine.connect() as conn:
         value = (await conn.execute(select(func.min(conversations.c.due_at)))).scalar()
     return float(value) if value is not None else None
+
+
+async def inbox_rows(store: Store) -> list[InboxItem]:
+    """Every inbox row, oldest first."""
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(inbox).order_by(inbox.c.id))).all()
+    return [inbox_record(row) for row in rows]

@@ -871,6 +871,7 @@ async def test_control_routes(
         "session_id",
         "context",
         "request_id",
+        "traceparent",
     }
     async with http_session.get(base + "/requests?session_id=b", headers=AUTH) as resp:
         assert len(await resp.json()) == 2
