@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Row, select
 
 from bridge.admin import AdminDeps
 from bridge.admin.auth import guarded
@@ -43,7 +42,6 @@ from bridge.channel import (
     loads_object,
 )
 from bridge.store import Store
-from bridge.store.schema import conversations, inbox, outbox
 from bridge.vocabulary import EndReason, InboxStatus, OutboxStatus
 
 log = logging.getLogger("bridge.admin")
@@ -241,24 +239,11 @@ async def start_conversation(
 async def conversation_of(store: Store, channel: str, event_id: str, key: str) -> int | None:
     """The conversation an event was stored in; by the conversation key when the event was
     purged (a start repeated after the retention period)."""
-    async with store.engine.connect() as conn:
-        found = (
-            await conn.execute(
-                select(inbox.c.conversation_id).where(
-                    inbox.c.channel == channel, inbox.c.event_id == event_id
-                )
-            )
-        ).scalar()
-        if found is None:
-            found = (
-                await conn.execute(
-                    select(conversations.c.id).where(
-                        conversations.c.channel == channel,
-                        conversations.c.conversation_key == key,
-                    )
-                )
-            ).scalar()
-    return None if found is None else int(found)
+    found = await store.event_conversation(channel, event_id)
+    if found is None:
+        conversation = await store.find_conversation(channel, key)
+        found = conversation.id if conversation is not None else None
+    return found
 
 
 # --- what became of starts ----------------------------------------------------------------------
@@ -306,40 +291,14 @@ async def outcomes(store: Store, channel: str, starts: Sequence[Started]) -> dic
 
 
 async def _outcomes(store: Store, channel: str, starts: Sequence[Started]) -> dict[str, str]:
-    event_ids = [s.event_id for s in starts]
-    async with store.engine.connect() as conn:
-        events = (
-            await conn.execute(
-                select(inbox.c.id, inbox.c.event_id, inbox.c.status, conversations.c.end_reason)
-                .join(conversations, conversations.c.id == inbox.c.conversation_id)
-                .where(inbox.c.channel == channel, inbox.c.event_id.in_(event_ids))
-            )
-        ).all()
-        by_event = {row.event_id: row for row in events}
-        found = [s for s in starts if s.event_id in by_event]
-        replies: Sequence[Row[Any, Any, Any]] = ()
-        if found:
-            # By conversation first: the outbox is indexed by it, not by the event.
-            replies = (
-                await conn.execute(
-                    select(outbox.c.inbox_id, outbox.c.status, outbox.c.last_error).where(
-                        outbox.c.conversation_id.in_({s.conversation_id for s in found}),
-                        outbox.c.inbox_id.in_([by_event[s.event_id].id for s in found]),
-                    )
-                )
-            ).all()
-    deliveries: dict[int, list[tuple[str, str | None]]] = {}
-    for reply in replies:
-        deliveries.setdefault(int(reply.inbox_id), []).append((reply.status, reply.last_error))
+    states = await store.start_states(channel, [s.event_id for s in starts])
     result: dict[str, str] = {}
     for start in starts:
-        row = by_event.get(start.event_id)
-        if row is None:  # purged after the retention period: nothing left to tell
+        state = states.get(start.event_id)
+        if state is None:  # purged after the retention period: nothing left to tell
             result[start.event_id] = Outcome.PENDING
             continue
-        result[start.event_id] = settled(
-            row.status, deliveries.get(int(row.id), []), row.end_reason
-        )
+        result[start.event_id] = settled(state.status, state.replies, state.end_reason)
     return result
 
 

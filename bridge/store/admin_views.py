@@ -93,6 +93,16 @@ class DeliveryView:
 
 
 @dataclass(frozen=True, slots=True)
+class StartState:
+    """What became of an event so far, for the outcome of a conversation the bot started:
+    the event's status, its conversation's end reason, its replies' (status, last error)."""
+
+    status: str
+    end_reason: str | None
+    replies: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Timeline:
     conversation: ConversationView
     events: list[InboxItem]  # oldest first
@@ -390,5 +400,53 @@ class AdminViews(StorePart):
                 if call.at >= since
             ]
             return Activity(inbound, finished, calls)
+
+        return await self._core.tx.read(unit)
+
+    async def event_conversation(self, channel: str, event_id: str) -> int | None:
+        """The conversation an inbound event was stored in (None: never, or purged)."""
+
+        def unit(conn: Connection) -> int | None:
+            found = conn.execute(
+                select(inbox.c.conversation_id).where(
+                    inbox.c.channel == channel, inbox.c.event_id == event_id
+                )
+            ).scalar()
+            return None if found is None else int(found)
+
+        return await self._core.tx.read(unit)
+
+    async def start_states(self, channel: str, event_ids: Sequence[str]) -> dict[str, StartState]:
+        """Per event id of ``channel`` still stored: its :class:`StartState`."""
+
+        def unit(conn: Connection) -> dict[str, StartState]:
+            events = conn.execute(
+                select(
+                    inbox.c.id,
+                    inbox.c.event_id,
+                    inbox.c.conversation_id,
+                    inbox.c.status,
+                    conversations.c.end_reason,
+                )
+                .join(conversations, conversations.c.id == inbox.c.conversation_id)
+                .where(inbox.c.channel == channel, inbox.c.event_id.in_(list(event_ids)))
+            ).all()
+            replies: dict[int, list[tuple[str, str | None]]] = {}
+            if events:
+                # By conversation first: the outbox is indexed by it, not by the event.
+                rows = conn.execute(
+                    select(outbox.c.inbox_id, outbox.c.status, outbox.c.last_error).where(
+                        outbox.c.conversation_id.in_({int(e.conversation_id) for e in events}),
+                        outbox.c.inbox_id.in_([int(e.id) for e in events]),
+                    )
+                )
+                for reply in rows:
+                    replies.setdefault(int(reply.inbox_id), []).append(
+                        (reply.status, reply.last_error)
+                    )
+            return {
+                e.event_id: StartState(e.status, e.end_reason, tuple(replies.get(int(e.id), ())))
+                for e in events
+            }
 
         return await self._core.tx.read(unit)
