@@ -9,8 +9,6 @@ Chromium is used) and ``chromium`` (Debian package); skipped when either is miss
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,74 +26,34 @@ from bridge.service import Service
 from bridge.textchat.models import parse_element
 from tests.adapters.webchat.test_channel import CHANNEL, SECRET, config_for
 from tests.adapters.webchat.test_uploads import MediaIntake
+from tests.support.browser import (
+    Browser,
+    Page,
+    artifacts_dir,
+    chromium,
+    expect,
+    watch_for_errors,
+)
 from tests.support.config import config_data, service_config, sqlite_url
 from tests.support.net import free_port, serving
-from tests.support.paths import ROOT
 from tests.support.waiting import poll_until
-
-CHROMIUM = os.environ.get("PARLOA_BRIDGE_CHROMIUM") or shutil.which("chromium") or ""
-if not CHROMIUM or not Path(CHROMIUM).exists():
-    pytest.skip(
-        "the browser test needs Chromium (apt-get install -y chromium)", allow_module_level=True
-    )
-try:
-    from playwright.async_api import Browser, Page, async_playwright, expect
-except ImportError:
-    pytest.skip(
-        "the browser test needs the playwright package (pip install playwright)",
-        allow_module_level=True,
-    )
-
-ARTIFACTS = ROOT / "test-artifacts" / "webchat"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def artifacts() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS
+    return artifacts_dir("webchat")
 
 
 def service_on(tmp_path: Path, sim: RunningSimulator, port: int, **channel: Any) -> Service:
     return Service(config_for(sqlite_url(tmp_path), sim, port=port, **channel))
-
-
-def watch_for_errors(page: Page) -> list[str]:
-    """Script errors and policy violations of the page (network errors while the server is
-    down are expected and not collected)."""
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-    page.on(
-        "console",
-        lambda msg: (
-            problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "Content Security Policy" in msg.text
-            else None
-        ),
-    )
-    return problems
 
 
 async def send(page: Page, text: str) -> None:

@@ -20,20 +20,10 @@ from aiohttp import web
 
 from bridge.admin.console import console_routes
 
-# Skips this module as it skips its own when Chromium or Playwright is missing.
-from tests.adapters.webchat.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Browser,
-    Page,
-    async_playwright,
-    expect,
-    watch_for_errors,
-)
+# Skips this module when Chromium or Playwright is missing.
+from tests.support.browser import Browser, Page, artifacts_dir, chromium, expect, watch_for_errors
 from tests.support.net import serving
-from tests.support.paths import ROOT
 
-ARTIFACTS = ROOT / "test-artifacts" / "console"
 TOKEN = "a-console-test-token-0123456789"
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,20 +31,13 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def artifacts() -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS
+    return artifacts_dir("console")
 
 
 # --- the fake admin API -------------------------------------------------------------------

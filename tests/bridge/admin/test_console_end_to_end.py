@@ -18,10 +18,10 @@ import pytest
 
 from bridge.devtools.faults import Faults
 from bridge.devtools.simulator import RunningSimulator
+from tests.bridge.admin.test_console_browser import TOKEN, artifacts, browser
 
 # Skips this module as it skips its own when Chromium or Playwright is missing.
-from tests.adapters.webchat.test_browser import Browser, Page, expect, watch_for_errors
-from tests.bridge.admin.test_console_browser import TOKEN, artifacts, browser
+from tests.support.browser import Browser, Page, expect, watch_for_errors
 from tests.support.config import config_data, service_config, sqlite_url
 from tests.support.process import CHANNEL, Receiver, Sender, webhook_channel
 from tests.support.service import running_service, service_url
