@@ -724,18 +724,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    from bench.run import machine
+    from bench.run import chosen_backends, machine
 
     plan = Plan.quick_plan() if args.quick else Plan.full()
     if args.rounds:
         plan.rounds = args.rounds
-    backends = [
-        b.strip()
-        for b in (args.backends or ("sqlite" if args.quick else "sqlite,postgres")).split(",")
-    ]
-    for backend in backends:
-        if backend not in ("sqlite", "postgres"):
-            raise SystemExit(f"bench.media: unknown backend {backend!r}")
+    backends = chosen_backends(args.backends, args.quick, "bench.media")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="parloa-bench-media-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

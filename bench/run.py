@@ -617,15 +617,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    plan = Plan.quick_plan() if args.quick else Plan.full()
-    backends = [
-        b.strip()
-        for b in (args.backends or ("sqlite" if args.quick else "sqlite,postgres")).split(",")
-    ]
+def chosen_backends(arg: str | None, quick: bool, prog: str) -> list[str]:
+    """``--backends``, else SQLite alone for ``--quick`` and both otherwise."""
+    backends = [b.strip() for b in (arg or ("sqlite" if quick else "sqlite,postgres")).split(",")]
     for backend in backends:
         if backend not in ("sqlite", "postgres"):
-            raise SystemExit(f"bench.run: unknown backend {backend!r}")
+            raise SystemExit(f"{prog}: unknown backend {backend!r}")
+    return backends
+
+
+async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    plan = Plan.quick_plan() if args.quick else Plan.full()
+    backends = chosen_backends(args.backends, args.quick, "bench.run")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="parloa-bench-"))

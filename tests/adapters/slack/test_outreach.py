@@ -16,6 +16,7 @@ from aiohttp import web
 
 from adapters.slack.normalize import BotIdentity, dm_recipient, event_to_inbound
 from bridge.admin import AdminDeps
+from bridge.admin.api import admin_routes
 from bridge.admin.outreach import outreach_routes
 from bridge.channel import Inbound
 from bridge.devtools.simulator import RunningSimulator
@@ -75,7 +76,7 @@ async def bridge(
             intake=service.engine.intake,
         )
         app = web.Application()
-        app.add_routes(outreach_routes(deps))
+        app.add_routes(admin_routes(deps, extra=outreach_routes(deps)))
         async with serving(app) as url:
             yield service, url
 

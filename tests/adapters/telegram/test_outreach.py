@@ -19,6 +19,7 @@ from telegram import Chat, Update
 from adapters.telegram.normalize import BotIdentity, Ignored, NormalizeOptions, to_inbound
 from adapters.telegram.recipients import recipient_of
 from bridge.admin import AdminDeps
+from bridge.admin.api import admin_routes
 from bridge.admin.outreach import outreach_routes
 from bridge.channel import Inbound
 from bridge.devtools.simulator import RunningSimulator
@@ -73,7 +74,7 @@ async def bridge(
             intake=service.engine.intake,
         )
         app = web.Application()
-        app.add_routes(outreach_routes(deps))
+        app.add_routes(admin_routes(deps, extra=outreach_routes(deps)))
         async with serving(app) as url:
             yield service, url
 

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from bridge.admin import AdminDeps
+from bridge.admin.api import admin_routes
 from bridge.admin.outreach import (
     MAX_RECIPIENTS,
     outreach_routes,
@@ -128,7 +129,8 @@ async def webchat_admin(tmp_path: Path, sim: RunningSimulator, **deps: Any) -> A
             **deps,
         }
         app = web.Application()
-        app.add_routes(outreach_routes(AdminDeps(**given)))
+        deps = AdminDeps(**given)
+        app.add_routes(admin_routes(deps, extra=outreach_routes(deps)))
         async with serving(app) as url:
             yield url
 
