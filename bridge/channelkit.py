@@ -5,6 +5,8 @@ distribution may use it. It knows no platform, no store and no Parloa client.
 
 - :class:`TaskSet` — background tasks: named, referenced until done, failures logged,
   cancelled and awaited on :meth:`TaskSet.close` (no fire-and-forget).
+- :func:`body_chunks` — a download's body a chunk at a time for ``Adapter.open_attachment``,
+  its failures midway as ``AttachmentRetryable`` (never naming the URL, which may hold a token).
 - :func:`is_storable_text` — whether a string from a platform's JSON is text the store can
   keep (not a lone surrogate).
 - :func:`retry_after_seconds` — a ``Retry-After`` value (delta-seconds, an HTTP date, a number
@@ -76,7 +78,7 @@ class TaskSet:
             self._tasks.difference_update(tasks)
 
 
-# --- inbound text -------------------------------------------------------------------------
+# --- downloads (Adapter.open_attachment) ------------------------------------------------
 
 
 #: bytes of a download read at a time (the core re-chunks them for the store)
@@ -94,6 +96,9 @@ async def body_chunks(response: aiohttp.ClientResponse, what: str) -> AsyncItera
         raise AttachmentRetryable(f"{what} stalled") from None
     except aiohttp.ClientError as exc:
         raise AttachmentRetryable(f"{what} broke off: {type(exc).__name__}") from None
+
+
+# --- inbound text -------------------------------------------------------------------------
 
 
 def is_storable_text(value: str) -> bool:
