@@ -252,6 +252,58 @@ class RecipientUnavailable(Exception):
         self.retry_after = retry_after
 
 
+# --- a desk in a channel (human handover, bridge/handover/) ---------------------------------
+
+
+class DeskAction(enum.StrEnum):
+    """What an agent does in a desk room."""
+
+    MESSAGE = "message"  # a reply for the user (a message in the handover's thread)
+    TAKE = "take"  # the Take button
+    RESOLVE = "resolve"  # the Resolve button, or "/resolve" in the thread
+
+
+@dataclass(frozen=True, slots=True)
+class DeskPost:
+    """A message the core posts in an agents' room about one handover; the adapter renders
+    it (``title`` in bold, ``fields`` as label: value lines, ``lines`` as a quoted
+    transcript, ``text`` as the body) with a button per ``actions`` entry ("take",
+    "resolve") whose value is ``handover``."""
+
+    handover: str
+    title: str = ""
+    text: str = ""
+    fields: Sequence[tuple[str, str]] = ()
+    lines: Sequence[str] = ()
+    actions: Sequence[DeskAction] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAct:
+    """Something an agent did in a desk room, as the adapter saw it. ``thread``: the
+    message id of the handover's root post (the thread it happened in; for a button, the
+    message the button is on); ``handover``: the button's value, "" for messages.
+    ``event_id`` is stable across the platform's retries (Slack: team, channel, ts)."""
+
+    room: str
+    thread: str
+    event_id: str
+    action: DeskAction
+    agent_id: str
+    agent_name: str | None = None
+    text: str = ""
+    handover: str = ""
+
+
+class DeskRefused(Exception):
+    """The act cannot be taken (no such handover, or it has ended): tell the agent ``str()``."""
+
+
+#: what a desk room's acts are handed to; returns once the act is stored. Raises
+#: IntakeUnavailable (not stored: let the platform retry) or DeskRefused.
+DeskListener = Callable[[AgentAct], Awaitable[AcceptResult]]
+
+
 class ChannelState(Protocol):
     """Small persisted key-value state and leases, scoped to one channel. Keys starting
     with ``tmp:`` are deleted after ``engine.retention_days`` without an update."""
@@ -370,6 +422,21 @@ class Adapter(abc.ABC):
         bot, no such user), RecipientGone (blocked the bot, deactivated) or
         RecipientUnavailable (ask again later)."""
         raise RecipientUnknown(f"channel {self.name} cannot start conversations")
+
+    def host_desk(self, room: str, listener: DeskListener) -> None:
+        """Keep the messages and button presses of the room ``room`` (an agents' channel) out
+        of intake: hand agents' acts in it to ``listener`` instead, ignoring the bot's own
+        posts. Called before start."""
+        raise DeliveryRejected(f"channel {self.name} cannot host a handover desk")
+
+    async def post_to_room(self, room: str, post: DeskPost, thread: str | None = None) -> str:
+        """Post ``post`` in ``room`` (in ``thread`` when given); returns the platform's
+        message id, the thread of a root post. Raises a DeliveryError."""
+        raise DeliveryRejected(f"channel {self.name} cannot host a handover desk")
+
+    async def update_in_room(self, room: str, message_id: str, post: DeskPost) -> None:
+        """Replace a post made by post_to_room (its buttons, once taken or resolved)."""
+        raise DeliveryRejected(f"channel {self.name} cannot host a handover desk")
 
     def status(self) -> Mapping[str, Any]:
         """Extra state for /readyz."""

@@ -100,6 +100,57 @@ class SpeechToTextConfig(_Section):
     timeout_seconds: PositiveSeconds = 30.0
 
 
+class HandoverConfig(_Section):
+    """``[bots.<name>.handover]``: how a live agent takes over a conversation of this bot
+    (README "Human handover"). Without ``desk`` a handover is never started (a warning at
+    start when the bot asks for one)."""
+
+    desk: Literal["slack", "webhook", "console"] | None = None
+    #: a payload element whose content has this key starts a handover
+    payload_key: Annotated[str, StringConstraints(min_length=1)] = "handover"
+    #: texts a user may send to ask for a person directly (compared without case)
+    user_commands: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list
+    )
+    #: after the agent resolves: "bot" (the next message opens a new Parloa session with
+    #: handoverReturned / handoverOutcome) or "end" (the conversation ends)
+    after: Literal["bot", "end"] = "bot"
+    #: no agent took the handover in this time: the user returns to the bot (0: never)
+    agent_timeout_seconds: Annotated[float, Field(ge=0)] = 300.0
+    #: agents' messages reach the user as "<agent name>: <text>"
+    show_agent_name: bool = True
+    #: turns of the transcript shown to the agent when the handover opens
+    transcript_turns: Annotated[int, Field(ge=0, le=100)] = 10
+    # desk = "slack": the agents' channel, in the workspace of the Slack channel named here
+    slack_channel: str | None = None
+    agents_channel_id: str | None = None
+    #: with an OAuth (multi-workspace) Slack channel: the agents' workspace
+    agents_team_id: str | None = None
+    # desk = "webhook": where handover events go, signed with ``secret``
+    url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+    secret: SecretStr | None = None
+    timeout_seconds: PositiveSeconds = 10.0
+    signature_tolerance_seconds: PositiveSeconds = 300.0
+
+    @model_validator(mode="after")
+    def _desk_settings(self) -> HandoverConfig:
+        problems = []
+        if self.desk == "slack":
+            if not self.slack_channel:
+                problems.append('slack_channel: required with desk = "slack"')
+            if not self.agents_channel_id:
+                problems.append('agents_channel_id: required with desk = "slack"')
+        if self.desk == "webhook":
+            if not self.url:
+                problems.append('url: required with desk = "webhook"')
+            secret = self.secret.get_secret_value() if self.secret else ""
+            if len(secret) < 16:
+                problems.append('secret: required with desk = "webhook", 16 characters or more')
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class BotConfig(_Section):
     """One Parloa TextchatV2 release."""
 
@@ -110,7 +161,10 @@ class BotConfig(_Section):
     context: dict[str, ContextScalar] = Field(default_factory=dict)
     #: this bot's own speech-to-text (else the global [speech_to_text])
     speech_to_text: SpeechToTextConfig | None = None
+    handover: HandoverConfig = HandoverConfig()
 
+
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
 ChannelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -171,6 +225,9 @@ class MessagesConfig(_Section):
     rejected: str = "Sorry, I could not process that message."
     unsupported: str = "Sorry, I can only read text messages."
     conversation_ended: str = "The conversation has ended. Write again to start a new one."
+    handover_started: str = "I am connecting you with a person. Please hold on."
+    handover_ended: str = "The agent has closed the conversation. Thank you!"
+    handover_timeout: str = "Sorry, nobody is available right now. You are back with the assistant."
     #: the message text Parloa gets for an attachment without a caption (or transcript), by
     #: type; the types not named keep their defaults
     attachment_placeholders: dict[AttachmentTypeName, str] = Field(
@@ -263,9 +320,47 @@ class BridgeConfig(_Section):
                 problems.append(
                     f"channels[{i}].bot: no bot named {channel.bot!r} under [bots] ({known})"
                 )
+        problems.extend(self._desk_problems())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _desk_problems(self) -> list[str]:
+        """A Slack desk needs a Slack channel to post through (naming the agents' workspace
+        when that channel installs by OAuth), and a room of its own."""
+        problems: list[str] = []
+        by_name = {channel.name: channel for channel in self.channels}
+        rooms: dict[tuple[str, str], str] = {}
+        for name, bot in self.bots.items():
+            desk = bot.handover
+            if desk.desk == "webhook" and not _PATH_SEGMENT.fullmatch(name):
+                problems.append(
+                    f"bots.{name}.handover: a webhook desk's bot name is a path segment "
+                    "(/handover/{bot}/events): letters, digits, '.', '_' and '-' only"
+                )
+            if desk.desk != "slack" or desk.slack_channel is None:
+                continue
+            where = f"bots.{name}.handover"
+            host = by_name.get(desk.slack_channel)
+            if host is None or host.type != "slack":
+                problems.append(
+                    f"{where}.slack_channel: no Slack channel named {desk.slack_channel!r} "
+                    "under [[channels]]"
+                )
+                continue
+            if host.options.get("client_id") and not desk.agents_team_id:
+                problems.append(
+                    f"{where}.agents_team_id: required when the Slack channel installs by "
+                    "OAuth (the agents' workspace)"
+                )
+            room = (desk.slack_channel, f"{desk.agents_team_id or ''}/{desk.agents_channel_id}")
+            if room in rooms:
+                problems.append(
+                    f"{where}.agents_channel_id: the agents' channel of bot {rooms[room]!r} "
+                    "too; each desk needs its own"
+                )
+            rooms.setdefault(room, name)
+        return problems
 
     def bot_speech(self, bot: str) -> SpeechToTextConfig | None:
         """The speech-to-text endpoint of ``bot``: its own, else the global one."""

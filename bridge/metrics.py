@@ -46,9 +46,18 @@ HELP = {
     ),
     "attachment_bytes": "Bytes of attachments stored, by channel",
     "transcriptions": "Voice notes sent to speech-to-text, by bot and outcome (ok, failed)",
+    "handovers_started": "Handovers to a live agent started, by bot and desk",
+    "handovers_ended": "Handovers ended, by bot, desk and outcome (resolved, timeout, "
+    "user_left, idle)",
+    "handovers_open": "Handovers not ended (waiting for an agent or taken), by bot and desk",
+    "handover_time_to_take_seconds": "From a handover's start until an agent took it, by bot",
+    "handover_time_to_first_reply_seconds": "From a handover's start until an agent's first "
+    "message to the user, by bot",
 }
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+#: how long users wait for a person: seconds to an hour
+HANDOVER_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
 class Metrics:
@@ -76,6 +85,15 @@ class Metrics:
         self.attachments = declare(Counter, "attachments", "channel", "type", "outcome")
         self.attachment_bytes = declare(Counter, "attachment_bytes", "channel")
         self.transcriptions = declare(Counter, "transcriptions", "bot", "outcome")
+        self.handovers_started = declare(Counter, "handovers_started", "bot", "desk")
+        self.handovers_ended = declare(Counter, "handovers_ended", "bot", "desk", "outcome")
+        self.handovers_open = declare(Gauge, "handovers_open", "bot", "desk")
+        self.handover_take_seconds = declare(
+            Histogram, "handover_time_to_take_seconds", "bot", buckets=HANDOVER_BUCKETS
+        )
+        self.handover_first_reply_seconds = declare(
+            Histogram, "handover_time_to_first_reply_seconds", "bot", buckets=HANDOVER_BUCKETS
+        )
 
     def _declare(self, kind: type[M], name: str, *labels: str, **options: Any) -> M:
         """A metric of ``kind`` in this registry, named ``{PREFIX}_{name}``, its help from

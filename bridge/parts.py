@@ -21,12 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.admin import AdminDeps
 from bridge.admin.api import admin_routes
 from bridge.admin.console import console_routes
+from bridge.admin.handovers import EventStreams, handover_routes
 from bridge.admin.outreach import outreach_routes
 from bridge.channel import Adapter, AdapterServices
 from bridge.channels import create_adapter
 from bridge.config import BridgeConfig, DatabaseConfig, HttpConfig, MediaConfig, SimulatorConfig
 from bridge.engine import Bot, Engine
 from bridge.engine.media import Media, MediaSettings
+from bridge.handover.agents import AgentDesks
+from bridge.handover.desk import Agents, Desk
+from bridge.handover.desks import handover_settings
 from bridge.http_server import HttpServer, Readiness, build_admin_app, build_app
 from bridge.lifecycle import Lifecycle
 from bridge.media.speech import SpeechSettings, SpeechToText
@@ -36,6 +40,7 @@ from bridge.store import Store
 from bridge.store.database import check_schema, create_engine, migrate
 from bridge.textchat.client import TextchatClient, Timeouts
 from bridge.tracing import Tracing, tracing_from_environment
+from bridge.vocabulary import DESK_CHANNEL
 
 if TYPE_CHECKING:
     from bridge.devtools.simulator import RunningSimulator
@@ -167,8 +172,9 @@ def build_engine(
     instance_id: str,
     media: Media | None = None,
     tracing: Tracing | None = None,
+    desks: Mapping[str, Desk] | None = None,
 ) -> Engine:
-    """The engine (not started), with each channel's bot."""
+    """The engine (not started), with each channel's bot and each bot's handover desk."""
     return Engine(
         store,
         bots=bots,
@@ -180,11 +186,23 @@ def build_engine(
         instance_id=instance_id,
         media=media,
         tracing=tracing,
+        handover=handover_settings(config),
+        desks=desks,
     )
 
 
+def build_agents(engine: Engine, store: Store) -> AgentDesks:
+    """What the desks hand agents' acts to; their shared state lives under DESK_CHANNEL."""
+    return AgentDesks(store, engine.intake, engine.intake(DESK_CHANNEL).state)
+
+
 def build_operator_routes(
-    config: BridgeConfig, engine: Engine, store: Store, adapters: Mapping[str, Adapter]
+    config: BridgeConfig,
+    engine: Engine,
+    store: Store,
+    adapters: Mapping[str, Adapter],
+    agents: Agents | None = None,
+    streams: EventStreams | None = None,
 ) -> list[web.RouteDef]:
     """The admin API (bearer token [admin] token; 404 without one), conversations the bot
     starts, and the console page."""
@@ -196,8 +214,13 @@ def build_operator_routes(
         adapters=adapters,
         notify=engine.notify,
         intake=engine.intake,
+        agents=agents,
+        console_bots=frozenset(
+            bot for bot, settings in config.bots.items() if settings.handover.desk == "console"
+        ),
     )
-    return [*admin_routes(deps, extra=outreach_routes(deps)), *console_routes()]
+    extra = [*outreach_routes(deps), *handover_routes(deps, streams)]
+    return [*admin_routes(deps, extra=extra), *console_routes()]
 
 
 def start_tracing(parts: Lifecycle, environ: Mapping[str, str] | None = None) -> Tracing:

@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from bridge.admin.handovers import EventStreams
 from bridge.channel import Adapter
 from bridge.channels import validate_channel
 from bridge.config import BridgeConfig
 from bridge.engine import Engine
+from bridge.handover.desk import Desk
+from bridge.handover.desks import build_desks
 from bridge.http_server import HttpServer
 from bridge.lifecycle import Lifecycle
 from bridge.media.serve import media_routes
@@ -26,6 +29,7 @@ from bridge.metrics import Metrics
 from bridge.parts import (
     bots_for,
     build_adapters,
+    build_agents,
     build_engine,
     build_http_server,
     build_media,
@@ -88,6 +92,7 @@ class Service:
         self.simulator: RunningSimulator | None = None
         self.clients: dict[str, TextchatClient] = {}
         self.adapters: dict[str, Adapter] = {}
+        self.desks: dict[str, Desk] = {}
         self.channel_state: dict[str, str] = {}
         self.engine: Engine | None = None
         self.http: HttpServer | None = None
@@ -107,6 +112,8 @@ class Service:
         speech = await start_speech(cfg, parts)
         media_key = KeyOnce(functools.partial(media_signing_key, cfg.media, self.store))
         self.adapters = build_adapters(cfg, self.db)
+        # Before the adapters start: a Slack desk keeps its room out of its channel's intake.
+        self.desks = build_desks(cfg, self.adapters)
         for name in self.adapters:
             self.channel_state[name] = "starting"
             self._first_attempt[name] = asyncio.Event()
@@ -122,17 +129,24 @@ class Service:
             self.instance_id,
             media,
             tracing=tracing,
+            desks=self.desks,
         )
         self.engine = engine
+        agents = build_agents(engine, self.store)
+        streams = EventStreams()  # the agent inbox's live views, ended before the server
         self.http = build_http_server(
             cfg.http,
             self.metrics,
             self.readiness,
             self.adapters.values(),
-            media_routes(self.store, media_key),
-            build_operator_routes(cfg, engine, self.store, self.adapters),
+            [
+                *media_routes(self.store, media_key),
+                *(route for desk in self.desks.values() for route in desk.routes()),
+            ],
+            build_operator_routes(cfg, engine, self.store, self.adapters, agents, streams),
         )
         await parts.start("HTTP server", self.http.start, self.http.stop)
+        parts.on_stop("console event streams", streams.close)
         if cfg.http.public_url is None and not cfg.simulator.enabled:
             log.warning(
                 "[http] public_url is not set: attachment URLs name %s, which Parloa cannot "
@@ -143,8 +157,13 @@ class Service:
         # through them), before the server that serves their routes.
         for name, adapter in self.adapters.items():
             parts.on_stop(f"channel {name}", adapter.stop)
+        # The desks, like the channels, still take the drain's deliveries.
+        for bot, desk in self.desks.items():
+            parts.on_stop(f"desk {bot}", desk.stop)
         drain = functools.partial(engine.stop, cfg.engine.drain_timeout_seconds)
         await parts.start("engine", engine.start, drain)
+        for desk in self.desks.values():
+            await desk.start(agents)
         for name, adapter in self.adapters.items():
             task = asyncio.create_task(self._start_channel(name, adapter), name=f"start-{name}")
             self._channel_tasks[name] = task

@@ -29,6 +29,7 @@ class ConversationState(enum.StrEnum):
     NEW = "new"  # created by intake; no Parloa session yet
     ACTIVE = "active"  # a Parloa session is open
     ENDED = "ended"  # the session was closed; the next message opens a new one
+    HANDED_OVER = "handed_over"  # a live agent has the conversation (a Handover is open)
 
 
 class EndReason(enum.StrEnum):
@@ -36,6 +37,18 @@ class EndReason(enum.StrEnum):
     USER_QUIT = "user_quit"
     BOT_ENDED = "bot_ended"
     RECIPIENT_GONE = "recipient_gone"
+    # a handover ended and the conversation returns to the bot: the next message opens a
+    # session told so (context items handoverReturned, handoverOutcome)
+    HANDOVER_RESOLVED = "handover_resolved"
+    HANDOVER_TIMEOUT = "handover_timeout"
+    HANDOVER_ENDED = "handover_ended"  # resolved with after = "end": nothing more to say
+
+
+#: end reasons after which the next message tells Parloa how the handover ended
+HANDOVER_RETURNS = {
+    EndReason.HANDOVER_RESOLVED: "resolved",
+    EndReason.HANDOVER_TIMEOUT: "timeout",
+}
 
 
 class InboundKind(enum.StrEnum):
@@ -46,12 +59,29 @@ class InboundKind(enum.StrEnum):
     RESTART = "restart"  # quit and start again
     UNSUPPORTED = "unsupported"  # a sticker, photo, voice note, ...: answered with a note
     IDLE = "idle"  # raised by the engine itself when a conversation went quiet; never by an adapter
+    # from the desk of a handed-over conversation (bridge/handover/), never by an adapter;
+    # context: handover (its key), agentName, agentId
+    AGENT_MESSAGE = "agent"  # an agent's text for the user
+    AGENT_TAKE = "agent_take"  # an agent takes the handover
+    AGENT_RESOLVE = "agent_resolve"  # an agent ends it
+    HANDOVER_TIMEOUT = "handover_timeout"  # raised by the engine: no agent took it in time
+
+
+#: the kinds a desk raises
+AGENT_KINDS = frozenset(
+    {InboundKind.AGENT_MESSAGE, InboundKind.AGENT_TAKE, InboundKind.AGENT_RESOLVE}
+)
 
 
 class InboxStatus(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
     DEAD = "dead"  # a dead letter: kept until an operator retries it
+
+
+#: the outbox "channel" of events for a handover's desk (no channel name can be this);
+#: the row's address says which: {"bot": ..., "handover": <key>}
+DESK_CHANNEL = "@desk"
 
 
 class OutboxStatus(enum.StrEnum):
@@ -171,6 +201,97 @@ class InboxStats:
     outbox_pending: int
 
 
+class HandoverState(enum.StrEnum):
+    OPEN = "open"  # waiting for an agent
+    TAKEN = "taken"  # an agent has it
+    ENDED = "ended"
+
+
+class HandoverOutcome(enum.StrEnum):
+    RESOLVED = "resolved"  # an agent resolved it
+    TIMEOUT = "timeout"  # no agent took it within agent_timeout_seconds
+    USER_LEFT = "user_left"  # the user quit or restarted
+    IDLE = "idle"  # nobody wrote for idle_timeout_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A live agent's turn in a conversation; ``key`` is its public id (the desks'
+    ``handover_id``), ``thread`` where its desk keeps it (a Slack thread: "<room>:<ts>")."""
+
+    id: int
+    key: str
+    conversation_id: int
+    bot: str
+    desk: str
+    state: HandoverState
+    reason: str | None
+    queue: str | None
+    summary: str | None
+    started_at: float
+    taken_at: float | None
+    taken_by: str | None
+    first_reply_at: float | None
+    ended_at: float | None
+    outcome: HandoverOutcome | None
+    thread: str | None
+
+    @property
+    def open(self) -> bool:
+        return self.state is not HandoverState.ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One line of a conversation's transcript, as a desk shows it."""
+
+    role: str  # user | bot | agent
+    text: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "text": self.text, "at": self.at}
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverOpened:
+    key: str
+    bot: str
+    desk: str
+    at: float
+    reason: str | None = None
+    queue: str | None = None
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverTaken:
+    """An agent took it (kept as the first taker's when taken again)."""
+
+    key: str
+    agent: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReplied:
+    """An agent wrote to the user: the first reply's time is kept; taken if it was not."""
+
+    key: str
+    agent: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverClosed:
+    key: str
+    outcome: HandoverOutcome
+    at: float
+
+
+HandoverChange = HandoverOpened | HandoverTaken | AgentReplied | HandoverClosed
+
+
 # --- what intake hands the store ---------------------------------------------------------
 
 
@@ -240,7 +361,16 @@ class Ended:
     at: float | None = None
 
 
-ConversationChange = SessionOpened | Answered | Ended
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A live agent takes over: messages go to the desk until the handover ends (an Ended
+    change)."""
+
+    at: float
+    address: Mapping[str, Any] | None
+
+
+ConversationChange = SessionOpened | Answered | Ended | HandedOver
 
 
 def apply_change(conv: Conversation, change: ConversationChange | None) -> Conversation:
@@ -276,6 +406,14 @@ def apply_change(conv: Conversation, change: ConversationChange | None) -> Conve
             if change.at is not None:
                 updated = dataclasses.replace(updated, last_activity_at=change.at)
             return updated
+        case HandedOver():
+            return dataclasses.replace(
+                conv,
+                state=ConversationState.HANDED_OVER,
+                end_reason=None,
+                last_activity_at=change.at,
+                address=change.address,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +452,8 @@ class NewReply:
     elements: list[Any]
     address: Mapping[str, Any] | None
     inbox_id: int | None = None
+    #: another target than the conversation's channel (DESK_CHANNEL: the handover's desk)
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +466,7 @@ class Step:
     replies: tuple[NewReply, ...] = ()
     #: every Parloa call made for the inbox item so far (written with its outcome)
     calls: tuple[ParloaCall, ...] = ()
+    handover: HandoverChange | None = None
 
 
 # --- what a delivery did -----------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import time
@@ -35,6 +34,7 @@ from tests.support.process import (
     bridge_command,
     free_port,
     metric_value,
+    run_seed,
     webhook_channel,
     webhook_world,
     write_config,
@@ -140,8 +140,7 @@ async def metrics_until(
 
 @pytest.mark.slow
 async def test_sigkill_during_stream_loses_nothing(world: World, database_url: str) -> None:
-    seed = int(os.environ.get("PARLOA_BRIDGE_TEST_SEED") or random.SystemRandom().randrange(10**6))
-    print(f"seed={seed} (rerun with PARLOA_BRIDGE_TEST_SEED={seed})")
+    seed = run_seed()
     rng = random.Random(seed)
     kills = 3
     conversations = [f"conv-{i}" for i in range(6)]

@@ -17,7 +17,7 @@ import json
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,20 +43,22 @@ pytestmark = pytest.mark.slow
 
 @asynccontextmanager
 async def replica(
-    database_url: str, sim: RunningSimulator, instance_id: str
+    database_url: str,
+    sim: RunningSimulator,
+    instance_id: str,
+    bot: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Service]:
     """One replica: a service of its own (engine, store, connection pool, listener) on the
     shared database, with the web chat channel and the identity secret the others have (and
-    room for the test's messages in one socket's rate limit)."""
+    room for the test's messages in one socket's rate limit); ``bot``: the bot's options."""
     channel = {
         "name": CHANNEL,
         "type": "webchat",
         "identity_secret": SECRET,
         "socket_burst": 2 * MESSAGES,
     }
-    service = Service(
-        service_config(config_data(database_url, sim.url, channel)), instance_id=instance_id
-    )
+    data = config_data(database_url, sim.url, channel, bot=bot)
+    service = Service(service_config(data), instance_id=instance_id)
     await service.start()
     try:
         yield service

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import ClientError, web
-from aiolimiter import AsyncLimiter
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -28,6 +27,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.desk import ACTION_PREFIX, DeskRooms, RoomCalls
 from adapters.slack.download import SlackFiles, bot_token_for
 from adapters.slack.http_intake import bolt_request_or_refusal
 from adapters.slack.normalize import (
@@ -41,6 +41,7 @@ from adapters.slack.normalize import (
 )
 from adapters.slack.oauth import RedactingInstallationStore, oauth_page, oauth_settings
 from adapters.slack.options import SlackOptions
+from adapters.slack.pacing import Pacing
 from adapters.slack.profiles import Profiles
 from adapters.slack.recipients import Recipients
 from adapters.slack.render import (
@@ -58,6 +59,8 @@ from bridge.channel import (
     Delivery,
     DeliveryRejected,
     DeliveryRetryable,
+    DeskListener,
+    DeskPost,
     Inbound,
     Intake,
     IntakeRefused,
@@ -65,35 +68,14 @@ from bridge.channel import (
     Recipient,
     RecipientGone,
     RecipientUnavailable,
-    RecipientUnknown,
     inbound_problem,
 )
-from bridge.channelkit import TaskSet, retry_after_seconds
+from bridge.channelkit import TaskSet
 from bridge.media.attachments import Attachment, Download
-from bridge.ratelimit import KeyedLimiter, PauseBoard
 
 log = logging.getLogger("adapters.slack")
 
-# Errors after which nobody will read what we send there.
-_GONE = {
-    "channel_not_found",
-    "is_archived",
-    "not_in_channel",
-    "account_inactive",
-    "token_revoked",
-    "team_access_not_granted",
-    "user_not_found",
-}
-_RETRYABLE = {
-    "ratelimited",
-    "internal_error",
-    "fatal_error",
-    "service_unavailable",
-    "request_timeout",
-}
 _CHIP = re.compile(r"^chip_")
-#: A 429 without a usable Retry-After pauses the channel this long.
-DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 
 class SlackAdapter(Adapter):
@@ -104,18 +86,17 @@ class SlackAdapter(Adapter):
         token = options.bot_token.get_secret_value() if options.bot_token else None
         self.client = AsyncWebClient(token=token, base_url=options.api_base_url)
         self._render = RenderOptions(chips_prompt=options.chips_prompt)
-        self._channels = KeyedLimiter.per_second(options.channel_messages_per_second)
-        self._workspaces = KeyedLimiter(
-            lambda _key: AsyncLimiter(options.workspace_messages_per_minute, 60)
-        )
-        self._paused = PauseBoard()
+        self._pacing = Pacing(options)
         self._profiles = Profiles(name, options, self.client)
         self._files = SlackFiles(self.client)
-        self._recipients = Recipients(options, self.client, self._profiles, self._lookup_token)
+        self._recipients = Recipients(options, self.client, self._profiles, self._token)
         self._intake: Intake | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._background = TaskSet(log)
         self._identity: BotIdentity | None = None  # single-workspace mode
+        # agents' rooms (human handover): kept out of intake
+        rooms = RoomCalls(name, options.oauth, self._pacing, self._token, self._default_team)
+        self._desks = DeskRooms(name, self.client, self._profiles, self._background, rooms)
         self.installation_store: RedactingInstallationStore | None = None
         self.app = self._build_app()
 
@@ -154,6 +135,7 @@ class SlackAdapter(Adapter):
         app.event("message")(self._on_event)
         app.event("app_mention")(self._on_event)
         app.action(_CHIP)(self._on_action)
+        app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_desk_action)
         app.command(re.compile(r".*"))(self._on_command)
         if not opts.oauth:
             app.event("app_uninstalled")(self._on_uninstalled)
@@ -283,6 +265,10 @@ class SlackAdapter(Adapter):
         intake = self._live_intake()
         event = body.get("event") or {}
         team_id = str(body.get("team_id") or context.team_id or "")
+        if await self._desks.message(
+            event, team_id, self._bot(context, team_id), context.bot_token
+        ):
+            return  # an agents' room's
         result = event_to_inbound(event, team_id, self._bot(context, team_id))
         if isinstance(result, Ignored):
             log.debug("slack channel %s: event ignored: %s", self.name, result.reason)
@@ -349,6 +335,29 @@ class SlackAdapter(Adapter):
         except (SlackApiError, ClientError, TimeoutError) as exc:
             log.info("slack channel %s: buttons not updated: %s", self.name, exc)
 
+    # --- a handover desk in an agents' room (desk.py) ---------------------------------------
+
+    def host_desk(self, room: str, listener: DeskListener) -> None:
+        self._desks.host(room, listener)
+
+    async def _on_desk_action(
+        self, ack: Any, body: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        self._live_intake()  # not running: Slack shows the agent an error
+        team_id = str((body.get("team") or {}).get("id") or context.team_id or "")
+        await self._desks.action(body, self._bot(context, team_id), context.bot_token)
+        await ack()
+
+    async def post_to_room(self, room: str, post: DeskPost, thread: str | None = None) -> str:
+        return await self._desks.post(room, post, thread)
+
+    async def update_in_room(self, room: str, message_id: str, post: DeskPost) -> None:
+        await self._desks.update(room, message_id, post)
+
+    def _default_team(self) -> str:
+        """The workspace of a single-workspace app, once started."""
+        return self._identity.team_id if self._identity is not None else ""
+
     # --- delivery ---------------------------------------------------------------------------
 
     async def _token(self, team_id: str) -> str | None:
@@ -358,14 +367,6 @@ class SlackAdapter(Adapter):
         if bot is None:
             raise RecipientGone(f"the app is not installed in team {team_id}")
         return str(bot.bot_token)
-
-    async def _lookup_token(self, team_id: str) -> str | None:
-        try:
-            return await self._token(team_id)
-        except RecipientGone:
-            raise RecipientUnknown(f"the app is not installed in team {team_id}") from None
-        except Exception as exc:  # the installation store's database
-            raise RecipientUnavailable(f"cannot read the installation: {exc}") from exc
 
     # --- conversations the bot starts (recipients.py) ---------------------------------------
 
@@ -392,11 +393,7 @@ class SlackAdapter(Adapter):
         token = await self._token(team_id)
         messages = render(delivery.elements, self._render)
         for index in range(delivery.parts_done, len(messages)):
-            paused = self._paused.remaining(key) or self._paused.remaining(team_id)
-            if paused:
-                raise DeliveryRetryable("paused after a 429", paused, rate_limited=True)
-            await self._channels.acquire(key)
-            await self._workspaces.acquire(team_id)
+            await self._pacing.turn(key, team_id)
             message = messages[index]
             try:
                 try:
@@ -410,7 +407,7 @@ class SlackAdapter(Adapter):
                     log.info("slack channel %s: image refused, sent as a link", self.name)
                     response = await self._post(token, address, linked)
             except SlackApiError as exc:
-                raise self._delivery_error(exc, key, team_id) from None
+                raise self._pacing.error(exc, key, team_id) from None
             except (ClientError, TimeoutError) as exc:
                 raise DeliveryRetryable(f"Slack request failed: {exc!r}") from None
             await delivery.progress(index, str(response.get("ts")))
@@ -425,26 +422,6 @@ class SlackAdapter(Adapter):
             blocks=list(message.blocks),
             thread_ts=address.get("thread_ts"),
         )
-
-    def _delivery_error(self, exc: SlackApiError, key: str, team_id: str) -> Exception:
-        response = exc.response
-        error = str(response.get("error") or "")
-        if response.status_code == 429 or error == "ratelimited":
-            retry_after = (
-                retry_after_seconds(response.headers.get("Retry-After"))
-                or DEFAULT_RETRY_AFTER_SECONDS
-            )
-            # Slack does not say which budget ran out; a workspace-wide one would answer 429
-            # in every channel, so the whole workspace waits (each channel would otherwise
-            # spend a request learning it again).
-            self._paused.pause(key, retry_after)
-            self._paused.pause(team_id, retry_after)
-            return DeliveryRetryable(f"Slack said 429 ({error})", retry_after, rate_limited=True)
-        if error in _GONE or error == "invalid_auth":
-            return RecipientGone(error)
-        if error in _RETRYABLE or response.status_code >= 500:
-            return DeliveryRetryable(f"Slack failed: {error or response.status_code}")
-        return DeliveryRejected(error or f"HTTP {response.status_code}")
 
 
 SLACK = AdapterType(SlackOptions, SlackAdapter)

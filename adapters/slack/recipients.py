@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.normalize import dm_recipient
 from adapters.slack.options import SlackOptions
+from adapters.slack.pacing import DEFAULT_RETRY_AFTER_SECONDS
 from adapters.slack.profiles import Profiles
 from bridge.channel import (
     Recipient,
@@ -29,8 +30,6 @@ from bridge.ratelimit import KeyedLimiter
 _WHO = re.compile(r"(?:(?P<team>[TE][A-Z0-9]{2,30}):)?(?P<user>[UW][A-Z0-9]{2,30})")
 _UNKNOWN = {"user_not_found", "user_not_visible", "cannot_dm_bot", "channel_not_found"}
 _GONE = {"user_disabled"}
-#: A 429 without a usable Retry-After: ask again after this long.
-DEFAULT_RETRY_AFTER_SECONDS = 1.0
 #: DM ids kept (the oldest goes first)
 MAX_KEPT = 10_000
 
@@ -65,7 +64,7 @@ class Recipients:
             raise RecipientUnknown(f"name the workspace of {user}: TEAM:{user}")
         if only_default and team != default_team:
             raise RecipientUnknown(f"the app is not installed in team {team}")
-        token = await self._token_for(team)
+        token = await self._token(team)
         channel = self._dms.get((team, user))
         if channel is None:
             channel = await self._open(team, user, token)
@@ -82,6 +81,15 @@ class Recipients:
             recipient.address,
             {**recipient.context, **profile},
         )
+
+    async def _token(self, team: str) -> str | None:
+        """The workspace's bot token; an app not installed there does not know the user."""
+        try:
+            return await self._token_for(team)
+        except RecipientGone:
+            raise RecipientUnknown(f"the app is not installed in team {team}") from None
+        except Exception as exc:  # the installation store's database
+            raise RecipientUnavailable(f"cannot read the installation: {exc}") from exc
 
     async def _open(self, team: str, user: str, token: str | None) -> str:
         # A broadcast opens many DMs in a row: within the method's per-workspace tier.

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from yarl import URL
@@ -49,16 +47,12 @@ from yarl import URL
 from adapters.webhook.attachments import AttachmentFetcher, HostPolicy, policy_problem
 from adapters.webhook.convert import (
     DEFAULT_MAX_TEXT_LENGTH,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     InvalidEvent,
     encode,
     parse_body,
     render,
-    signed_headers,
     to_inbound,
     typing_body,
-    verify_signature,
 )
 from bridge.channel import (
     AcceptResult,
@@ -74,8 +68,9 @@ from bridge.channel import (
     RecipientGone,
     inbound_problem,
 )
-from bridge.channelkit import retry_after_seconds
 from bridge.media.attachments import Attachment, Download
+from bridge.signed_http import RequestRefused, SignedPoster, answer_error, read_signed_body
+from bridge.signed_http import error_response as _error
 
 log = logging.getLogger("adapters.webhook")
 
@@ -83,8 +78,6 @@ log = logging.getLogger("adapters.webhook")
 RETRY_AFTER_SECONDS = 5
 #: Shortest accepted ``secret``.
 MIN_SECRET_LENGTH = 16
-#: The shortest Retry-After honoured as a rate limit (see :func:`rate_limited`).
-MIN_RETRY_AFTER_SECONDS = 1.0
 #: How much of a receiver's answer is read (for ``message_id`` and error excerpts).
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -148,10 +141,6 @@ class WebhookOptions(BaseModel):
         return value
 
 
-def _excerpt(raw: bytes, limit: int = 200) -> str:
-    return " ".join(raw[:limit].decode("utf-8", "replace").split())
-
-
 def _message_id(raw: bytes) -> str | None:
     """``message_id`` from a JSON answer, when there is one."""
     try:
@@ -168,37 +157,6 @@ def _message_id(raw: bytes) -> str | None:
     return None
 
 
-async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a body; the rest is left unread."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
-
-
-def rate_limited(message: str, header: str | None) -> DeliveryRetryable:
-    """The retry a 429 asks for. A wait from ``MIN_RETRY_AFTER_SECONDS`` up to an hour is
-    honoured without spending an attempt; a 429 without a usable wait (none, ``0``, a date in
-    the past) is an ordinary failed attempt, backed off and counted, so a receiver answering
-    ``Retry-After: 0`` for ever does not keep the conversation retrying at once for ever."""
-    wait = retry_after_seconds(header)  # finite, capped at an hour
-    if wait is None or wait < MIN_RETRY_AFTER_SECONDS:
-        return DeliveryRetryable(message + " (no usable Retry-After)")
-    return DeliveryRetryable(message, retry_after=wait, rate_limited=True)
-
-
-def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
 class WebhookAdapter(Adapter):
     """One webhook channel. Intake runs between :meth:`start` and :meth:`stop`; before and
     after, events are answered 503 so the sender retries."""
@@ -208,7 +166,15 @@ class WebhookAdapter(Adapter):
         self.options = options
         self._services = services
         self._intake: Intake | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._poster = SignedPoster(
+            url=options.deliver_url,
+            secret=self._secret(),
+            timeout_seconds=options.request_timeout_seconds,
+            user_agent="parloa-bridge-webhook",
+            max_answer_bytes=MAX_RESPONSE_BYTES,
+            what="deliver_url",
+            owner="webhook channel",
+        )
         self._attachment_hosts = HostPolicy.of(options.allowed_attachment_hosts)
         self._fetcher = AttachmentFetcher(
             self._attachment_hosts, options.attachment_timeout_seconds
@@ -226,13 +192,7 @@ class WebhookAdapter(Adapter):
         return [web.post(self.events_path, self._handle_event)]
 
     async def start(self, intake: Intake) -> None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.options.request_timeout_seconds),
-                # Proxies from the environment are not wanted for a configured endpoint.
-                trust_env=False,
-                headers={"User-Agent": "parloa-bridge-webhook"},
-            )
+        await self._poster.start()
         self._intake = intake
         log.info("webhook channel %s: receiving events on %s", self.name, self.events_path)
 
@@ -243,9 +203,7 @@ class WebhookAdapter(Adapter):
     async def stop(self) -> None:
         self._intake = None
         await self._fetcher.close()
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        if await self._poster.close():
             log.info("webhook channel %s: stopped", self.name)
 
     def status(self) -> Mapping[str, Any]:
@@ -256,37 +214,22 @@ class WebhookAdapter(Adapter):
     def _secret(self) -> bytes:
         return self.options.secret.get_secret_value().encode("utf-8")
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.options.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise _BodyTooLarge
-        # The server has read the body already, within its own size limit and deadline
-        # (bridge/http_server.py); this channel's limit may be smaller.
-        raw = await request.read()
-        if len(raw) > limit:
-            raise _BodyTooLarge
-        return raw
-
     async def _handle_event(self, request: web.Request) -> web.Response:
         intake = self._intake
         unavailable = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         if intake is None:
             return _error(503, "channel is not running", unavailable)
         try:
-            raw = await self._read_body(request)
-        except _BodyTooLarge:
-            return _error(413, f"body is larger than {self.options.max_body_bytes} bytes")
-        problem = verify_signature(
-            self._secret(),
-            request.headers.get(TIMESTAMP_HEADER),
-            request.headers.get(SIGNATURE_HEADER),
-            raw,
-            now=time.time(),
-            tolerance=self.options.signature_tolerance_seconds,
-        )
-        if problem is not None:
-            log.info("webhook channel %s: refused an event: %s", self.name, problem)
-            return _error(401, problem)
+            raw = await read_signed_body(
+                request,
+                self._secret(),
+                max_bytes=self.options.max_body_bytes,
+                tolerance=self.options.signature_tolerance_seconds,
+            )
+        except RequestRefused as exc:
+            if exc.status == 401:
+                log.info("webhook channel %s: refused an event: %s", self.name, exc.reason)
+            return _error(exc.status, exc.reason)
         try:
             event = to_inbound(
                 parse_body(raw),
@@ -323,39 +266,15 @@ class WebhookAdapter(Adapter):
 
     # --- outbound ---------------------------------------------------------------------------
 
-    async def _post(
-        self, body: Mapping[str, Any], traceparent: str | None = None
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        session = self._session
-        if session is None or session.closed:
-            raise DeliveryRetryable("webhook channel is not running")
-        raw = encode(body)
-        headers = {
-            "Content-Type": "application/json",
-            **signed_headers(self._secret(), str(int(time.time())), raw),
-        }
-        if traceparent is not None:
-            # The receiver's own spans can join the trace of the event this answers.
-            headers["traceparent"] = traceparent
-        try:
-            async with session.post(
-                self.options.deliver_url, data=raw, headers=headers, allow_redirects=False
-            ) as resp:
-                answer = await _read_capped(resp.content, MAX_RESPONSE_BYTES)
-                return resp.status, dict(resp.headers), answer
-        except TimeoutError:
-            raise DeliveryRetryable(
-                f"deliver_url did not answer within {self.options.request_timeout_seconds}s"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryRetryable(f"deliver_url unreachable: {type(exc).__name__}") from None
-
     async def deliver(self, delivery: Delivery) -> None:
         # The whole delivery is one part: once it was accepted there is nothing left to send.
         if delivery.parts_done >= 1:
             return
-        status, headers, answer = await self._post(render(delivery), delivery.traceparent)
-        if 200 <= status < 300:
+        status, headers, answer = await self._poster.post(
+            encode(render(delivery)), delivery.traceparent
+        )
+        error = answer_error(self._poster.what, status, headers, answer)
+        if error is None:
             message_id = _message_id(answer)
             log.debug(
                 "webhook channel %s: delivered outbox %s (message id %s)",
@@ -365,23 +284,15 @@ class WebhookAdapter(Adapter):
             )
             await delivery.progress(0, message_id)
             return
-        excerpt = _excerpt(answer)
-        message = f"deliver_url answered {status}" + (f": {excerpt}" if excerpt else "")
-        if status == 429:
-            raise rate_limited(message, headers.get("Retry-After"))
-        if status >= 500:
-            raise DeliveryRetryable(
-                message, retry_after=retry_after_seconds(headers.get("Retry-After"))
-            )
-        if status == 410:
-            raise RecipientGone(message)
-        raise DeliveryRejected(message)
+        if status == 410:  # read before the core's mapping, which would reject it
+            raise RecipientGone(str(error))
+        raise error
 
     async def typing(self, address: Mapping[str, Any]) -> None:
         if not self.options.send_typing:
             return
         try:
-            status, _headers, _answer = await self._post(typing_body(address))
+            status, _headers, _answer = await self._poster.post(encode(typing_body(address)))
         except (DeliveryRetryable, DeliveryRejected) as exc:
             log.debug("webhook channel %s: typing notice failed: %s", self.name, exc)
             return

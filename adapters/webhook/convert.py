@@ -1,5 +1,6 @@
 """Pure conversions of the webhook channel: request bodies to :class:`Inbound`, deliveries to
-reply bodies, and the signature both directions carry. No network, no clock, no state.
+reply bodies. No network, no clock, no state. The signature both directions carry is
+bridge/signing.py's, re-exported here.
 
 Errors, one tree::
 
@@ -9,8 +10,6 @@ Errors, one tree::
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 from collections.abc import Mapping
@@ -28,12 +27,18 @@ from bridge.channel import (
 )
 from bridge.channelkit import is_storable_text
 from bridge.media.attachments import Attachment
+
+# The signature scheme lives in the core (the webhook desk signs with it too); these names
+# stay importable from here.
+from bridge.signing import SIGNATURE_HEADER as SIGNATURE_HEADER
+from bridge.signing import SIGNATURE_VERSION as SIGNATURE_VERSION
+from bridge.signing import TIMESTAMP_HEADER as TIMESTAMP_HEADER
+from bridge.signing import signature as signature
+from bridge.signing import signed_headers as signed_headers
+from bridge.signing import verify_signature as verify_signature
 from bridge.textchat.models import element_to_wire
 
 PLATFORM = "webhook"
-SIGNATURE_VERSION = "v1"
-TIMESTAMP_HEADER = "X-Bridge-Timestamp"
-SIGNATURE_HEADER = "X-Bridge-Signature"
 
 DEFAULT_MAX_TEXT_LENGTH = 4096
 MAX_ID_LENGTH = 255
@@ -61,50 +66,6 @@ class TextTooLong(InvalidEvent):
     """The text exceeds the channel's ``max_text_length``."""
 
     status = 413
-
-
-# --- signatures -----------------------------------------------------------------------------
-
-
-def signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The ``X-Bridge-Signature`` value for ``body`` sent at ``timestamp``."""
-    digest = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
-    return f"{SIGNATURE_VERSION}={digest.hexdigest()}"
-
-
-def signed_headers(secret: bytes, timestamp: str, body: bytes) -> dict[str, str]:
-    """The two authentication headers for ``body``."""
-    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(secret, timestamp, body)}
-
-
-def verify_signature(
-    secret: bytes,
-    timestamp: str | None,
-    provided: str | None,
-    body: bytes,
-    now: float,
-    tolerance: float,
-) -> str | None:
-    """None when the request is authentic and fresh, else a short reason (for the sender)."""
-    if not timestamp or not provided:
-        return "missing signature headers"
-    try:
-        sent_at = float(timestamp)
-    except ValueError:
-        return "invalid timestamp"
-    if not math.isfinite(sent_at):
-        return "invalid timestamp"
-    if abs(now - sent_at) > tolerance:
-        return "stale timestamp"
-    try:
-        expected = signature(secret, timestamp, body)
-    except UnicodeEncodeError:  # a timestamp float() took that is not ASCII
-        return "invalid timestamp"
-    # compare_digest on str needs ASCII on both sides: compare bytes instead.
-    given = provided.strip().lower().encode("utf-8", "replace")
-    if not hmac.compare_digest(expected.encode("ascii"), given):
-        return "invalid signature"
-    return None
 
 
 # --- inbound --------------------------------------------------------------------------------

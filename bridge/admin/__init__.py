@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from bridge.channel import Adapter, Intake
+from bridge.handover.desk import Agents
 from bridge.store import Store
 
 
@@ -28,6 +29,10 @@ class AdminDeps:
     clock: Callable[[], float] = field(default=time.time)
     #: the Intake of a channel (the engine's ``Engine.intake``), for conversations the bot starts
     intake: Callable[[str], Intake] | None = None
+    #: agents' acts on handovers (bridge/handover/agents.py); None without any desk
+    agents: Agents | None = None
+    #: the bots whose handover desk is the console
+    console_bots: frozenset[str] = frozenset()
 
     @property
     def channels(self) -> frozenset[str]:

@@ -41,7 +41,7 @@ from bridge.store.admin_views import (
     Keyset,
 )
 from bridge.store.errors import DataRefused, StoreUnavailable
-from bridge.vocabulary import ConversationState, InboxItem, InboxStatus, ParloaCall
+from bridge.vocabulary import ConversationState, Handover, InboxItem, InboxStatus, ParloaCall
 
 log = logging.getLogger("bridge.admin")
 
@@ -271,6 +271,26 @@ def delivery_json(d: DeliveryView) -> dict[str, Any]:
     }
 
 
+def handover_json(h: Handover) -> dict[str, Any]:
+    """A handover as the API shows it (the timeline, the agent inbox)."""
+    return {
+        "key": h.key,
+        "bot": h.bot,
+        "desk": h.desk,
+        "conversation_id": h.conversation_id,
+        "state": str(h.state),
+        "reason": h.reason,
+        "queue": h.queue,
+        "summary": h.summary,
+        "started_at": h.started_at,
+        "taken_at": h.taken_at,
+        "taken_by": h.taken_by,
+        "first_reply_at": h.first_reply_at,
+        "ended_at": h.ended_at,
+        "outcome": None if h.outcome is None else str(h.outcome),
+    }
+
+
 def event_json(item: InboxItem, deliveries: Sequence[DeliveryView]) -> dict[str, Any]:
     return {
         "id": item.id,
@@ -396,9 +416,11 @@ class _Api:
             return web.json_response({"error": "no such conversation"}, status=404)
         replies = _by_event(timeline.deliveries)
         shown = {e.id for e in timeline.events}
+        handovers = await self.store.handovers(conversation_id=conversation_id, limit=20)
         return web.json_response(
             {
                 "conversation": conversation_json(timeline.conversation),
+                "handovers": [handover_json(h) for h in reversed(handovers)],
                 "events": [event_json(e, replies.get(e.id, ())) for e in timeline.events],
                 "other_deliveries": [
                     delivery_json(d) for d in timeline.deliveries if d.inbox_id not in shown

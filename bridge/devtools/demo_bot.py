@@ -1,11 +1,14 @@
 """The simulator's scripted demo bot: ``launch`` → a welcome text plus a ``payload`` with
-``suggestionChips``; a message containing "card" → a ``cross_card`` with an image served by the
-simulator itself; containing "bye" → a farewell with ``endConversation: true``; anything else →
-an echo. ``quit`` ends the session (idempotently)."""
+``suggestionChips`` (a shorter welcome back when launched with ``handoverReturned``); a message
+containing "card" → a ``cross_card`` with an image served by the simulator itself; the word
+"agent" or "human" → a text and the handover payload (README "Human handover"); containing
+"bye" → a farewell with ``endConversation: true``; anything else → an echo. ``quit`` ends the
+session (idempotently)."""
 
 from __future__ import annotations
 
 import functools
+import re
 import struct
 import uuid
 import zlib
@@ -20,6 +23,9 @@ from bridge.textchat.models import LaunchEvent, MessageEvent, QuitEvent, Textcha
 #: what the welcome's payload offers as buttons
 SUGGESTION_CHIPS: Final = ("Show me a card", "What can you do?", "bye")
 CARD_SIZES: Final = {"large": (320, 180), "small": (160, 90)}
+#: a message asking for a person (the words, in any case)
+ASKS_FOR_A_PERSON: Final = re.compile(r"\b(agent|human)s?\b", re.IGNORECASE)
+HANDOVER_TEXT: Final = "Let me get a colleague."
 
 
 @functools.cache
@@ -78,6 +84,26 @@ def _card(origin: str) -> dict[str, Any]:
     }
 
 
+def handover_payload(text: str, turns: int) -> dict[str, Any]:
+    """The payload asking the bridge for a person (the key the bridge looks for by default)."""
+    summary = f"After {turns} message(s) the user wrote: {text[:200]}"
+    return {
+        "type": "payload",
+        "content": {
+            "handover": {
+                "reason": "the user asked for a person",
+                "queue": "support",
+                "summary": summary,
+            }
+        },
+    }
+
+
+def _returned(req: TextchatRequest) -> bool:
+    """Whether the session is launched for a user back from a handover."""
+    return any(item.key == "handoverReturned" and item.value is True for item in req.context or ())
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """What the bot answers to one event."""
@@ -94,10 +120,13 @@ def script(
     event = req.event
     if isinstance(event, LaunchEvent):
         session = state.start_session(req.session_id, req.requester_id, release_id)
+        if _returned(req):
+            back = [_text("Welcome back! I hope my colleague could help. What else can I do?")]
+            return Turn(session.conversation_id, False, back)
         welcome = [
             _text(
                 "Hello! I am the demo bot of the parloa-bridge simulator. "
-                'Ask me for a card, or say "bye".'
+                'Ask me for a card, for a human, or say "bye".'
             ),
             # The spec's payload element has no "id" property (additionalProperties: false).
             {"type": "payload", "content": {"suggestionChips": list(SUGGESTION_CHIPS)}},
@@ -115,6 +144,9 @@ def script(
     lowered = event.text.lower()
     if "card" in lowered:
         return Turn(current.conversation_id, False, [_card(origin)])
+    if ASKS_FOR_A_PERSON.search(event.text):
+        elements = [_text(HANDOVER_TEXT), handover_payload(event.text, current.turns)]
+        return Turn(current.conversation_id, False, elements)
     if "bye" in lowered:
         state.end_session(req.session_id)
         return Turn(current.conversation_id, True, [_text("Bye! See you later :)")])
@@ -122,8 +154,8 @@ def script(
     if "what can you do" in lowered:
         elements.append(
             _text(
-                'I can show you a card (say "card"), repeat what you write, '
-                'and end our conversation when you say "bye".'
+                'I can show you a card (say "card"), get you a colleague (say "human"), '
+                'repeat what you write, and end our conversation when you say "bye".'
             )
         )
     return Turn(current.conversation_id, False, elements)

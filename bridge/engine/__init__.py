@@ -18,6 +18,8 @@ The modules follow the path an event takes::
                together once a probe succeeds
     delivery   one reply through its adapter, and what the adapter's answer means
     media      attachments fetched, stored, signed and described before Parloa hears them
+    handover   a live agent takes over (the desks: bridge/handover/): pure steps, and the
+               worker's reads for them
 
 :class:`Engine` is the facade the service uses.
 """
@@ -33,17 +35,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.channel import Adapter
-from bridge.config import EngineConfig, MessagesConfig
+from bridge.config import EngineConfig, HandoverConfig, MessagesConfig
 from bridge.engine.board import Board
 from bridge.engine.breaker import Breakers, policy_from
 from bridge.engine.delivery import Deliverer
 from bridge.engine.dispatch import Dispatcher
+from bridge.engine.handover import Handing
 from bridge.engine.intake import Acceptor, ChannelIntake
 from bridge.engine.lifecycle import Uniform, backoff
 from bridge.engine.media import Media
 from bridge.engine.parloa import TYPING_DELAY, Bot, BotHealth, Parloa
 from bridge.engine.shared import Shared
 from bridge.engine.worker import Worker
+from bridge.handover.desk import Desk
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.tracing import Tracing
@@ -73,6 +77,8 @@ class Engine:
         uniform: Uniform = random.uniform,
         media: Media | None = None,
         tracing: Tracing | None = None,
+        handover: Mapping[str, HandoverConfig] | None = None,
+        desks: Mapping[str, Desk] | None = None,
     ) -> None:
         self.store = store
         self.bots = bots
@@ -100,11 +106,12 @@ class Engine:
         self.worker = Worker(
             shared,
             self.board,
-            Deliverer(shared, adapters),
+            Deliverer(shared, adapters, desks),
             Parloa(adapters, messages, metrics, self.health, self.breakers, typing_delay),
             bots,
             channel_bots,
             media,
+            Handing(store, handover or {}, messages, metrics),
         )
         self.dispatcher = Dispatcher(
             shared, self.board, self.worker, poll_interval, housekeeping_interval

@@ -18,10 +18,13 @@ from bridge.channel import (
     RecipientGone,
 )
 from bridge.config import EngineConfig
+from bridge.engine.handover import recipient_gone
 from bridge.engine.lifecycle import Uniform, backoff
 from bridge.engine.shared import Shared
+from bridge.handover.desk import Desk, DeskDelivery
 from bridge.textchat.models import parse_element
 from bridge.vocabulary import (
+    DESK_CHANNEL,
     DeliveryFailed,
     DeliveryRetry,
     Ended,
@@ -78,9 +81,16 @@ def failed(reason: str, done: Progress, now: float) -> DeliveryFailed:
 class Deliverer:
     """Delivers a conversation's replies for its worker, under the worker's lease."""
 
-    def __init__(self, shared: Shared, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        adapters: Mapping[str, Adapter],
+        desks: Mapping[str, Desk] | None = None,
+    ) -> None:
         self.shared = shared
         self.adapters = adapters
+        #: bot name -> its handover desk (the outbox rows of DESK_CHANNEL)
+        self.desks = desks or {}
 
     async def deliver(
         self, cid: int, item: OutboxItem, conversation_key: str, acks: list[OutboxAck]
@@ -88,6 +98,8 @@ class Deliverer:
         """Deliver one reply; False when it must wait (a retry is scheduled). A sent reply
         is recorded in ``acks``, the rest at once."""
         shared = self.shared
+        if item.channel == DESK_CHANNEL:
+            return await self._to_desk(cid, item, acks)
         adapter = self.adapters.get(item.channel)
         if adapter is None:
             # The channel was removed from the configuration: nothing can send this.
@@ -147,12 +159,49 @@ class Deliverer:
         shared.metrics.deliveries.labels(item.channel, "sent").inc()
         return True
 
+    async def _to_desk(self, cid: int, item: OutboxItem, acks: list[OutboxAck]) -> bool:
+        """Deliver a desk event (bridge/handover/) to its bot's desk, as a reply to an
+        adapter: retried, given up, or acked with the worker's next write."""
+        shared = self.shared
+        address = item.address or {}
+        desk = self.desks.get(str(address.get("bot")))
+        handover = await shared.store.handover(str(address.get("handover")))
+        if desk is None or handover is None or not item.elements:
+            reason = f"no handover desk for bot {address.get('bot')!r}"
+            if desk is not None:
+                reason = f"handover {address.get('handover')!r} is gone"
+            await self._failed(cid, item, DeliveryFailed(reason, time.time()))
+            return True
+        done = Progress(item.parts_done)
+        try:
+            await desk.deliver(DeskDelivery(item.id, handover, item.elements[0], done))
+        except DeliveryRetryable as exc:
+            outcome = after_retryable(item, exc, done, time.time(), shared.config, shared.uniform)
+            if isinstance(outcome, DeliveryFailed):
+                await self._failed(cid, item, outcome)
+                return True
+            shared.metrics.deliveries.labels(DESK_CHANNEL, "retry").inc()
+            await shared.store.update_outbox(cid, shared.instance_id, item.id, outcome)
+            return False
+        except DeliveryError as exc:
+            await self._failed(cid, item, failed(f"rejected: {exc}", done, time.time()))
+            return True
+        acks.append(
+            OutboxAck(item.id, Sent(time.time(), done.parts_done, done.platform_message_id))
+        )
+        shared.metrics.deliveries.labels(DESK_CHANNEL, "sent").inc()
+        return True
+
     async def _recipient_gone(self, cid: int, item: OutboxItem, exc: RecipientGone) -> None:
         """The user blocked the bot or left: nothing pending can reach them; end it."""
         log.info("conversation %s: recipient gone (%s); ending it", cid, exc)
         store, owner, metrics = self.shared.store, self.shared.instance_id, self.shared.metrics
         await store.fail_pending_outbox(cid, owner, f"recipient gone: {exc}")
         ended = Step(conversation=Ended(EndReason.RECIPIENT_GONE))
+        handover = await store.open_handover(cid)
+        if handover is not None:
+            ended = recipient_gone(handover, time.time())
+            metrics.handovers_ended.labels(handover.bot, handover.desk, "user_left").inc()
         await store.commit(cid, owner, ended, item.channel)
         metrics.deliveries.labels(item.channel, "recipient_gone").inc()
         metrics.sessions_ended.labels(item.channel, "recipient_gone").inc()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from bridge.engine.board import Board
+from bridge.engine.handover import idle_event_id, timeout_event_id
 from bridge.engine.shared import Shared
 from bridge.engine.worker import Worker
 from bridge.store.channel_state import replica_lease
@@ -22,7 +23,7 @@ from bridge.store.statements import (
     parse_state_notice,
     parse_work_notice,
 )
-from bridge.vocabulary import InboundKind, Work
+from bridge.vocabulary import Conversation, InboundKind, Work
 
 log = logging.getLogger("bridge.engine")
 
@@ -218,6 +219,7 @@ class Dispatcher:
             for conv in await store.idle_conversations(config.idle_timeout_seconds):
                 if await store.enqueue_internal(conv, InboundKind.IDLE, f"idle:{conv.session_id}"):
                     self.board.notify(conv.id)
+        await self._handover_timeouts()
         if config.retention_days > 0 or config.conversation_retention_days > 0:
             # retention_days = 0 keeps message content: an infinite age purges none of it,
             # while expired OAuth states and long-idle mappings still go.
@@ -230,6 +232,24 @@ class Dispatcher:
                 log.info("purged %d inbox and %d outbox rows", inbox_rows, outbox_rows)
         await self.refresh_gauges()
 
+    async def _handover_timeouts(self) -> None:
+        """Handovers no agent took in time, and handed-over conversations gone quiet: an
+        event each in the conversation's queue (deduplicated by the handover's key)."""
+        store, config = self.shared.store, self.shared.config
+        due: list[tuple[Conversation, InboundKind, str]] = []
+        for bot, settings in self.worker.handing.settings.items():
+            if settings.agent_timeout_seconds > 0:
+                late = await store.due_agent_timeouts(bot, settings.agent_timeout_seconds)
+                due.extend(
+                    (c, InboundKind.HANDOVER_TIMEOUT, timeout_event_id(h.key)) for c, h in late
+                )
+        if config.idle_timeout_seconds > 0:
+            quiet = await store.idle_handovers(config.idle_timeout_seconds)
+            due.extend((c, InboundKind.IDLE, idle_event_id(h.key)) for c, h in quiet)
+        for conv, kind, event_id in due:
+            if await store.enqueue_internal(conv, kind, event_id):
+                self.board.notify(conv.id)
+
     async def refresh_gauges(self) -> None:
         stats = await self.shared.store.stats()
         metrics = self.shared.metrics
@@ -237,6 +257,11 @@ class Dispatcher:
         metrics.inbox_oldest_age.set(stats.oldest_pending_age)
         metrics.dead_letters.set(stats.dead)
         metrics.outbox_depth.set(stats.outbox_pending)
+        counts = await self.shared.store.open_handover_counts()
+        for bot, settings in self.worker.handing.settings.items():
+            counts.setdefault((bot, str(settings.desk)), 0)
+        for (bot, desk), count in counts.items():
+            metrics.handovers_open.labels(bot, desk).set(count)
 
 
 async def _within(tasks: list[asyncio.Task[None]], deadline: float) -> None:

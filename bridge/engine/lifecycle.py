@@ -12,9 +12,14 @@ the functions below from what Parloa answered::
                                                                   + Ended(user quit)
     start, restart    any               Launch (quit first        Done + SessionOpened + welcome
                                         if a session is open)
+    agent, timeout    not handed over   Reply (nothing)           Done (the handover ended)
     text, button      no session        LaunchThenMessage         SessionOpened + welcome, then
                                                                   Done + Answered + answer
     text, button      session open      Message                   Done + Answered + answer
+
+A launch after a handover that returned the user to the bot carries the context items
+``handoverReturned`` and ``handoverOutcome``; a handed-over conversation's events are
+decided in bridge/engine/handover.py.
 
 A failure becomes :func:`dead_letter` (permanent) or :func:`retry_or_give_up` (transient,
 within the retry budget); an event whose bot's circuit breaker is open waits
@@ -25,8 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import EngineConfig, MessagesConfig
@@ -34,8 +39,11 @@ from bridge.engine.media import MediaRetry
 from bridge.textchat.errors import RateLimited
 from bridge.textchat.models import TextchatResponse, element_to_wire
 from bridge.vocabulary import (
+    AGENT_KINDS,
+    HANDOVER_RETURNS,
     Answered,
     Conversation,
+    ConversationState,
     DeadLetter,
     Done,
     Ended,
@@ -90,9 +98,11 @@ class Quit:
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """Open a new session, quitting ``quit_session`` first when one is open."""
+    """Open a new session, quitting ``quit_session`` first when one is open; ``context``:
+    items Parloa hears besides the event's."""
 
     quit_session: str | None
+    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,7 @@ class LaunchThenMessage:
     """No session is open: launch one, then send ``text`` in it."""
 
     text: str
+    context: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +129,19 @@ def handled(item: InboxItem, now: float) -> Done:
     return Done(now, item.attempts + 1)
 
 
+def returned(conv: Conversation) -> dict[str, Any]:
+    """The context items of the first launch after a handover handed the user back."""
+    outcome = HANDOVER_RETURNS.get(conv.end_reason) if conv.end_reason else None
+    if conv.state is not ConversationState.ENDED or outcome is None:
+        return {}
+    return {"handoverReturned": True, "handoverOutcome": outcome}
+
+
 def decide(conv: Conversation, item: InboxItem, now: float, messages: MessagesConfig) -> Plan:
     """What to do with ``item``, the oldest due event of ``conv``."""
     session = conv.session_id if conv.active else None
+    if item.kind in AGENT_KINDS or item.kind is InboundKind.HANDOVER_TIMEOUT:
+        return Reply(Step(inbox_id=item.id, outcome=handled(item, now)))
     match item.kind:
         case InboundKind.UNSUPPORTED:
             notice = NewReply([text_element(messages.unsupported)], item.address, item.id)
@@ -133,10 +154,10 @@ def decide(conv: Conversation, item: InboxItem, now: float, messages: MessagesCo
         case InboundKind.STOP:
             return Quit(session, EndReason.USER_QUIT)
         case InboundKind.START | InboundKind.RESTART:
-            return Launch(session)
+            return Launch(session, returned(conv))
     # text and button: a message, launching first when no session is open.
     if session is None:
-        return LaunchThenMessage(item.text or "")
+        return LaunchThenMessage(item.text or "", returned(conv))
     return Message(session, item.text or "")
 
 

@@ -12,9 +12,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 
-from bridge.engine import lifecycle
+from bridge.config import HandoverConfig
+from bridge.engine import handover, lifecycle
 from bridge.engine.board import Board
 from bridge.engine.delivery import Deliverer
+from bridge.engine.handover import Handing
 from bridge.engine.heartbeat import heartbeat
 from bridge.engine.lifecycle import (
     Launch,
@@ -31,8 +33,10 @@ from bridge.textchat.errors import SessionNotFound, TextchatError
 from bridge.textchat.models import LaunchEvent, MessageEvent, TextchatResponse
 from bridge.vocabulary import (
     Conversation,
+    ConversationState,
     DeadLetter,
     Done,
+    Handover,
     InboxItem,
     OutboxAck,
     OutboxItem,
@@ -63,6 +67,9 @@ class Run:
         self.calls: list[ParloaCall] = []
         # Until when the typing indicator shown last is still visible (parloa.Typing).
         self.typing_until = 0.0
+        # The conversation's open handover as read for the event being worked on.
+        self.handover: Handover | None = None
+        self.bot = ""
         self._background: asyncio.Task[None] | None = None
 
     async def deliver(self, items: Sequence[OutboxItem]) -> None:
@@ -119,8 +126,10 @@ class Worker:
         bots: Mapping[str, Bot],
         channel_bots: Mapping[str, str],
         media: Media | None = None,
+        handing: Handing | None = None,
     ) -> None:
         self.shared = shared
+        self.handing = handing or Handing(shared.store, {}, shared.messages, shared.metrics)
         self.board = board
         self.delivery = delivery
         self.parloa = parloa
@@ -225,6 +234,7 @@ class Worker:
             await run.commit(self._dead(item, reason, ""))
             return
         bot = self.bots[bot_name]
+        run.bot = bot_name
         try:
             if item.attachments:
                 album = await gather_album(self.shared.store, item)
@@ -235,7 +245,7 @@ class Worker:
                     )
                     return
                 item = await self._with_media(album, conv, bot_name)
-            step = await self._lifecycle(run, item, bot)
+            step = await self._handover_or_lifecycle(run, item, bot)
         except Permanent as exc:
             step = self._dead(item, exc.reason, exc.notice)
             if exc.refused_bot:
@@ -271,6 +281,29 @@ class Worker:
             # Something the step stores (Parloa's answer, say) is refused: storing it again
             # would fail again, so the event is a dead letter, not retried for ever.
             await self._commit_refused(run, item, exc)
+            return
+        self.handing.committed(step, run.handover)
+
+    async def _handover_or_lifecycle(self, run: Run, item: InboxItem, bot: Bot) -> Step:
+        """A handed-over conversation's event goes to its desk (engine/handover.py); a user's
+        handover command opens one; the rest is the session lifecycle's."""
+        handing, conv, now = self.handing, run.conv, time.time()
+        settings = handing.desk_of(bot.name)
+        if conv.state is ConversationState.HANDED_OVER:
+            run.handover = await handing.open_handover(conv)
+            # A desk removed from the configuration still closes its handovers.
+            step, then_bot = handover.while_handed_over(
+                conv, run.handover, item, settings or HandoverConfig(), now, self.shared.messages
+            )
+            if not then_bot:
+                return step
+            await run.commit(step)  # the handover closed: the bot takes the event
+            handing.committed(step, run.handover)
+            run.handover = None
+        elif settings is not None and handover.asks_for_agent(item, settings):
+            request = handover.Request(reason="the user asked for a person")
+            return await handing.open(conv, item, bot.name, request, now)
+        return await self._lifecycle(run, item, bot)
 
     async def _with_media(self, item: InboxItem, conv: Conversation, bot: str) -> InboxItem:
         """The event with its attachments fetched, stored and described (engine/media.py);
@@ -332,11 +365,14 @@ class Worker:
         """Carry out what the lifecycle decides for one event. Intermediate results (a
         launch) are committed as they happen, so a retry resumes where the last one stopped."""
         conv = run.conv
-        call = self.parloa.caller(
-            run, bot, conv.channel, conv.requester_id, item.address, item.context, run.calls
-        )
         now = time.time()
         plan = lifecycle.decide(conv, item, now, self.shared.messages)
+        context = item.context
+        if isinstance(plan, Launch | LaunchThenMessage) and plan.context:
+            context = {**(item.context or {}), **plan.context}
+        call = self.parloa.caller(
+            run, bot, conv.channel, conv.requester_id, item.address, context, run.calls
+        )
         done = lifecycle.handled(item, now)
         if not isinstance(plan, Reply) and not self.parloa.breakers.admits(bot.name):
             return self._park(item, bot)
@@ -392,7 +428,9 @@ class Worker:
         if response.end_conversation:
             self.shared.metrics.sessions_ended.labels(run.conv.channel, "bot_ended").inc()
         self._count_unknown(response)
-        return lifecycle.answered(item, response, done, time.time())
+        now = time.time()
+        step = lifecycle.answered(item, response, done, now)
+        return await self.handing.after_answer(run.conv, item, run.bot, step, now)
 
     async def _launch(
         self, conv: Conversation, item: InboxItem, call: Call, *, quiet: bool = False

@@ -22,6 +22,10 @@ from bridge.vocabulary import (
     Done,
     Ended,
     EndReason,
+    HandedOver,
+    Handover,
+    HandoverOutcome,
+    HandoverState,
     InboundKind,
     InboxItem,
     InboxOutcome,
@@ -74,6 +78,13 @@ def conversation_columns(change: ConversationChange | None) -> dict[str, Any]:
             if change.at is not None:
                 values["last_activity_at"] = change.at
             return values
+        case HandedOver():
+            return {
+                "state": ConversationState.HANDED_OVER,
+                "end_reason": None,
+                "last_activity_at": change.at,
+                "address": dict(change.address) if change.address else None,
+            }
 
 
 def inbox_columns(outcome: InboxOutcome | None) -> dict[str, Any]:
@@ -188,3 +199,4 @@ inbox_record = _reader(
     parloa_calls=_calls,
 )
 outbox_record = _reader(OutboxItem, status=OutboxStatus)
+handover_record = _reader(Handover, state=HandoverState, outcome=_unless_none(HandoverOutcome))

@@ -23,6 +23,7 @@ from bridge.store.columns import (
 )
 from bridge.store.core import CommitRequest, StoreCore, StorePart
 from bridge.store.errors import LeaseLost
+from bridge.store.handovers import record_handover
 from bridge.store.runners import Program, Query, StatementRunner
 from bridge.store.schema import conversations, outbox
 from bridge.store.statements import PENDING, CommitShape, Guard, HotStatements, params
@@ -121,6 +122,8 @@ def commit_unit(core: StoreCore, r: CommitRequest) -> Callable[[Connection], lis
         inbox_values = step_inbox_columns(step)
         if step.inbox_id is not None and inbox_values:
             sql.rowcount(q.update_inbox(inbox_values), params(inbox_values, id=step.inbox_id))
+        if step.handover is not None:
+            record_handover(conn, r.conversation_id, step.handover)
         created: list[OutboxItem] = []
         for new in step.replies:
             row = new_reply(r, new)
@@ -216,7 +219,7 @@ def new_reply(r: CommitRequest, new: NewReply) -> dict[str, Any]:
     return {
         "conversation_id": r.conversation_id,
         "inbox_id": new.inbox_id,
-        "channel": r.channel,
+        "channel": new.channel or r.channel,
         "address": dict(new.address) if new.address else None,
         "elements": new.elements,
         "parts_done": 0,

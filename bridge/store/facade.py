@@ -17,6 +17,7 @@ from bridge.store.commits import Commits
 from bridge.store.core import Clock, StoreCore
 from bridge.store.dead_letters import DeadLetters
 from bridge.store.erase import Erasure
+from bridge.store.handovers import Handovers
 from bridge.store.hotpath import hot_path_for
 from bridge.store.housekeeping import Housekeeping
 from bridge.store.intake import Intake
@@ -36,14 +37,15 @@ class Store(
     Retries,
     MediaFiles,
     AdminViews,
+    Handovers,
 ):
     """Every query the bridge makes, by the part that makes it (see each part for what a
     call does): intake (intake.py), the conversations' leases (leases.py), the worker's
     writes (commits.py), housekeeping (housekeeping.py), dead letters (dead_letters.py),
     channel state and named leases (channel_state.py), erasure of a user (erase.py), waiting
     events released together (retries.py), media files (media.py), the admin API's reads
-    (admin_views.py). The parts share one core and one hot path; a call is the part's method
-    itself, so the facade adds no call of its own."""
+    (admin_views.py), human handovers (handovers.py). The parts share one core and one hot
+    path; a call is the part's method itself, so the facade adds no call of its own."""
 
     def __init__(self, engine: AsyncEngine, clock: Clock = time.time) -> None:
         self.engine = engine

@@ -99,7 +99,10 @@ class PostgresHotPath(UnitHotPath):
         return await self.run(leases.claim_in_one(self._core, request))
 
     async def commit(self, request: CommitRequest) -> list[OutboxItem]:
-        if len(request.step.replies) > 1:  # a transaction: their ids are handed out in order
+        step = request.step
+        # A transaction: several replies' ids are handed out in order; a handover's row is
+        # written beside the conversation's.
+        if len(step.replies) > 1 or step.handover is not None:
             return await super().commit(request)
         return await self.run(commits.commit_in_one(self._core, request))
 

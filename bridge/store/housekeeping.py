@@ -16,9 +16,9 @@ from sqlalchemy.engine import Connection
 from bridge.store import media as media_files
 from bridge.store.columns import conversation_record
 from bridge.store.core import StorePart
-from bridge.store.schema import channel_state, conversations, inbox, outbox
+from bridge.store.schema import channel_state, conversations, handovers, inbox, outbox
 from bridge.store.statements import PENDING
-from bridge.vocabulary import Conversation, InboundKind, InboxStats, InboxStatus
+from bridge.vocabulary import Conversation, HandoverState, InboundKind, InboxStats, InboxStatus
 
 log = logging.getLogger("bridge.store")
 
@@ -97,7 +97,8 @@ class Housekeeping(StorePart):
         self, older_than_seconds: float, *, conversations_idle_seconds: float = 0.0
     ) -> tuple[int, int]:
         """Delete finished inbox and outbox rows (message content) and media files older than
-        the age given (and media files a crash left incomplete), adapters' temporary state
+        the age given (and media files a crash left incomplete, and ended handovers),
+        adapters' temporary state
         (keys starting ``tmp:``, e.g. keyboards sent by earlier versions) and expired Slack
         OAuth states. Dead letters stay until an operator retries
         or discards them. With ``conversations_idle_seconds`` (0: keep them), conversation
@@ -120,6 +121,17 @@ class Housekeeping(StorePart):
         deleted = []
         for table in (inbox, outbox):
             deleted.append(await self._batched(batch(table)))
+
+        def ended_handovers(conn: Connection) -> int:
+            # Their reason and summary may quote the user: they go with the messages.
+            old = (
+                select(handovers.c.id)
+                .where(handovers.c.ended_at < cutoff, handovers.c.state == HandoverState.ENDED)
+                .limit(PURGE_BATCH)
+            )
+            return int(conn.execute(delete(handovers).where(handovers.c.id.in_(old))).rowcount)
+
+        await self._batched(ended_handovers)
         # Media files go with the message content they came with.
         files = 0
         while count := await self._core.tx.write(media_files.purge_batch(cutoff, now)):

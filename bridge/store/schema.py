@@ -197,3 +197,31 @@ media_chunks = Table(
     Column("seq", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )
+
+# Human handovers (bridge/handover/): a live agent's turn in a conversation.
+handovers = Table(
+    "handovers",
+    metadata,
+    _id(),
+    Column("key", String(64), nullable=False),
+    _conversation_id(),
+    Column("bot", String(255), nullable=False),
+    Column("desk", String(16), nullable=False),
+    # open (waiting for an agent) | taken | ended
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("queue", String(255), nullable=True),
+    Column("summary", Text, nullable=True),
+    _time("started_at"),
+    _time("taken_at", nullable=True),
+    Column("taken_by", String(255), nullable=True),
+    _time("first_reply_at", nullable=True),
+    _time("ended_at", nullable=True),
+    Column("outcome", String(16), nullable=True),
+    # where the desk keeps it (a Slack thread: "<channel id>:<ts>")
+    Column("thread", String(255), nullable=True),
+    UniqueConstraint("key"),
+    Index(None, "conversation_id", "state"),
+    Index(None, "state", "started_at"),
+    Index(None, "bot", "thread"),
+)

@@ -87,6 +87,56 @@ def test_channel_cross_checks_and_adapter_options() -> None:
     assert "channels[0].surprise: unknown key" in lines
 
 
+def test_handover_desks_are_checked_with_the_channels() -> None:
+    def with_desk(**handover: object) -> dict[str, object]:
+        data = json.loads(json.dumps(GOOD))
+        data["bots"]["support"]["handover"] = handover
+        return data
+
+    assert problems(with_desk(desk="slack")) == [
+        'bots.support.handover: slack_channel: required with desk = "slack"; '
+        'agents_channel_id: required with desk = "slack"'
+    ]
+    slack = {"desk": "slack", "slack_channel": "web", "agents_channel_id": "C1"}
+    assert problems(with_desk(**slack)) == [
+        "bots.support.handover.slack_channel: no Slack channel named 'web' under [[channels]]"
+    ]
+    lines = problems(with_desk(desk="webhook", url="ftp://x"))
+    assert lines[0].startswith("bots.support.handover.url: String should match pattern")
+    lines = problems(with_desk(desk="webhook", url="https://desk.example", secret="short"))
+    assert lines == [
+        'bots.support.handover: secret: required with desk = "webhook", 16 characters or more'
+    ]
+    data = with_desk(desk="webhook", url="https://desk.example", secret="s" * 16)
+    data["bots"]["a/b"] = data["bots"].pop("support")
+    data["channels"][0]["bot"] = "a/b"
+    assert problems(data) == [
+        "bots.a/b.handover: a webhook desk's bot name is a path segment "
+        "(/handover/{bot}/events): letters, digits, '.', '_' and '-' only"
+    ]
+    lines = problems(with_desk(desk="phone"))
+    assert lines[0].startswith("bots.support.handover.desk:")
+
+    data = json.loads(json.dumps(GOOD))
+    oauth = {"name": "sl", "type": "slack", "bot": "support", "signing_secret": "s" * 32}
+    oauth.update(client_id="1.2", client_secret="c" * 32)
+    data["channels"].append(oauth)
+    data["bots"]["other"] = {"release_id": "r2", "api_token": "t2"}
+    room = {"desk": "slack", "slack_channel": "sl", "agents_channel_id": "C1"}
+    data["bots"]["support"]["handover"] = room
+    data["bots"]["other"]["handover"] = {**room, "agents_team_id": "T1"}
+    lines = problems(data)
+    assert lines == [
+        "bots.support.handover.agents_team_id: required when the Slack channel installs by "
+        "OAuth (the agents' workspace)"
+    ]
+    data["bots"]["support"]["handover"] = {**room, "agents_team_id": "T1"}
+    assert problems(data) == [
+        "bots.other.handover.agents_channel_id: the agents' channel of bot 'support' too; "
+        "each desk needs its own"
+    ]
+
+
 def test_file_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.toml")
@@ -163,6 +213,7 @@ def test_example_config_documents_every_key() -> None:
         BotConfig,
         DatabaseConfig,
         EngineConfig,
+        HandoverConfig,
         HttpConfig,
         LoggingConfig,
         MediaConfig,
@@ -185,6 +236,7 @@ def test_example_config_documents_every_key() -> None:
         AdminConfig,
         SimulatorConfig,
         BotConfig,
+        HandoverConfig,
         WebhookOptions,
         TelegramOptions,
         SlackOptions,

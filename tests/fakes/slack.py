@@ -951,6 +951,102 @@ class FakeSlack:
                 return m
         return None
 
+    # -- people and buttons in channels (a handover desk's agents) --
+
+    def user_posts(
+        self,
+        team_id: str,
+        user: str,
+        channel: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        channel_type: str = "channel",
+    ) -> JSON:
+        """A person posts ``text`` in ``channel`` (in the thread ``thread_ts``): recorded with
+        the messages (``bot_id`` "", ``token`` "") and returned as the ``message`` event Slack
+        sends the app for it (send it with :func:`event_callback` / :func:`post_event`)."""
+        parent = self.message(channel, thread_ts) if thread_ts else None
+        event = channel_message(
+            user,
+            text,
+            channel,
+            thread_ts=thread_ts,
+            parent_user_id=parent.user if parent else None,
+            channel_type=channel_type,
+            team=team_id,
+        )
+        self.messages.append(
+            PostedMessage(
+                team_id=team_id,
+                channel=channel,
+                ts=event["ts"],
+                text=text,
+                blocks=None,
+                thread_ts=thread_ts,
+                token="",
+                user=user,
+                bot_id="",
+                app_id="",
+                at=time.monotonic(),
+                params={},
+                versions=[(text, None)],
+            )
+        )
+        self._notify()
+        return event
+
+    def thread(self, channel: str, thread_ts: str) -> list[PostedMessage]:
+        """The message at ``thread_ts`` and its replies (bots' and people's), in order."""
+        return [
+            m
+            for m in self.messages
+            if not m.deleted and m.channel == channel and thread_ts in (m.ts, m.thread_ts)
+        ]
+
+    def echo(self, message: PostedMessage) -> JSON:
+        """The ``message`` event Slack sends the app for its own post ``message`` (no
+        subtype; ``bot_id``, ``app_id`` and the bot user set)."""
+        return bot_message(
+            message.text or "",
+            message.channel,
+            message.ts,
+            bot_id=message.bot_id,
+            user=message.user,
+            app_id=message.app_id,
+            legacy_subtype=False,
+            thread_ts=message.thread_ts,
+        )
+
+    def press(self, message: PostedMessage, user: str, action_id: str) -> JSON:
+        """``block_actions``: ``user`` presses the button ``action_id`` of ``message`` as it
+        shows now (LookupError when it has no such button)."""
+        buttons = [
+            element
+            for block in message.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements") or []
+            if element.get("action_id") == action_id
+        ]
+        if not buttons:
+            raise LookupError(f"no button {action_id!r} on the message {message.ts}")
+        ws = self.workspaces[message.team_id]
+        shown = self._message_json(
+            ws, message.text, message.blocks, message.ts, message.thread_ts, None
+        )
+        return block_actions_payload(
+            user,
+            message.channel,
+            message.ts,
+            action_id,
+            str(buttons[0].get("value") or ""),
+            team_id=message.team_id,
+            api_app_id=ws.app_id,
+            button_text=str((buttons[0].get("text") or {}).get("text") or "Button"),
+            message=shown,
+            thread_ts=message.thread_ts,
+        )
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()

@@ -19,11 +19,12 @@ from bridge.channel import (
     InboundKind,
     Intake,
 )
-from bridge.config import EngineConfig, MessagesConfig
+from bridge.config import EngineConfig, HandoverConfig, MessagesConfig
 from bridge.devtools.simulator import RunningSimulator
 from bridge.engine import Bot, Engine
 from bridge.engine.intake import requester_id
 from bridge.engine.media import Media
+from bridge.handover.desk import Desk
 from bridge.media.attachments import Attachment, AttachmentError, AttachmentUnavailable, Download
 from bridge.metrics import Metrics
 from bridge.store import Store
@@ -204,6 +205,8 @@ async def harness(
     poll_interval: float = 0.05,
     media: Callable[[Store, Mapping[str, Adapter]], Media] | None = None,
     messages: MessagesConfig | None = None,
+    handover: Mapping[str, HandoverConfig] | None = None,
+    desks: Mapping[str, Desk] | None = None,
 ) -> AsyncIterator[Harness]:
     client = TextchatClient(
         simulator.url, "rel-test", "test-token", timeouts=Timeouts(connect=2, read=read_timeout)
@@ -221,6 +224,8 @@ async def harness(
         poll_interval=poll_interval,
         housekeeping_interval=3600,
         media=media(store, {CHANNEL: adapter}) if media is not None else None,
+        handover=handover,
+        desks=desks,
     )
     await adapter.start(engine.intake(CHANNEL))
     await engine.start()

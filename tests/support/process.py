@@ -41,6 +41,13 @@ ECHO_PREFIX = "You said: "
 PROCESS_ENGINE: dict[str, Any] = {"lease_seconds": 2, "drain_timeout_seconds": 10}
 
 
+def run_seed() -> int:
+    """A random seed for a test's schedule, printed; ``PARLOA_BRIDGE_TEST_SEED`` replays one."""
+    seed = int(os.environ.get("PARLOA_BRIDGE_TEST_SEED") or random.SystemRandom().randrange(10**6))
+    print(f"seed={seed} (rerun with PARLOA_BRIDGE_TEST_SEED={seed})")
+    return seed
+
+
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a bridge subprocess: no proxies, the project on the path."""
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -95,16 +102,21 @@ def write_config(
     api_token: str = API_TOKEN,
     engine: Mapping[str, Any] | None = None,
     database: Mapping[str, Any] | None = None,
+    bot: Mapping[str, Any] | None = None,
+    more_channels: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """A complete bridge configuration: one bot, one channel (its name, type and options)."""
+    """A complete bridge configuration: one bot (``bot``: more of its options), one channel
+    (its name, type and options) and ``more_channels`` of the same bot."""
     data = config_data(
         database_url,
         parloa_url,
         channel,
         http={"port": port},
         engine={**PROCESS_ENGINE, **(engine or {})},
-        bot={"release_id": RELEASE_ID, "api_token": api_token},
+        bot={"release_id": RELEASE_ID, "api_token": api_token, **(bot or {})},
     )
+    bot_name = data["channels"][0]["bot"]
+    data["channels"].extend({"bot": bot_name, **more} for more in more_channels)
     data["database"].update(database or {})
     data["logging"] = {"level": "INFO"}
     path.write_text(toml_text(data), encoding="utf-8")
@@ -301,6 +313,9 @@ class World:
         self.simulator = simulator
         self.channel = channel
         self.processes: list[BridgeProcess] = []
+        #: more of the bot's options, and more channels of it, in every configuration
+        self.bot_options: dict[str, Any] = {}
+        self.more_channels: list[Mapping[str, Any]] = []
 
     def config(
         self,
@@ -322,6 +337,8 @@ class World:
             api_token=api_token,
             engine=engine,
             database=database,
+            bot=self.bot_options,
+            more_channels=self.more_channels,
         )
         return config, port
 

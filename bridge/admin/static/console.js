@@ -1,19 +1,23 @@
 // The operator console: reads the admin API (bridge/admin/api.py) with the admin token the
 // operator enters once (kept in sessionStorage: this tab only). Data from the API is only ever
-// set as text, never as HTML; the charts are SVG built node by node.
+// set as text, never as HTML; the charts are SVG built node by node. The agent inbox (#/agents)
+// stays live on the handovers' event stream (bridge/admin/handovers.py), read with fetch:
+// EventSource cannot send the token.
 (() => {
   "use strict";
 
   const API = "api/"; // relative: the page is served at <prefix>/admin/
   const TOKEN_KEY = "parloa-bridge:admin:token";
+  const AGENT_KEY = "parloa-bridge:agent:name"; // the agent's name: kept across sessions
   const REFRESH_PENDING_MS = 1500; // a timeline with pending work is read again this often
   const REFRESH_PENDING_LIMIT = 80; // ... at most this many times in a row
   const SVG = "http://www.w3.org/2000/svg";
 
   const byId = (id) => document.getElementById(id);
-  const views = ["conversations", "conversation", "dead-letters", "overview"];
+  const views = ["conversations", "conversation", "agents", "dead-letters", "overview"];
   const TITLES = {
     conversations: "Conversations",
+    agents: "Agent inbox",
     conversation: "Conversation",
     "dead-letters": "Dead letters",
     overview: "Overview",
@@ -184,6 +188,7 @@
 
   function showLogin(message) {
     hideAll();
+    stopStream();
     byId("nav").hidden = true;
     byId("forget").hidden = true;
     byId("login").hidden = false;
@@ -194,6 +199,7 @@
 
   function showDisabled() {
     hideAll();
+    stopStream();
     byId("nav").hidden = true;
     byId("forget").hidden = true;
     byId("disabled").hidden = false;
@@ -227,6 +233,7 @@
     if (parts[0] === "conversation" && /^\d+$/.test(parts[1] || "")) {
       return { view: "conversation", id: Number(parts[1]), params };
     }
+    if (parts[0] === "agents") return { view: "agents", key: parts[1] ? decodeURIComponent(parts[1]) : null, params };
     if (parts[0] === "dead-letters") return { view: "dead-letters", params };
     if (parts[0] === "overview") return { view: "overview", params };
     return { view: "conversations", params };
@@ -240,8 +247,10 @@
     const stale = () => mine !== generation;
     showView(where.view);
     document.title = `${TITLES[where.view]} — parloa-bridge console`;
+    if (where.view !== "agents") stopStream();
     try {
       if (where.view === "conversation") await renderConversation(where.id, stale, true);
+      else if (where.view === "agents") await renderAgents(where.key);
       else if (where.view === "dead-letters") await renderDeadLetters(where.params, stale);
       else if (where.view === "overview") await renderOverview(stale);
       else await renderConversations(where.params, stale);
@@ -353,9 +362,11 @@
     renderFacts(conversation);
     const events = Array.isArray(data.events) ? data.events : [];
     const notices = Array.isArray(data.other_deliveries) ? data.other_deliveries : [];
+    const handovers = Array.isArray(data.handovers) ? data.handovers : [];
     const items = [
       ...events.map((e) => ({ at: epochMs(e.created_at) ?? 0, order: e.id, node: () => eventItem(e) })),
       ...notices.map((d) => ({ at: epochMs(d.created_at) ?? 0, order: d.outbox_id, node: () => noticeItem(d) })),
+      ...handovers.flatMap(handoverItems),
     ].sort((a, b) => a.at - b.at || a.order - b.order);
     byId("timeline").replaceChildren(...items.map((item) => item.node()));
     byId("timeline-empty").hidden = items.length > 0;
@@ -395,9 +406,22 @@
     idle: "the conversation went quiet (idle timeout)",
     unsupported: "sent something the bridge does not support",
   };
+  // An agent's acts and the engine's handover timeout: not the user's, said as notes.
+  const AGENT_NOTES = {
+    agent_take: "An agent took the conversation",
+    agent_resolve: "The agent resolved the handover",
+    handover_timeout: "No agent took the handover in time",
+  };
 
   function userMessage(e) {
     if (e.kind === "idle") return make("div", "msg note", KIND_NOTES.idle);
+    if (e.kind === "agent") {
+      const box = make("div", "msg agent");
+      box.appendChild(make("span", "who", `Agent · ${when(e.created_at)}`));
+      box.appendChild(make("p", "bubble", isText(e.text) ? e.text : "(no text)"));
+      return box;
+    }
+    if (AGENT_NOTES[e.kind]) return make("div", "msg note", `${AGENT_NOTES[e.kind]} · ${when(e.created_at)}`);
     const box = make("div", "msg user");
     const kind = e.kind === "text" ? "" : ` · ${e.kind}`;
     box.appendChild(make("span", "who", `User${kind} · ${when(e.created_at)}`));
@@ -478,12 +502,27 @@
     return make("p", "bubble", `(${element.type || "unknown"} element)`);
   }
 
-  function botMessages(delivery) {
+  // A desk event (bridge/handover/events.py) delivered to the agents' desk, not to the user.
+  const isDeskEvent = (element) => !!element && typeof element === "object" && typeof element.type === "string" && element.type.startsWith("handover.");
+  const DESK_EVENTS = {
+    "handover.started": "the handover",
+    "handover.user_message": "the user's message",
+    "handover.agent_message": "the agent's message",
+    "handover.taken": "the take",
+    "handover.ended": "the end",
+  };
+
+  function botMessages(delivery, who = "Bot") {
     const elements = Array.isArray(delivery.elements) ? delivery.elements : [];
+    if (elements.length && elements.every(isDeskEvent)) {
+      const what = elements.map((e) => DESK_EVENTS[e.type] || e.type).join(", ");
+      const state = delivery.status === "sent" ? "" : ` · ${delivery.status}`;
+      return make("div", "msg note desk", `To the agents' desk: ${what}${state}`);
+    }
     const box = make("div", "msg bot");
     if (delivery.status === "failed") box.classList.add("undelivered");
     const state = delivery.status === "sent" ? "" : ` · ${delivery.status === "failed" ? "not delivered" : delivery.status}`;
-    box.appendChild(make("span", "who", `Bot · ${when(delivery.finished_at || delivery.created_at)}${state}`));
+    box.appendChild(make("span", "who", `${who} · ${when(delivery.finished_at || delivery.created_at)}${state}`));
     for (const element of elements) box.appendChild(renderElement(element));
     if (!elements.length) box.appendChild(make("p", "who", "(no elements)"));
     return box;
@@ -528,7 +567,8 @@
 
     const transcript = make("div", "transcript");
     transcript.appendChild(userMessage(e));
-    for (const d of deliveries) transcript.appendChild(botMessages(d));
+    // An agent's message reaches the user as a reply of its event: say so, it is not the bot's.
+    for (const d of deliveries) transcript.appendChild(botMessages(d, e.kind === "agent" ? "To the user" : "Bot"));
 
     const trace = make("aside", "trace");
     trace.setAttribute("aria-label", `Processing of event ${e.id}`);
@@ -570,6 +610,54 @@
       trace.appendChild(actions);
     }
     item.append(transcript, trace);
+    return item;
+  }
+
+  // A handover in the timeline: where it started, and where it ended.
+  function handoverItems(h) {
+    if (!h || typeof h !== "object") return [];
+    const items = [];
+    const started = epochMs(h.started_at);
+    if (started !== null) items.push({ at: started, order: -1, node: () => handoverItem(h, false) });
+    const ended = epochMs(h.ended_at);
+    if (ended !== null) items.push({ at: ended, order: Number.MAX_SAFE_INTEGER, node: () => handoverItem(h, true) });
+    return items;
+  }
+
+  const OUTCOMES = {
+    resolved: "resolved by the agent",
+    timeout: "no agent took it in time",
+    user_left: "the user left",
+    idle: "nobody wrote for too long",
+  };
+
+  function handoverItem(h, end) {
+    const item = make("li", end ? "event handover ended" : "event handover");
+    item.id = `handover-${h.key}${end ? "-end" : ""}`;
+    const body = make("div", "transcript");
+    if (end) {
+      const outcome = OUTCOMES[h.outcome] || h.outcome || "ended";
+      body.appendChild(make("p", "handover-line", `Handover ended: ${outcome} · ${when(h.ended_at)}`));
+    } else {
+      body.appendChild(make("p", "handover-line", `Handed over to a person · ${when(h.started_at)}`));
+      if (isText(h.reason)) body.appendChild(make("p", "muted", `Reason: ${h.reason}`));
+      if (isText(h.taken_by)) body.appendChild(make("p", "muted", `Taken by ${h.taken_by} · ${when(h.taken_at)}`));
+      else if (h.ended_at === null || h.ended_at === undefined) body.appendChild(make("p", "muted", "Waiting for an agent"));
+    }
+    const trace = make("aside", "trace");
+    trace.setAttribute("aria-label", `Handover ${h.key}`);
+    const head = make("h3");
+    head.appendChild(make("span", "", "Handover"));
+    head.appendChild(badge(h.state || "", h.state === "ended" ? "" : "warn"));
+    trace.appendChild(head);
+    if (h.desk === undefined || h.desk === "console") {
+      const link = make("a", "ids", `id ${h.key}`);
+      link.href = `#/agents/${encodeURIComponent(h.key)}`;
+      trace.appendChild(link);
+    } else {
+      trace.appendChild(make("span", "ids", `id ${h.key} · desk ${h.desk}`));
+    }
+    item.append(body, trace);
     return item;
   }
 
@@ -616,6 +704,341 @@
     } finally {
       button.disabled = false;
     }
+  });
+
+  // --- view: the agent inbox ---
+
+  const STREAM_RETRY_MS = 2000; // until the stream says otherwise ("retry:")
+  let stream = null; // the AbortController of the open event stream
+  let streamTimer = 0;
+  let streamRetry = STREAM_RETRY_MS;
+  let selectedKey = null;
+  let shownHandover = null; // the handover shown in detail, as last read
+  let pendingReply = null; // a reply not known to be stored: sent again with the same event id
+
+  function agentName() {
+    try {
+      return window.localStorage.getItem(AGENT_KEY) || "";
+    } catch (error) {
+      return byId("agent-name").value.trim();
+    }
+  }
+
+  byId("agent-name").addEventListener("input", () => {
+    try {
+      window.localStorage.setItem(AGENT_KEY, byId("agent-name").value.trim());
+    } catch (error) {
+      // blocked: the name lives as long as the page
+    }
+  });
+  byId("agent-bar").addEventListener("submit", (event) => event.preventDefault());
+  byId("show-ended").addEventListener("change", () => refreshInbox());
+
+  function setLive(state) {
+    const live = byId("live");
+    const labels = { live: "live", connecting: "connecting…", reconnecting: "reconnecting…", off: "not live" };
+    live.textContent = labels[state] || state;
+    live.className = state === "live" ? "badge good" : state === "off" ? "badge" : "badge warn";
+  }
+
+  function stopStream() {
+    clearTimeout(streamTimer);
+    streamTimer = 0;
+    if (stream) stream.abort();
+    stream = null;
+  }
+
+  function ensureStream() {
+    if (!stream && !streamTimer) openStream();
+  }
+
+  // The event stream, read with fetch (the token goes in a header). "ready" and "changed"
+  // both mean: read the inbox again (what changed while away is read then too).
+  async function openStream() {
+    streamTimer = 0;
+    const controller = new AbortController();
+    stream = controller;
+    setLive(byId("live").textContent === "live" ? "reconnecting" : "connecting");
+    let response;
+    try {
+      response = await fetch(`${API}handovers/events`, {
+        headers: { Authorization: `Bearer ${getToken()}`, Accept: "text/event-stream" },
+        cache: "no-store",
+        credentials: "omit",
+        signal: controller.signal,
+      });
+    } catch (error) {
+      return streamEnded(controller);
+    }
+    if (response.status === 401) {
+      stream = null;
+      setToken(null);
+      return showLogin("The token was refused. Enter it again.");
+    }
+    if (response.status === 404) {
+      stream = null;
+      setLive("off");
+      return;
+    }
+    if (!response.ok || !response.body) return streamEnded(controller);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer = (buffer + value).replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          streamEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      // aborted, or the connection broke: reconnect below unless stopped
+    }
+    streamEnded(controller);
+  }
+
+  function streamEvent(block) {
+    let name = "message";
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":")) continue; // a keep-alive comment
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") name = value;
+      else if (field === "retry" && /^\d+$/.test(value)) streamRetry = Number(value);
+    }
+    if (name === "ready") setLive("live");
+    if (name === "ready" || name === "changed") refreshInbox();
+  }
+
+  function streamEnded(controller) {
+    if (stream !== controller) return; // stopped meanwhile
+    stream = null;
+    setLive("reconnecting");
+    streamTimer = setTimeout(openStream, streamRetry);
+  }
+
+  async function renderAgents(key) {
+    selectedKey = key;
+    byId("agent-name").value = agentName();
+    if (!key) focusHeading("agents-title");
+    ensureStream();
+    await refreshInbox();
+  }
+
+  // One read of the inbox at a time; a change announced meanwhile reads it once more after.
+  let inboxBusy = false;
+  let inboxAgain = false;
+  async function refreshInbox() {
+    if (inboxBusy) {
+      inboxAgain = true;
+      return;
+    }
+    inboxBusy = true;
+    try {
+      do {
+        inboxAgain = false;
+        if (route().view !== "agents") return;
+        await loadInbox();
+      } while (inboxAgain);
+    } catch (error) {
+      // said by api()
+    } finally {
+      inboxBusy = false;
+    }
+  }
+
+  async function loadInbox() {
+    const all = byId("show-ended").checked;
+    const data = await api("GET", `handovers${query({ all: all ? 1 : "" })}`);
+    if (route().view !== "agents") return;
+    const enabled = data.enabled !== false;
+    byId("agents-disabled").hidden = enabled;
+    byId("inbox").hidden = !enabled;
+    if (!enabled) {
+      stopStream();
+      setLive("off");
+    }
+    const rows = Array.isArray(data.handovers) ? data.handovers : [];
+    byId("handover-list").replaceChildren(...rows.map(handoverRow));
+    byId("handovers-empty").hidden = rows.length > 0;
+    byId("handovers-empty").textContent = all ? "No handovers yet." : "Nobody is waiting for an agent.";
+    countWaiting(all ? null : rows);
+    if (selectedKey) await loadHandover(selectedKey);
+    else showNoHandover();
+  }
+
+  function countWaiting(rows) {
+    const count = byId("waiting-count");
+    if (rows === null) return;
+    const waiting = rows.filter((h) => h.state === "open").length;
+    count.textContent = String(waiting);
+    count.hidden = waiting === 0;
+    count.setAttribute("aria-label", `${waiting} waiting`);
+  }
+
+  function userOf(h) {
+    const c = h.conversation || {};
+    return isText(c.user) ? `${c.user} on ${c.channel}` : `conversation #${h.conversation_id}`;
+  }
+
+  function stateBadge(h) {
+    if (h.state === "open") return badge("waiting", "warn");
+    if (h.state === "taken") return badge(isText(h.taken_by) ? `with ${h.taken_by}` : "taken", "good");
+    return badge(OUTCOMES[h.outcome] ? `ended: ${h.outcome}` : "ended");
+  }
+
+  function handoverRow(h) {
+    const row = make("li", "handover-item");
+    row.dataset.key = h.key;
+    const link = make("a");
+    link.href = `#/agents/${encodeURIComponent(h.key)}`;
+    if (h.key === selectedKey) link.setAttribute("aria-current", "true");
+    link.appendChild(make("span", "handover-who", userOf(h)));
+    link.appendChild(stateBadge(h));
+    const details = [isText(h.reason) ? h.reason : "", `since ${when(h.started_at)}`].filter(isText);
+    link.appendChild(make("span", "handover-why", details.join(" · ")));
+    row.appendChild(link);
+    return row;
+  }
+
+  function showNoHandover() {
+    shownHandover = null;
+    byId("handover").hidden = true;
+    byId("handover-none").hidden = false;
+  }
+
+  async function loadHandover(key) {
+    let missing = false;
+    const data = await api("GET", `handovers/${encodeURIComponent(key)}`, undefined, () => {
+      missing = true;
+    }).catch((error) => {
+      if (!missing) throw error;
+      return null;
+    });
+    if (route().view !== "agents" || selectedKey !== key) return;
+    if (data === null) {
+      showNoHandover();
+      say("That handover does not exist (or is not the console's).", true);
+      return;
+    }
+    renderHandover(data);
+  }
+
+  function renderHandover(data) {
+    const h = data.handover || {};
+    const first = !shownHandover || shownHandover.key !== h.key;
+    shownHandover = h;
+    byId("handover-none").hidden = true;
+    byId("handover").hidden = false;
+    const c = data.conversation || {};
+    byId("handover-title").textContent = `Handover · ${userOf({ ...h, conversation: c })}`;
+    const facts = [
+      ["State", h.state === "open" ? "waiting for an agent" : h.state === "taken" ? `taken by ${h.taken_by || "an agent"}` : `ended (${OUTCOMES[h.outcome] || h.outcome || "—"})`],
+      ["Reason", h.reason || "—"],
+      ["Queue", h.queue || "—"],
+      ["Summary", h.summary || "—"],
+      ["Bot", h.bot],
+      ["Started", when(h.started_at)],
+    ];
+    const list = byId("handover-facts");
+    list.replaceChildren();
+    for (const [term, value] of facts) list.append(make("dt", "", term), make("dd", "", value));
+    if (c.id !== undefined) {
+      const link = make("a", "", `#${c.id}: the timeline`);
+      link.href = `#/conversation/${c.id}`;
+      const dd = make("dd");
+      dd.appendChild(link);
+      list.append(make("dt", "", "Conversation"), dd);
+    }
+    const turns = Array.isArray(data.transcript) ? data.transcript : [];
+    byId("handover-transcript").replaceChildren(...turns.map((t) => turnLine(t, h)));
+    const transcript = byId("handover-transcript");
+    transcript.scrollTop = transcript.scrollHeight;
+    const ended = h.state === "ended";
+    byId("handover-ended").hidden = !ended;
+    byId("handover-ended").textContent = ended ? `This handover has ended (${OUTCOMES[h.outcome] || h.outcome || "ended"}).` : "";
+    byId("reply-text").disabled = ended;
+    byId("reply-send").disabled = ended;
+    byId("take").disabled = h.state !== "open";
+    byId("resolve").disabled = ended;
+    if (first) focusHeading("handover-title");
+  }
+
+  function turnLine(t, h) {
+    const role = t.role === "user" ? "user" : t.role === "agent" ? "agent" : "bot";
+    const item = make("li", `msg ${role}`);
+    if ((epochMs(t.at) ?? 0) < (epochMs(h.started_at) ?? 0)) item.classList.add("before");
+    const who = role === "user" ? "User" : role === "agent" ? "Agent" : "Bot";
+    item.appendChild(make("span", "who", `${who} · ${when(t.at)}`));
+    item.appendChild(make("p", "bubble", t.text));
+    return item;
+  }
+
+  // An id the bridge deduplicates the act on (crypto.randomUUID needs a secure context).
+  function newEventId() {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function needName() {
+    const name = byId("agent-name").value.trim();
+    if (name) return name;
+    say("Enter your name first: the user sees it with your messages.", true);
+    byId("agent-name").focus();
+    return null;
+  }
+
+  async function act(what, body, button) {
+    const key = shownHandover && shownHandover.key;
+    if (!key) return false;
+    if (button) button.disabled = true;
+    try {
+      await api("POST", `handovers/${encodeURIComponent(key)}/${what}`, body, (error) => say(error.message, true));
+      return true;
+    } catch (error) {
+      return false; // said by api()
+    } finally {
+      if (button) button.disabled = false;
+      refreshInbox();
+    }
+  }
+
+  byId("reply-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = needName();
+    const text = byId("reply-text").value.trim();
+    if (!name || !text || !shownHandover) return;
+    const key = shownHandover.key;
+    // The same reply sent again after a failure keeps its id: the user gets it once.
+    if (!pendingReply || pendingReply.key !== key || pendingReply.text !== text) {
+      pendingReply = { key, text, eventId: newEventId() };
+    }
+    const sent = await act("message", { text, agent: { name }, event_id: pendingReply.eventId }, byId("reply-send"));
+    if (sent) {
+      pendingReply = null;
+      byId("reply-text").value = "";
+      byId("reply-text").focus();
+    }
+  });
+  byId("reply-text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      byId("reply-form").requestSubmit();
+    }
+  });
+  byId("take").addEventListener("click", async () => {
+    const name = needName();
+    if (name && (await act("take", { agent: { name } }, byId("take")))) say("You have taken the conversation.");
+  });
+  byId("resolve").addEventListener("click", async () => {
+    const name = byId("agent-name").value.trim();
+    const body = name ? { agent: { name } } : {};
+    if (await act("resolve", body, byId("resolve"))) say("Resolved: the user is back with the bot.");
   });
 
   // --- dead letters: retry and discard, from a timeline or the list ---

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from bridge.devtools.simulator import Faults, RunningSimulator, SimulatorState, 
 from tests.fakes import telegram as fake_telegram
 from tests.fakes.telegram import Call, FakeTelegram
 from tests.support.database import skip_unless_replicas_can_share
-from tests.support.process import BridgeProcess
+from tests.support.process import BridgeProcess, run_seed
 from tests.support.process import World as ProcessWorld
 from tests.support.waiting import poll_until
 
@@ -46,12 +45,6 @@ LEADER_LEASE = 3
 LEASE_TTL = max(LEADER_LEASE, POLL_TIMEOUT + 5)
 # A standby asks for the lease this often (the same place).
 STANDBY_INTERVAL = min(5.0, LEASE_TTL / 4)
-
-
-def make_seed() -> int:
-    seed = int(os.environ.get("PARLOA_BRIDGE_TEST_SEED") or random.SystemRandom().randrange(10**6))
-    print(f"seed={seed} (rerun with PARLOA_BRIDGE_TEST_SEED={seed})")
-    return seed
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -295,7 +288,7 @@ class ConfirmAudit:
 async def test_sigkill_during_polling_intake(
     world: World, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed = make_seed()
+    seed = run_seed()
     rng = random.Random(seed)
     kills = 3
     chats = [1001 + i for i in range(8)]

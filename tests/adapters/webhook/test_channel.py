@@ -42,54 +42,13 @@ from bridge.channel import (
 from bridge.channelkit import MAX_RETRY_AFTER_SECONDS
 from bridge.channels import channel_type
 from bridge.textchat.models import ResponseElement, parse_element
+from tests.adapters.webhook.support import FORGERIES, Answer, Receiver, forged_headers
 from tests.support.intake import MemoryIntake
 from tests.support.net import free_port, local_url, start_app
 from tests.support.signing import webhook_signature, webhook_signed_headers
 
 SECRET = "whsec-SECRET-0123456789abcdef"
 SERVICES = AdapterServices(public_url=None, unsupported_text="text only, please")
-
-# --- the integrator's side: a receiver for deliver_url ------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b'{"message_id": "m-1"}'
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False  # wait until the test ends (for timeouts)
-
-
-@dataclass
-class Received:
-    headers: CIMultiDict[str]
-    raw: bytes
-    json: Any
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.answers: list[Answer] = []  # one per request, in order; then the default
-        self.default = Answer()
-        self.requests: list[Received] = []
-        self.release = asyncio.Event()
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/deliver"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        self.requests.append(Received(CIMultiDict(request.headers), raw, json.loads(raw)))
-        answer = self.answers.pop(0) if self.answers else self.default
-        if answer.hang:
-            await self.release.wait()
-        return web.Response(
-            status=answer.status,
-            body=answer.body,
-            headers={"Content-Type": "application/json", **answer.headers},
-        )
 
 
 async def serve(routes: Sequence[web.RouteDef]) -> tuple[web.AppRunner, int]:
@@ -217,40 +176,13 @@ async def test_a_redelivered_event_is_a_duplicate(
     assert [e.text for e in channel.intake.accepted] == ["hello"]
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        pytest.param({}, id="no-headers"),
-        pytest.param({"X-Bridge-Timestamp": "NOW"}, id="no-signature"),
-        pytest.param({"X-Bridge-Signature": "v1=00"}, id="no-timestamp"),
-        pytest.param("wrong-secret", id="wrong-secret"),
-        pytest.param("stale", id="stale"),
-        pytest.param("future", id="future"),
-        pytest.param("tampered", id="body-changed"),
-        pytest.param("bad-ts", id="bad-timestamp"),
-        pytest.param("v0", id="other-version"),
-    ],
-)
+@pytest.mark.parametrize("forgery", FORGERIES)
 async def test_unauthentic_requests_get_401_and_nothing_is_accepted(
-    channel: Channel, http: aiohttp.ClientSession, headers: Any
+    channel: Channel, http: aiohttp.ClientSession, forgery: str
 ) -> None:
     raw = json.dumps(event()).encode()
-    now = int(time.time())
-    if headers == "wrong-secret":
-        headers = sign(raw, secret="another-secret-0123456789")
-    elif headers == "stale":
-        headers = sign(raw, timestamp=str(now - 301))
-    elif headers == "future":
-        headers = sign(raw, timestamp=str(now + 301))
-    elif headers == "tampered":
-        headers = sign(json.dumps(event(text="something else")).encode())
-    elif headers == "bad-ts":
-        headers = sign(raw, timestamp="nan")
-    elif headers == "v0":
-        headers = sign(raw)
-        headers["X-Bridge-Signature"] = headers["X-Bridge-Signature"].replace("v1=", "v0=")
-    else:
-        headers = {k: str(now) if v == "NOW" else v for k, v in headers.items()}
+    changed = json.dumps(event(text="something else")).encode()
+    headers = forged_headers(forgery, raw, SECRET, changed)
     status, answer, _ = await post(http, channel.url, raw, headers)
     assert status == 401
     assert set(answer) == {"error"}

@@ -463,6 +463,31 @@ async def test_the_whole_script_answers_with_spec_valid_bodies(
     ]
 
 
+async def test_asking_for_a_person_answers_with_the_handover_payload(post: Poster) -> None:
+    assert_valid_response(await post(body()))
+    for text in ("I want a HUMAN please", "agent!", "Can I talk to an agent?", "humans?"):
+        answer = assert_valid_response(await post(message(text)))
+        first, second = answer.response_elements
+        assert isinstance(first, TextElement) and first.content == "Let me get a colleague."
+        assert isinstance(second, PayloadElement)
+        handover = second.content["handover"]
+        assert handover["reason"] == "the user asked for a person"
+        assert handover["queue"] == "support"
+        assert text in handover["summary"]
+        assert not answer.end_conversation
+    for text in ("agentur", "inhumane", "humanity"):  # the words, not parts of others
+        echo = assert_valid_response(await post(message(text)))
+        assert [type(e) for e in echo.response_elements] == [TextElement]
+    # back from a handover: a new session greets the user shortly, with no chips
+    context = [
+        {"key": "handoverReturned", "value": True},
+        {"key": "handoverOutcome", "value": "resolved"},
+    ]
+    back = assert_valid_response(await post(body(sessionId="s2", context=context)))
+    (greeting,) = back.response_elements
+    assert isinstance(greeting, TextElement) and "Welcome back" in greeting.content
+
+
 async def test_request_and_correlation_ids(post: Poster, sim: RunningSimulator) -> None:
     sent = await post(body(), headers={"X-Request-Id": "req-123"})
     assert sent.headers["X-Request-Id"] == "req-123"

@@ -30,6 +30,7 @@ from tests.support.database import engine_for
 TABLES = {"alembic_version", "channel_state", "conversations", "inbox", "outbox", "leases"} | {
     "media",
     "media_chunks",
+    "handovers",
     "slack_installations",
     "slack_bots",
     "slack_oauth_states",

@@ -1,0 +1,1 @@
+"""Tests of human handover: the core and the desks."""
