@@ -37,7 +37,8 @@ HELP = {
     "breaker_openings": "Times a bot's circuit breaker opened",
     "sessions_started": "Parloa sessions launched",
     "sessions_ended": (
-        "Sessions ended by reason (bot_ended, user_quit, idle_timeout, recipient_gone)"
+        "Sessions ended by reason (bot_ended, user_quit, idle_timeout, recipient_gone, "
+        "handover_resolved, handover_timeout, handover_ended)"
     ),
     "unknown_response_elements": "Response elements of a type the bridge does not know",
     "attachments": (

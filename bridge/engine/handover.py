@@ -377,10 +377,14 @@ class Handing:
             return step
         return await self.open(conv, item, bot, request, now, kept)
 
-    def committed(self, step: Step, handover: Handover | None) -> None:
-        """Count what a committed step did (``handover``: as it was before the step)."""
+    def committed(self, step: Step, handover: Handover | None, channel: str) -> None:
+        """Count what a committed step of ``channel``'s conversation did (``handover``: as it
+        was before the step)."""
         change = step.handover
         metrics = self.metrics
+        if change is not None and isinstance(step.conversation, Ended):
+            reason = step.conversation.reason.value
+            metrics.sessions_ended.labels(channel, reason).inc()
         match change:
             case HandoverOpened():
                 metrics.handovers_started.labels(change.bot, change.desk).inc()

@@ -282,7 +282,7 @@ class Worker:
             # would fail again, so the event is a dead letter, not retried for ever.
             await self._commit_refused(run, item, exc)
             return
-        self.handing.committed(step, run.handover)
+        self.handing.committed(step, run.handover, run.conv.channel)
 
     async def _handover_or_lifecycle(self, run: Run, item: InboxItem, bot: Bot) -> Step:
         """A handed-over conversation's event goes to its desk (engine/handover.py); a user's
@@ -298,7 +298,7 @@ class Worker:
             if not then_bot:
                 return step
             await run.commit(step)  # the handover closed: the bot takes the event
-            handing.committed(step, run.handover)
+            handing.committed(step, run.handover, conv.channel)
             run.handover = None
         elif settings is not None and handover.asks_for_agent(item, settings):
             request = handover.Request(reason="the user asked for a person")

@@ -146,6 +146,7 @@ async def test_the_service_stops_every_part_when_one_fails_to_close(
         "channel hook intake",
         "engine",
         "channel hook",
+        "console event streams",
         "HTTP server",
         "Parloa client demo",
         "Parloa client broken",

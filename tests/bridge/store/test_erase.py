@@ -18,13 +18,15 @@ from bridge.engine.intake import requester_id
 from bridge.store import Store
 from bridge.store.media import NewMedia
 from bridge.store.schema import metadata
-from bridge.vocabulary import DeadLetter, Done, InboundKind, NewReply, Step
+from bridge.vocabulary import DeadLetter, Done, HandoverOpened, InboundKind, NewReply, Step
 from tests.support.config import BOT, BOT_OPTIONS, write_config
 from tests.support.database import store_for
 
 # Every table of the schema, and why a user's data can or cannot be in it. A table added
 # later fails test_every_table_is_checked until it is listed here (and erase handles it).
-USER_TABLES = {"conversations", "inbox", "outbox", "channel_state", "media", "media_chunks"}
+USER_TABLES = {"conversations", "inbox", "outbox", "channel_state", "media", "media_chunks"} | {
+    "handovers"
+}
 NOT_USER_DATA = {
     "leases": "named leases: a process's claim, no user's data",
     "alembic_version": "the schema's revision",
@@ -65,6 +67,12 @@ async def user_data(store: Store, user: str, *, dead: bool) -> None:
         Step(inbox_id=work.inbox.id, outcome=Done(at=1.0, attempts=1), replies=(reply,)),
         CHANNEL,
     )
+    await store.finish(cid, "me", 30)
+    # handed over to a person: the handover's summary quotes the user
+    work = await store.claim(cid, "me", 30)
+    assert work is not None
+    opened = HandoverOpened(f"h-{user}", "bot", "console", 1.5, summary=f"{user} asked")
+    await store.commit(cid, "me", Step(handover=opened), CHANNEL)
     await store.finish(cid, "me", 30)
     if dead:
         work = await store.claim(cid, "me", 30)
