@@ -1,7 +1,9 @@
 """An agent's reply crossing replicas: two services on one PostgreSQL database, the user's web
-chat open on replica A, the agent answering through replica B (its desk's intake, so B's
-worker delivers). The reply must reach the user's page on A within 0.25 s of the agent's
-send, every time; nothing waits on a fixed sleep."""
+chat open on replica A, the agent answering through replica B (its desk's intake stores the
+act there). The reply must reach the user's page on A within 0.25 s of the agent's send, every
+time, whichever replica's worker carries it: B's (its intake leased the conversation; its
+delivery announces the user's mailbox to A) or A's (woken by B's insert through the database's
+notifications). Nothing waits on a fixed sleep."""
 
 from __future__ import annotations
 
@@ -62,8 +64,8 @@ async def test_an_agents_reply_reaches_a_user_on_another_replica_at_once(
         def delivered() -> float:
             return sent(a) - before_a + sent(b) - before
 
-        crossings: list[float] = []  # the replies B delivered: they crossed to A's page
-        same: list[float] = []  # those A's own worker took (it still held the conversation)
+        by_b: list[float] = []  # the replies B's worker delivered (A's page woken by B)
+        by_a: list[float] = []  # those A's worker took (woken by B's insert)
         for n in range(MESSAGES):
             text = f"agent reply {n}"
             started = time.perf_counter()
@@ -72,15 +74,13 @@ async def test_an_agents_reply_reaches_a_user_on_another_replica_at_once(
             frame = await user.until(says(f"Anna: {text}"), within=SYNC_ACTIVE_SECONDS / 2)
             # Whoever delivered counts it right after the send: wait for the count.
             await poll_until(lambda n=n: delivered() >= n + 1, within=5)
-            crossed = sent(b) - before > len(crossings)
-            (crossings if crossed else same).append(frame.at - started)
-        # B's intake leases the conversation to B's worker: most replies cross.
-        assert len(crossings) >= MESSAGES // 2, (crossings, same)
+            (by_b if sent(b) - before > len(by_b) else by_a).append(frame.at - started)
         assert user.first(of("error")) is None
 
+    every = by_a + by_b
     report = (
-        f"agent's send on B -> user's page on A ({len(crossings)} of {MESSAGES}): median "
-        f"{statistics.median(crossings) * 1000:.1f} ms, max {max(crossings) * 1000:.1f} ms"
+        f"agent's send on B -> user's page on A: median {statistics.median(every) * 1000:.1f} ms, "
+        f"max {max(every) * 1000:.1f} ms ({len(by_b)} delivered by B's worker, {len(by_a)} by A's)"
     )
     print(report)
-    assert max(crossings + same) < CROSSING_BOUND_SECONDS, report
+    assert max(every) < CROSSING_BOUND_SECONDS, report
