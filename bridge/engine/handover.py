@@ -248,7 +248,8 @@ def while_handed_over(
         closing = _closed(conv, handover, item, HandoverOutcome.USER_LEFT, now, end, ())
         return dataclasses.replace(closing, inbox_id=None, outcome=None), True
     text = UNSUPPORTED_TEXT if kind is InboundKind.UNSUPPORTED else (item.text or "")
-    said = events.user_message(key, events.event_id(key, item.id, "user"), now, text)
+    files = events.attachments_of(item.context)
+    said = events.user_message(key, events.event_id(key, item.id, "user"), now, text, files)
     return dataclasses.replace(
         done,
         conversation=Answered(now, item.address or conv.address),

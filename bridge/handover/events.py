@@ -7,7 +7,7 @@ time)::
 
     handover.started        bot, channel, user {id, name, language}, reason, queue, summary,
                             transcript [{role: user | bot | agent, text, at}]
-    handover.user_message   text
+    handover.user_message   text, attachments? [{type, url?, name?, mime_type?, ...}]
     handover.agent_message  text, agent {id, name}     (an agent's reply, as it went out)
     handover.taken          agent {id, name}
     handover.ended          outcome: resolved | timeout | user_left | idle
@@ -69,8 +69,44 @@ def started(
     }
 
 
-def user_message(key: str, eid: str, at: float, text: str) -> dict[str, Any]:
-    return {**_base(USER_MESSAGE, key, eid, at), "text": text}
+def user_message(
+    key: str, eid: str, at: float, text: str, attachments: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    event = {**_base(USER_MESSAGE, key, eid, at), "text": text}
+    if attachments:
+        event["attachments"] = [dict(a) for a in attachments]
+    return event
+
+
+def attachments_of(context: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """What the user sent besides text, from the context items the media step added
+    (bridge/media/describe.py): each file's signed URL, the first one's type, name and MIME
+    type; a location or contact as its items."""
+    context = context or {}
+    kind = context.get("attachmentType")
+    if not kind:
+        return []
+    urls = str(context.get("attachmentUrls") or context.get("attachmentUrl") or "").split()
+    first: dict[str, Any] = {"type": kind}
+    for item, name in (
+        ("attachmentName", "name"),
+        ("attachmentMimeType", "mime_type"),
+        ("latitude", "latitude"),
+        ("longitude", "longitude"),
+        ("contactName", "contact_name"),
+        ("contactPhone", "contact_phone"),
+    ):
+        if context.get(item) is not None:
+            first[name] = context[item]
+    if not urls:
+        return [first]
+    return [{**(first if n == 0 else {"type": kind}), "url": url} for n, url in enumerate(urls)]
+
+
+def with_links(text: str, attachments: Sequence[Mapping[str, Any]]) -> str:
+    """A user message as a person reads it at a desk: the text, then each file's link."""
+    links = [str(a["url"]) for a in attachments if a.get("url")]
+    return "\n".join([text, *links]) if links else text
 
 
 def _agent(agent_id: str, name: str | None) -> dict[str, Any]:

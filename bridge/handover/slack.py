@@ -265,7 +265,9 @@ class SlackDesk(Desk):
         post = DeskPost(
             handover=delivery.handover.key,
             title=str(record.get("user") or "User"),
-            text=str(delivery.event.get("text") or ""),
+            text=events.with_links(
+                str(delivery.event.get("text") or ""), delivery.event.get("attachments") or ()
+            ),
         )
         await delivery.progress(0, await self._host.post_to_room(room, post, ts))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from bridge.store.columns import conversation_record, handover_record
@@ -89,6 +89,16 @@ def _text_of(elements: Any) -> str:
         if isinstance(e, dict) and e.get("type") == "text" and e.get("content")
     ]
     return "\n\n".join(texts)
+
+
+def said_text(text: str | None, attachments: Any) -> str:
+    """A user's line: the text, and a placeholder per attachment ("[photo]")."""
+    kinds = [
+        f"[{a.get('type') or 'attachment'}]"
+        for a in (attachments if isinstance(attachments, list) else [])
+        if isinstance(a, dict)
+    ]
+    return " ".join(part for part in [text or "", *kinds] if part)
 
 
 class Handovers(StorePart):
@@ -176,10 +186,12 @@ class Handovers(StorePart):
             return []
 
         def unit(conn: Connection) -> list[Turn]:
-            said = select(inbox.c.kind, inbox.c.text, inbox.c.created_at).where(
+            said = select(
+                inbox.c.kind, inbox.c.text, inbox.c.attachments, inbox.c.created_at
+            ).where(
                 inbox.c.conversation_id == conversation_id,
                 inbox.c.kind.in_(list(_SAID)),
-                inbox.c.text.is_not(None),
+                or_(inbox.c.text.is_not(None), inbox.c.attachments.is_not(None)),
             )
             answering = inbox.alias("answering")
             replies = (
@@ -198,9 +210,13 @@ class Handovers(StorePart):
             user_rows = conn.execute(said.order_by(inbox.c.id.desc()).limit(limit)).all()
             reply_rows = conn.execute(replies.order_by(outbox.c.id.desc()).limit(limit)).all()
             turns = [
-                Turn(_SAID[InboundKind(row.kind)], row.text, row.created_at)
+                Turn(
+                    _SAID[InboundKind(row.kind)],
+                    said_text(row.text, row.attachments),
+                    row.created_at,
+                )
                 for row in reversed(user_rows)
-                if row.text
+                if row.text or row.attachments
             ]
             for row in reversed(reply_rows):
                 text = _text_of(row.elements)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from bridge.channel import AcceptResult, DeliveryError, DeskAction, IntakeRefused
+from bridge.channel import AcceptResult, Adapter, DeliveryError, DeskAction, IntakeRefused
 from bridge.config import EngineConfig, HandoverConfig, MessagesConfig
 from bridge.devtools.simulator import RunningSimulator
+from bridge.engine.media import Media
 from bridge.handover.agents import MAX_AGENT_TEXT, AgentDesks
 from bridge.handover.desk import (
     AgentCommand,
@@ -28,7 +29,7 @@ from bridge.vocabulary import (
     HandoverOutcome,
     HandoverState,
 )
-from tests.support.engine import FAST, Harness, harness
+from tests.support.engine import FAST, FakeAdapter, Harness, harness
 from tests.support.intake import MemoryState
 
 T = TypeVar("T")
@@ -101,6 +102,8 @@ async def handover_harness(
     settings: HandoverConfig | None = None,
     config: EngineConfig = FAST,
     messages: MessagesConfig | None = None,
+    adapter: FakeAdapter | None = None,
+    media: Callable[[Store, Mapping[str, Adapter]], Media] | None = None,
 ) -> AsyncIterator[HandoverHarness]:
     settings = settings or HandoverConfig(desk="console")
     desk = RecordingDesk("bot", settings)
@@ -109,6 +112,8 @@ async def handover_harness(
         simulator,
         config,
         messages=messages,
+        adapter=adapter,
+        media=media,
         handover={"bot": settings},
         desks={"bot": desk},
     ) as h:

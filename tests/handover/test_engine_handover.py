@@ -15,10 +15,13 @@ from bridge.config import EngineConfig, HandoverConfig, MessagesConfig
 from bridge.devtools.demo_bot import HANDOVER_TEXT
 from bridge.devtools.simulator import RunningSimulator
 from bridge.handover.desk import HandoverEnded, HandoverUnknown
+from bridge.handover.events import with_links
+from bridge.media.attachments import Attachment, AttachmentType
 from bridge.store import Store
 from bridge.vocabulary import ConversationState, HandoverOutcome, HandoverState
 from tests.handover.support import HandoverHarness, handover_harness
-from tests.support.engine import FAST, harness
+from tests.support.engine import CHANNEL, FAST, FakeAdapter, harness, inbound
+from tests.support.media import BASE, media
 from tests.support.waiting import poll_until
 
 MESSAGES = MessagesConfig()
@@ -315,3 +318,22 @@ async def test_a_user_who_blocks_the_bot_ends_the_handover(hh: HandoverHarness) 
     assert handover is not None and handover.outcome is HandoverOutcome.USER_LEFT
     conv = await hh.h.store.conversation_by_id(handover.conversation_id)
     assert conv is not None and conv.state is ConversationState.ENDED
+
+
+async def test_a_photo_reaches_the_desk_as_its_link(store: Store, sim: RunningSimulator) -> None:
+    adapter = FakeAdapter(files={"file-1": b"\xff\xd8 a photo"})
+    async with handover_harness(store, sim, adapter=adapter, media=media()) as hh:
+        key = await handed_over(hh)
+        photo = Attachment(AttachmentType.PHOTO, "file-1", name="receipt.jpg")
+        await hh.h.engine.intake(CHANNEL).accept(inbound("a", attachments=(photo,)))
+        await hh.desk.wait_for(lambda: "handover.user_message" in hh.desk.types())
+        said = hh.desk.last("handover.user_message")
+        assert said["text"] == "[photo]"
+        (sent,) = said["attachments"]
+        assert sent["type"] == "photo" and sent["name"] == "receipt.jpg"
+        assert str(sent["url"]).startswith(f"{BASE}/media/")
+        assert with_links(said["text"], said["attachments"]) == f"[photo]\n{sent['url']}"
+        handover = await hh.h.store.handover(key)
+        assert handover is not None
+        turns = await hh.h.store.recent_turns(handover.conversation_id, 20)
+        assert turns[-1].text == "[photo]" and turns[-1].role == "user"

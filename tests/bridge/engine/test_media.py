@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bridge.channel import Adapter
 from bridge.config import MessagesConfig
 from bridge.devtools.faults import Faults
 from bridge.devtools.simulator import RunningSimulator
-from bridge.engine.media import Media, MediaSettings
 from bridge.media.attachments import (
     STORED_PREFIX,
     Attachment,
@@ -25,34 +22,14 @@ from bridge.media.attachments import (
     AttachmentType,
 )
 from bridge.media.speech import SpeechSettings, SpeechToText
-from bridge.media.urls import Signer, check
+from bridge.media.urls import check
 from bridge.metrics import Metrics
 from bridge.store import Store
 from tests.fakes.speech import FakeSpeech
-from tests.support.engine import CHANNEL, FAST, FakeAdapter, Harness, harness, inbound
+from tests.support.engine import CHANNEL, FakeAdapter, Harness, harness, inbound
+from tests.support.media import BASE, KEY, media
 
-KEY = b"k" * 32
-BASE = "http://bridge.test"
 PHOTO = os.urandom(250_000)  # three of the fake's chunks, and more than one of the store's
-
-
-def media(
-    max_bytes: int = 1024 * 1024,
-    timeout: float = 10.0,
-    speech: Mapping[str, SpeechToText] | None = None,
-    messages: MessagesConfig | None = None,
-    metrics: Metrics | None = None,
-) -> Callable[[Store, Mapping[str, Adapter]], Media]:
-    placeholders = (messages or MessagesConfig()).placeholders()
-
-    async def signer() -> Signer:
-        return Signer(KEY, lambda: BASE, 3600)
-
-    def make(store: Store, adapters: Mapping[str, Adapter]) -> Media:
-        settings = MediaSettings(max_bytes, timeout, placeholders, FAST.retry_budget_seconds)
-        return Media(store, adapters, signer, settings, speech or {}, metrics=metrics)
-
-    return make
 
 
 def message_context(h: Harness, conversation: str) -> list[dict[str, Any]]:
