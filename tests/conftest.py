@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -94,6 +95,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def store(engine: AsyncEngine) -> AsyncIterator[Store]:
     async with closing(Store(engine)) as st:
         yield st
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A headless Chromium for the browser tests, closed after the test. Imported here, not at
+    the top: tests/support/browser.py skips the tests that use it when Chromium is missing."""
+    from tests.support.browser import chromium
+
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ Skipped, like the other browser tests, when Chromium or Playwright is missing.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ import pytest
 from bridge.devtools.simulator import RunningSimulator
 
 # Skips this module when Chromium or Playwright is missing.
-from tests.support.browser import Browser, Page, artifacts_dir, chromium, expect, watch_for_errors
+from tests.support.browser import Browser, Page, artifacts_dir, expect, watch_for_errors
 from tests.support.config import config_data, service_config, sqlite_url
 from tests.support.service import running_service, service_url
 
@@ -30,12 +29,6 @@ pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "a-console-agent-token-0123456789"
 CHANNEL = "web"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ Chromium is used) and ``chromium`` (Debian package); skipped when either is miss
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from tests.support.browser import (
     Browser,
     Page,
     artifacts_dir,
-    chromium,
     expect,
     watch_for_errors,
 )
@@ -39,12 +37,6 @@ from tests.support.net import free_port, serving
 from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -21,18 +21,12 @@ from aiohttp import web
 from bridge.admin.console import console_routes
 
 # Skips this module when Chromium or Playwright is missing.
-from tests.support.browser import Browser, Page, artifacts_dir, chromium, expect, watch_for_errors
+from tests.support.browser import Browser, Page, artifacts_dir, expect, watch_for_errors
 from tests.support.net import serving
 
 TOKEN = "a-console-test-token-0123456789"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
