@@ -18,7 +18,7 @@ import pytest
 
 from bridge.devtools.faults import Faults
 from bridge.devtools.simulator import RunningSimulator
-from tests.bridge.admin.test_console_browser import TOKEN, artifacts, browser
+from tests.bridge.admin.test_console_browser import TOKEN, artifacts
 
 # Skips this module as it skips its own when Chromium or Playwright is missing.
 from tests.support.browser import Browser, Page, expect, watch_for_errors
@@ -27,7 +27,7 @@ from tests.support.process import CHANNEL, Receiver, Sender, webhook_channel
 from tests.support.service import running_service, service_url
 from tests.support.waiting import poll_until
 
-__all__ = ["artifacts", "browser"]  # fixtures
+__all__ = ["artifacts"]  # a fixture
 
 pytestmark = pytest.mark.timeout(120)
 
