@@ -34,20 +34,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import functools
-import json
 import math
 import os
 import random
 import re
-import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -724,29 +720,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    from bench.run import chosen_backends, machine
+    from bench.run import chosen_backends, run_header, workdir_of
 
     plan = Plan.quick_plan() if args.quick else Plan.full()
     if args.rounds:
         plan.rounds = args.rounds
     backends = chosen_backends(args.backends, args.quick, "bench.media")
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="parloa-bench-media-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args.workdir, "parloa-bench-media-")
     started = time.monotonic()
     fakes = Fakes(workdir)
     await fakes.start()
     runner = Runner(plan, fakes, workdir, args.postgres_url)
     runner.log(f"working directory {workdir}")
-    runner.results.update(
-        {
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": shlex.join([".venv/bin/python", "-m", "bench.media", *argv]),
-            "plan": asdict(plan),
-            "machine": await machine(backends, args.postgres_url),
-            "workdir": str(workdir),
-            "load": os.getloadavg(),
-        }
-    )
+    header = await run_header("bench.media", argv, plan, backends, args.postgres_url, workdir)
+    runner.results.update(header, load=os.getloadavg())
     try:
         await runner.run(backends)
     finally:
@@ -761,12 +748,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(amain(args, argv))
     print()
     print(markdown(results))
-    json_path = args.json or Path(results["workdir"]) / "results.json"
-    json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    print(f"\nraw results: {json_path}", file=sys.stderr)
-    if args.out:
-        write_markdown(args.out, results)
-        print(f"written: {args.out}", file=sys.stderr)
+    from bench.run import save_results
+
+    save_results(args, results, write_markdown)
     return 0
 
 

@@ -43,7 +43,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -626,28 +626,57 @@ def chosen_backends(arg: str | None, quick: bool, prog: str) -> list[str]:
     return backends
 
 
+def workdir_of(arg: Path | None, prefix: str) -> Path:
+    """``--workdir``, else a new temporary folder; made when missing."""
+    workdir = arg or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+async def run_header(
+    module: str,
+    argv: Sequence[str],
+    plan: Any,
+    backends: list[str],
+    postgres_url: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    """What every results file of ``module`` starts with: when, how, on what."""
+    return {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": shlex.join([".venv/bin/python", "-m", module, *argv]),
+        "plan": asdict(plan),
+        "machine": await machine(backends, postgres_url),
+        "workdir": str(workdir),
+    }
+
+
+def save_results(
+    args: argparse.Namespace, results: dict[str, Any], write: Callable[[Path, dict[str, Any]], None]
+) -> None:
+    """The raw results as JSON (``--json``, else in the working directory) and, with
+    ``--out``, the report written into the Markdown file by ``write``."""
+    json_path = args.json or Path(results["workdir"]) / "results.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print(f"\nraw results: {json_path}", file=sys.stderr)
+    if args.out:
+        write(args.out, results)
+        print(f"written: {args.out}", file=sys.stderr)
+
+
 async def amain(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     plan = Plan.quick_plan() if args.quick else Plan.full()
     backends = chosen_backends(args.backends, args.quick, "bench.run")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="parloa-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args.workdir, "parloa-bench-")
     started = time.monotonic()
     fakes = Fakes(workdir)
     await fakes.start()
     runner = Runner(plan, fakes, workdir, args.postgres_url)
     runner.log(f"working directory {workdir}")
-    runner.results.update(
-        {
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": shlex.join([".venv/bin/python", "-m", "bench.run", *argv]),
-            "plan": asdict(plan),
-            "machine": await machine(backends, args.postgres_url),
-            "chat_messages_per_second": CHAT_MESSAGES_PER_SECOND,
-            "workdir": str(workdir),
-        }
-    )
+    header = await run_header("bench.run", argv, plan, backends, args.postgres_url, workdir)
+    runner.results.update(header, chat_messages_per_second=CHAT_MESSAGES_PER_SECOND)
     try:
         await runner.run(backends, systems, workloads, max(1, args.repeat))
     finally:
@@ -669,12 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.rounds_table(results))
     print()
     print(report.targets_table(results))
-    json_path = args.json or Path(results["workdir"]) / "results.json"
-    json_path.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    print(f"\nraw results: {json_path}", file=sys.stderr)
-    if args.out:
-        report.write_markdown(args.out, results)
-        print(f"written: {args.out}", file=sys.stderr)
+    save_results(args, results, report.write_markdown)
     return 0
 
 
