@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import math
@@ -272,23 +273,9 @@ def delivery_json(d: DeliveryView) -> dict[str, Any]:
 
 
 def handover_json(h: Handover) -> dict[str, Any]:
-    """A handover as the API shows it (the timeline, the agent inbox)."""
-    return {
-        "key": h.key,
-        "bot": h.bot,
-        "desk": h.desk,
-        "conversation_id": h.conversation_id,
-        "state": str(h.state),
-        "reason": h.reason,
-        "queue": h.queue,
-        "summary": h.summary,
-        "started_at": h.started_at,
-        "taken_at": h.taken_at,
-        "taken_by": h.taken_by,
-        "first_reply_at": h.first_reply_at,
-        "ended_at": h.ended_at,
-        "outcome": None if h.outcome is None else str(h.outcome),
-    }
+    """A handover as the API shows it (the timeline, the agent inbox): its fields, without the
+    row id and where a desk keeps it."""
+    return {k: v for k, v in dataclasses.asdict(h).items() if k not in ("id", "thread")}
 
 
 def event_json(item: InboxItem, deliveries: Sequence[DeliveryView]) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -385,13 +385,24 @@ def _unavailable(detail: str, retry_after: float | None = None) -> web.Response:
     return _error(503, "unavailable", detail, **{"Retry-After": str(seconds)})
 
 
-def _channel_parts(deps: AdminDeps, channel: str) -> tuple[Adapter, Intake] | web.Response:
-    adapter = deps.adapters.get(channel)
+Wanted = TypeVar("Wanted", StartRequest, BroadcastRequest)
+
+
+async def _target(
+    deps: AdminDeps, request: web.Request, parse: Callable[[Mapping[str, Any]], Wanted]
+) -> tuple[Wanted, Adapter, Intake] | web.Response:
+    """The request's body as ``parse`` reads it, with its channel's adapter and intake; or the
+    answer when there is none (400 a bad body, 404 an unknown channel, 503 no intake here)."""
+    try:
+        wanted = parse(await read_body(request))
+    except UnreadableBody as exc:
+        return _error(400, str(exc))
+    adapter = deps.adapters.get(wanted.channel)
     if adapter is None:
-        return _error(404, f"unknown channel: {channel}")
+        return _error(404, f"unknown channel: {wanted.channel}")
     if deps.intake is None:
         return _unavailable("conversations cannot be started in this process")
-    return adapter, deps.intake(channel)
+    return wanted, adapter, deps.intake(wanted.channel)
 
 
 def outreach_routes(deps: AdminDeps) -> list[web.RouteDef]:
@@ -399,14 +410,10 @@ def outreach_routes(deps: AdminDeps) -> list[web.RouteDef]:
     puts them behind the admin token with the API's error answers."""
 
     async def start(request: web.Request) -> web.Response:
-        try:
-            wanted = parse_start(await read_body(request))
-        except UnreadableBody as exc:
-            return _error(400, str(exc))
-        parts = _channel_parts(deps, wanted.channel)
-        if isinstance(parts, web.Response):
-            return parts
-        adapter, intake = parts
+        target = await _target(deps, request, parse_start)
+        if isinstance(target, web.Response):
+            return target
+        wanted, adapter, intake = target
         event_id = start_event_id(wanted.idempotency_key)
         try:
             started = await start_conversation(
@@ -426,14 +433,10 @@ def outreach_routes(deps: AdminDeps) -> list[web.RouteDef]:
         return web.json_response({"conversation_id": started.conversation_id, "status": status})
 
     async def broadcasts(request: web.Request) -> web.Response:
-        try:
-            wanted = parse_broadcast(await read_body(request))
-        except UnreadableBody as exc:
-            return _error(400, str(exc))
-        parts = _channel_parts(deps, wanted.channel)
-        if isinstance(parts, web.Response):
-            return parts
-        adapter, intake = parts
+        target = await _target(deps, request, parse_broadcast)
+        if isinstance(target, web.Response):
+            return target
+        wanted, adapter, intake = target
         results = await broadcast(deps.store, adapter, intake, wanted)
         counts: dict[str, int] = {}
         for result in results:
