@@ -105,6 +105,16 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses larger files ("file is too big")
 DOWNLOAD_CHUNK_BYTES = 64 * 1024
 URL_CONTENT_FAILED = "failed to get HTTP URL content"
+# file_id prefix (as Telegram's for the kind) and getFile directory of what users send
+_USER_FILE_KINDS = {
+    "sticker": ("CAACAgIAAxkBAAI", "stickers"),
+    "voice": ("AwACAgIAAxkBAAI", "voice"),
+    "document": ("BQACAgIAAxkBAAI", "documents"),
+    "audio": ("CQACAgIAAxkBAAI", "music"),
+    "video": ("BAACAgIAAxkBAAI", "videos"),
+    "video_note": ("DQACAgIAAxkBAAI", "video_notes"),
+    "animation": ("CgACAgIAAxkBAAI", "animations"),
+}
 
 SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 TOKEN_RE = re.compile(r"\d+:[A-Za-z0-9_-]+")
@@ -2115,8 +2125,32 @@ class FakeTelegram:
         )
         return obj
 
-    @staticmethod
-    def _captioned(content: JSON, caption: str | None, media_group_id: str | None = None) -> JSON:
+    def _file_message(
+        self,
+        kind: str,
+        extension: str,
+        default_size: int,
+        sender: tuple[int, int | None, str | None, str],
+        data: bytes | None,
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        **fields: Any,
+    ) -> JSON:
+        """The update of a user's message with one file of ``kind`` (``sender`` is user id,
+        chat id, chat type, first name): what the builders below share."""
+        prefix, directory = _USER_FILE_KINDS[kind]
+        file = self._user_file(prefix, directory, extension, data, None, default_size, **fields)
+        return self._captioned_message(sender, {kind: file}, caption, media_group_id)
+
+    def _captioned_message(
+        self,
+        sender: tuple[int, int | None, str | None, str],
+        content: JSON,
+        caption: str | None,
+        media_group_id: str | None = None,
+    ) -> JSON:
+        """The update of a user's message of ``content``, with ``caption`` (and its entities)
+        and ``media_group_id`` added when given."""
         if caption is not None:
             content["caption"] = caption
             found = detect_entities(caption)
@@ -2124,7 +2158,8 @@ class FakeTelegram:
                 content["caption_entities"] = found
         if media_group_id is not None:
             content["media_group_id"] = media_group_id
-        return content
+        user_id, chat_id, chat_type, first_name = sender
+        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def sticker(
         self,
@@ -2139,13 +2174,12 @@ class FakeTelegram:
         first_name: str = "Test",
     ) -> JSON:
         extension = "tgs" if is_animated else "webm" if is_video else "webp"
-        sticker = self._user_file(
-            "CAACAgIAAxkBAAI",
-            "stickers",
+        return self._file_message(
+            "sticker",
             extension,
-            data,
-            None,
             23_000,
+            (user_id, chat_id, chat_type, first_name),
+            data,
             type="regular",
             width=512,
             height=512,
@@ -2154,7 +2188,6 @@ class FakeTelegram:
             emoji=emoji,
             set_name="TestStickers",
         )
-        return self._media(user_id, chat_id, chat_type, {"sticker": sticker}, first_name)
 
     def photo(
         self,
@@ -2184,8 +2217,8 @@ class FakeTelegram:
                 height=largest["height"],
             )
         )
-        content = self._captioned({"photo": sizes}, caption, media_group_id)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
+        sender = (user_id, chat_id, chat_type, first_name)
+        return self._captioned_message(sender, {"photo": sizes}, caption, media_group_id)
 
     def voice(
         self,
@@ -2198,18 +2231,16 @@ class FakeTelegram:
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        voice = self._user_file(
-            "AwACAgIAAxkBAAI",
+        return self._file_message(
             "voice",
             "oga",
-            data,
-            None,
             4_000 * duration,
+            (user_id, chat_id, chat_type, first_name),
+            data,
+            caption,
             duration=duration,
             mime_type="audio/ogg",
         )
-        content = self._captioned({"voice": voice}, caption)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def document(
         self,
@@ -2225,18 +2256,17 @@ class FakeTelegram:
         chat_type: str | None = None,
         first_name: str = "Test",
     ) -> JSON:
-        document = self._user_file(
-            "BQACAgIAAxkBAAI",
-            "documents",
+        return self._file_message(
+            "document",
             file_name.rpartition(".")[2] or "bin",
-            data,
-            None,
             file_size,
+            (user_id, chat_id, chat_type, first_name),
+            data,
+            caption,
+            media_group_id,
             file_name=file_name,
             mime_type=mime_type,
         )
-        content = self._captioned({"document": document}, caption, media_group_id)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def audio(
         self,
@@ -2258,19 +2288,17 @@ class FakeTelegram:
             for k, v in (("file_name", file_name), ("title", title), ("performer", performer))
             if v is not None
         }
-        audio = self._user_file(
-            "CQACAgIAAxkBAAI",
-            "music",
+        return self._file_message(
+            "audio",
             "mp3",
-            data,
-            None,
             duration * 16_000,
+            (user_id, chat_id, chat_type, first_name),
+            data,
+            caption,
             duration=duration,
             mime_type=mime_type,
             **extra,
         )
-        content = self._captioned({"audio": audio}, caption)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def video(
         self,
@@ -2287,21 +2315,20 @@ class FakeTelegram:
         first_name: str = "Test",
     ) -> JSON:
         extra = {"file_name": file_name} if file_name is not None else {}
-        video = self._user_file(
-            "BAACAgIAAxkBAAI",
-            "videos",
+        return self._file_message(
+            "video",
             "mp4",
-            data,
-            None,
             duration * 100_000,
+            (user_id, chat_id, chat_type, first_name),
+            data,
+            caption,
+            media_group_id,
             width=1280,
             height=720,
             duration=duration,
             mime_type=mime_type,
             **extra,
         )
-        content = self._captioned({"video": video}, caption, media_group_id)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
 
     def video_note(
         self,
@@ -2314,17 +2341,15 @@ class FakeTelegram:
         first_name: str = "Test",
     ) -> JSON:
         """A round video message: no file name, no MIME type (Telegram's are MP4)."""
-        note = self._user_file(
-            "DQACAgIAAxkBAAI",
-            "video_notes",
+        return self._file_message(
+            "video_note",
             "mp4",
-            data,
-            None,
             duration * 50_000,
+            (user_id, chat_id, chat_type, first_name),
+            data,
             length=240,
             duration=duration,
         )
-        return self._media(user_id, chat_id, chat_type, {"video_note": note}, first_name)
 
     def animation(
         self,
@@ -2340,8 +2365,7 @@ class FakeTelegram:
         """A GIF as Telegram sends it: an MP4 in ``animation`` and, the same file, in
         ``document``."""
         animation = self._user_file(
-            "CgACAgIAAxkBAAI",
-            "animations",
+            *_USER_FILE_KINDS["animation"],
             "mp4",
             data,
             None,
@@ -2357,8 +2381,8 @@ class FakeTelegram:
             for k in ("file_id", "file_unique_id", "file_name", "mime_type", "file_size")
             if k in animation
         }
-        content = self._captioned({"animation": animation, "document": document}, caption)
-        return self._media(user_id, chat_id, chat_type, content, first_name)
+        content = {"animation": animation, "document": document}
+        return self._captioned_message((user_id, chat_id, chat_type, first_name), content, caption)
 
     def dice(
         self,
