@@ -71,6 +71,8 @@ class InboundKind(enum.StrEnum):
 AGENT_KINDS = frozenset(
     {InboundKind.AGENT_MESSAGE, InboundKind.AGENT_TAKE, InboundKind.AGENT_RESOLVE}
 )
+#: the kinds only an open handover has a use for (later ones are dropped: it ended)
+HANDOVER_KINDS = AGENT_KINDS | {InboundKind.HANDOVER_TIMEOUT}
 
 
 class InboxStatus(enum.StrEnum):

@@ -42,6 +42,7 @@ from bridge.store.admin_views import (
     Keyset,
 )
 from bridge.store.errors import DataRefused, StoreUnavailable
+from bridge.textchat.models import wire_text
 from bridge.vocabulary import ConversationState, Handover, InboxItem, InboxStatus, ParloaCall
 
 log = logging.getLogger("bridge.admin")
@@ -303,12 +304,7 @@ def _by_event(deliveries: Iterable[DeliveryView]) -> dict[int | None, list[Deliv
 
 
 def _bot_text(elements: Sequence[Any]) -> str | None:
-    texts = [
-        str(e.get("content", ""))
-        for e in elements
-        if isinstance(e, Mapping) and e.get("type") == "text"
-    ]
-    return "\n".join(texts) if texts else None
+    return wire_text(list(elements), "\n") or None
 
 
 def _user_line(item: InboxItem) -> dict[str, Any]:

@@ -35,13 +35,13 @@ from bridge.engine.lifecycle import handled, text_element
 from bridge.handover import events
 from bridge.metrics import Metrics
 from bridge.store import Store
+from bridge.textchat.models import wire_text
 from bridge.vocabulary import (
     AGENT_KINDS,
     AgentReplied,
     Answered,
     Conversation,
     ConversationState,
-    Done,
     Ended,
     EndReason,
     HandedOver,
@@ -60,8 +60,6 @@ from bridge.vocabulary import (
 
 log = logging.getLogger("bridge.engine")
 
-#: the kinds only a handover knows what to do with
-HANDOVER_KINDS = AGENT_KINDS | {InboundKind.HANDOVER_TIMEOUT}
 #: what the desk reads for a message the bridge cannot show
 UNSUPPORTED_TEXT = "[a message type the bridge cannot show]"
 
@@ -299,11 +297,6 @@ def recipient_gone(handover: Handover, now: float) -> Step:
     )
 
 
-def stale(item: InboxItem, now: float) -> Step:
-    """An agent's act or a timeout for a handover that is over: nothing to do."""
-    return Step(inbox_id=item.id, outcome=Done(now, item.attempts + 1))
-
-
 class Handing:
     """The worker's handover part: reads the open handover and the transcript, builds the
     steps above, and counts what was committed."""
@@ -345,12 +338,7 @@ class Handing:
         if item.text and item.kind in (InboundKind.TEXT, InboundKind.BUTTON):
             turns.append(Turn("user", item.text, now))
         for reply in before:
-            text = "\n\n".join(
-                str(e.get("content"))
-                for e in reply.elements
-                if isinstance(e, dict) and e.get("type") == "text"
-            )
-            if text:
+            if text := wire_text(reply.elements):
                 turns.append(Turn("bot", text, now))
         turns = turns[-settings.transcript_turns :] if settings.transcript_turns else []
         key = uuid.uuid4().hex

@@ -39,7 +39,7 @@ from bridge.engine.media import MediaRetry
 from bridge.textchat.errors import RateLimited
 from bridge.textchat.models import TextchatResponse, element_to_wire
 from bridge.vocabulary import (
-    AGENT_KINDS,
+    HANDOVER_KINDS,
     HANDOVER_RETURNS,
     Answered,
     Conversation,
@@ -140,7 +140,7 @@ def returned(conv: Conversation) -> dict[str, Any]:
 def decide(conv: Conversation, item: InboxItem, now: float, messages: MessagesConfig) -> Plan:
     """What to do with ``item``, the oldest due event of ``conv``."""
     session = conv.session_id if conv.active else None
-    if item.kind in AGENT_KINDS or item.kind is InboundKind.HANDOVER_TIMEOUT:
+    if item.kind in HANDOVER_KINDS:
         return Reply(Step(inbox_id=item.id, outcome=handled(item, now)))
     match item.kind:
         case InboundKind.UNSUPPORTED:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from bridge.store.columns import conversation_record, handover_record
 from bridge.store.core import StorePart
 from bridge.store.schema import conversations, handovers, inbox, outbox
+from bridge.textchat.models import wire_text
 from bridge.vocabulary import (
     DESK_CHANNEL,
     AgentReplied,
@@ -77,18 +78,6 @@ def record_handover(conn: Connection, conversation_id: int, change: HandoverChan
                 .where(rows.key == change.key, rows.state != HandoverState.ENDED)
                 .values(state=HandoverState.ENDED, outcome=change.outcome, ended_at=change.at)
             )
-
-
-def _text_of(elements: Any) -> str:
-    """The text elements of a reply, one paragraph each."""
-    if not isinstance(elements, list):
-        return ""
-    texts = [
-        str(e.get("content"))
-        for e in elements
-        if isinstance(e, dict) and e.get("type") == "text" and e.get("content")
-    ]
-    return "\n\n".join(texts)
 
 
 def said_text(text: str | None, attachments: Any) -> str:
@@ -219,7 +208,7 @@ class Handovers(StorePart):
                 if row.text or row.attachments
             ]
             for row in reversed(reply_rows):
-                text = _text_of(row.elements)
+                text = wire_text(row.elements)
                 if text:
                     turns.append(Turn("bot", text, row.created_at))
             # Stable: replies written in one step keep their order, a user's line comes

@@ -9,6 +9,7 @@ accepts only the wire names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -220,6 +221,18 @@ def parse_element(raw: object) -> ResponseElement:
         return model.model_validate(raw, by_alias=True, by_name=False)
     except ValidationError as exc:
         return UnknownElement(type=kind, raw=raw, problem=_first_error(exc))
+
+
+def wire_text(elements: Any, separator: str = "\n\n") -> str:
+    """The text elements among stored (wire form) elements, joined: what a person reads of a
+    reply in a transcript."""
+    if not isinstance(elements, list | tuple):
+        return ""
+    return separator.join(
+        str(e["content"])
+        for e in elements
+        if isinstance(e, Mapping) and e.get("type") == "text" and e.get("content")
+    )
 
 
 def element_to_wire(element: ResponseElement) -> Any:
