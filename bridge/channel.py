@@ -73,6 +73,17 @@ class StoredReply:
     elements: Sequence[ResponseElement]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    """A file a user uploaded to the bridge itself (:meth:`Intake.store_attachment`), as the
+    store keeps it."""
+
+    media_id: str
+    name: str | None
+    content_type: str
+    size: int
+
+
 class IntakeUnavailable(Exception):
     """The event could not be committed (the database is unavailable). Do not acknowledge it
     to the platform: let the platform send it again."""
@@ -369,6 +380,12 @@ class Intake(Protocol):
         ``bridge.media.attachments.STORED_PREFIX + id`` (only that user's events may). Raises
         AttachmentTooLarge past ``[media] max_bytes`` (nothing kept), IntakeUnavailable when
         the database cannot take it."""
+        ...
+
+    async def stored_upload(self, user_id: str, media_id: str) -> StoredUpload | None:
+        """The upload ``media_id`` if ``user_id`` of this channel made it (and it is stored
+        whole); None otherwise: a message may name only its own user's uploads. Raises
+        IntakeUnavailable when it cannot tell."""
         ...
 
     async def stored_reply(self, outbox_id: int) -> StoredReply | None:

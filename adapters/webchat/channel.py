@@ -80,8 +80,8 @@ Uploads: ``POST /webchat/{name}/upload``, ``multipart/form-data`` with one file 
 authenticated as the socket is: headers ``X-Webchat-User`` and ``X-Webchat-Token`` (the
 identity the bridge issued; a page of another origin than the allowed ones is refused as the
 socket is). The file is streamed into the bridge's media store as it arrives (the largest is
-``[media] max_bytes``) and described in channel state (``tmp:upload:<id>``: its user, name,
-content type and size), so a message naming the id on any replica becomes an event with the
+``[media] max_bytes``; the media row keeps its user, name, content type and size), so a
+message naming the id on any replica becomes an event with the
 attachment (locator ``stored:<id>``). Answers: 200 ``{"id", "name", "size",
 "content_type"}``; 400 not one usable file; 401 identity refused; 403 origin not allowed;
 408 slower than ``upload_timeout_seconds``; 413 larger than ``[media] max_bytes``; 429 rate
@@ -296,10 +296,10 @@ class WebchatAdapter(Adapter):
 
     async def _uploads(self, user: str, ids: Sequence[str]) -> list[Attachment] | None:
         """The attachments a message names: None when one is not an upload of ``user``."""
-        state = self._state
-        if state is None:
+        intake = self._intake
+        if intake is None:
             raise IntakeUnavailable("channel is not running")
-        return await named_uploads(state, user, ids)
+        return await named_uploads(intake, user, ids)
 
     # --- the WebSocket ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from yarl import URL
 
-from bridge.channel import ContextScalar, Inbound, InboundKind
+from bridge.channel import ContextScalar, Inbound, InboundKind, StoredUpload
 from bridge.channelkit import is_storable_text
 from bridge.media.attachments import STORED_PREFIX, Attachment, AttachmentType
 from bridge.media.outbound import read_attachments
@@ -27,7 +27,6 @@ from bridge.textchat.models import PayloadElement, ResponseElement, element_to_w
 
 PLATFORM = "webchat"
 MAILBOX_KEY = "tmp:mailbox:"  # + user id; "tmp:" rows are purged after the retention period
-UPLOAD_KEY = "tmp:upload:"  # + media id: who uploaded it, its name and content type
 #: At most this many uploads in one message.
 MAX_ATTACHMENTS = 10
 #: A media id as the store issues it, loosely: what the page got back from an upload.
@@ -99,45 +98,15 @@ class ClientEvent:
     attachments: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """What the adapter records of an upload, to describe it when a message names it."""
-
-    user: str
-    name: str | None
-    content_type: str
-    size: int
-
-    def dump(self) -> str:
-        return encode(
-            {"user": self.user, "name": self.name, "type": self.content_type, "size": self.size}
-        )
-
-    @classmethod
-    def load(cls, raw: str | None) -> Upload | None:
-        try:
-            data = json.loads(raw) if raw is not None else None
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        user, name, kind, size = (data.get(k) for k in ("user", "name", "type", "size"))
-        if not isinstance(user, str) or not isinstance(kind, str) or not isinstance(size, int):
-            return None
-        return cls(user, name if isinstance(name, str) else None, kind, size)
-
-    def attachment(self, media_id: str) -> Attachment:
-        return Attachment(
-            type=attachment_type(self.content_type),
-            locator=STORED_PREFIX + media_id,
-            name=self.name,
-            mime_type=self.content_type,
-            size=self.size,
-        )
-
-
-def upload_key(media_id: str) -> str:
-    return UPLOAD_KEY + media_id
+def upload_attachment(upload: StoredUpload) -> Attachment:
+    """A stored upload as the attachment of the message that names it."""
+    return Attachment(
+        type=attachment_type(upload.content_type),
+        locator=STORED_PREFIX + upload.media_id,
+        name=upload.name,
+        mime_type=upload.content_type,
+        size=upload.size,
+    )
 
 
 def attachment_type(content_type: str) -> AttachmentType:
@@ -274,7 +243,7 @@ def to_inbound(
     context: Mapping[str, ContextScalar],
     attachments: Sequence[Attachment] = (),
 ) -> Inbound:
-    """The event of a frame; ``attachments``: its uploads, described (see :class:`Upload`)."""
+    """The event of a frame; ``attachments``: its uploads (:func:`upload_attachment`)."""
     return Inbound(
         event_id=event_id(user, event.id),
         conversation_key=user,

@@ -1,6 +1,6 @@
 """The web chat's uploads: ``POST /webchat/{name}/upload`` streams one file of the page's user
-into the bridge's media store (``Intake.store_attachment``) and records whose it is, so that
-only that user's messages may name it (:func:`named_uploads`)."""
+into the bridge's media store (``Intake.store_attachment``), which keeps whose it is: only
+that user's messages may name it (:func:`named_uploads`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from aiohttp import web
 
 from adapters.webchat.admission import Admission
 from adapters.webchat.options import WebchatOptions
-from adapters.webchat.protocol import TOKEN, USER_ID, Upload, file_name, origin_allowed, upload_key
-from bridge.channel import ChannelState, Intake, IntakeUnavailable
+from adapters.webchat.protocol import (
+    TOKEN,
+    USER_ID,
+    file_name,
+    origin_allowed,
+    upload_attachment,
+)
+from bridge.channel import ChannelState, Intake, IntakeUnavailable, StoredUpload
 from bridge.media.attachments import Attachment, AttachmentTooLarge
 
 log = logging.getLogger("adapters.webchat")
@@ -116,8 +122,7 @@ class UploadRoute:
             return web.json_response({"error": refusal}, status=429, headers=retry)
         try:
             async with asyncio.timeout(self.options.upload_timeout_seconds):
-                upload, media_id = await self._store_upload(request, user, intake)
-                await state.put(upload_key(media_id), upload.dump())
+                upload = await self._store_upload(request, user, intake)
         except _BadUpload as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except AttachmentTooLarge:
@@ -133,22 +138,17 @@ class UploadRoute:
         except (aiohttp.ClientPayloadError, ConnectionError) as exc:
             log.info("webchat channel %s: an upload broke off: %r", self.channel, exc)
             return web.json_response({"error": "upload incomplete"}, status=400)
-        except Exception as exc:  # the channel state: the upload is kept, unnamed
-            log.warning("webchat channel %s: cannot record an upload: %s", self.channel, exc)
-            return web.json_response({"error": "unavailable"}, status=503, headers=retry)
-        log.debug("webchat channel %s: upload %s of user %s", self.channel, media_id, user)
+        log.debug("webchat channel %s: upload %s of user %s", self.channel, upload.media_id, user)
         return web.json_response(
             {
-                "id": media_id,
+                "id": upload.media_id,
                 "name": upload.name,
                 "size": upload.size,
                 "content_type": upload.content_type,
             }
         )
 
-    async def _store_upload(
-        self, request: web.Request, user: str, intake: Intake
-    ) -> tuple[Upload, str]:
+    async def _store_upload(self, request: web.Request, user: str, intake: Intake) -> StoredUpload:
         part = await _file_part(request)
         name = file_name(part.filename)
         content_type = _content_type(part.headers.get(aiohttp.hdrs.CONTENT_TYPE), name)
@@ -166,20 +166,16 @@ class UploadRoute:
                 chunk = await part.read_chunk(UPLOAD_CHUNK_BYTES)
 
         media_id = await intake.store_attachment(user, chunks(), content_type, name)
-        return Upload(user, name, content_type, size), media_id
+        return StoredUpload(media_id, name, content_type, size)
 
 
-async def named_uploads(
-    state: ChannelState, user: str, ids: Sequence[str]
-) -> list[Attachment] | None:
-    """The attachments a message names: None when one is not an upload of ``user``."""
+async def named_uploads(intake: Intake, user: str, ids: Sequence[str]) -> list[Attachment] | None:
+    """The attachments a message names: None when one is not an upload of ``user``. Raises
+    IntakeUnavailable."""
     found: list[Attachment] = []
     for media_id in ids:
-        try:
-            upload = Upload.load(await state.get(upload_key(media_id)))
-        except Exception as exc:
-            raise IntakeUnavailable(f"cannot read an upload: {exc}") from exc
-        if upload is None or upload.user != user:
+        upload = await intake.stored_upload(user, media_id)
+        if upload is None:
             return None
-        found.append(upload.attachment(media_id))
+        found.append(upload_attachment(upload))
     return found

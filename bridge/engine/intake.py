@@ -15,6 +15,7 @@ from bridge.channel import (
     IntakeRefused,
     IntakeUnavailable,
     StoredReply,
+    StoredUpload,
 )
 from bridge.engine.board import Board
 from bridge.engine.dispatch import Dispatcher, Watchers
@@ -179,6 +180,18 @@ class ChannelIntake:
         if stored.file is None:
             raise AttachmentTooLarge(f"more than {shared.max_media_bytes} bytes")
         return stored.file.id
+
+    async def stored_upload(self, user_id: str, media_id: str) -> StoredUpload | None:
+        try:
+            file = await self._store.media_file(media_id)
+        except StoreUnavailable as exc:
+            raise IntakeUnavailable(str(exc)) from exc
+        mine = requester_id(self._channel, user_id)
+        if file is None or file.channel != self._channel or file.requester_id != mine:
+            return None
+        if file.inbox_id is not None:  # fetched for an event, not uploaded
+            return None
+        return StoredUpload(file.id, file.name, file.content_type, file.size)
 
     async def stored_reply(self, outbox_id: int) -> StoredReply | None:
         try:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from adapters.webchat.channel import WebchatAdapter, WebchatOptions
 from adapters.webchat.protocol import file_name, render_elements
-from bridge.channel import AdapterServices, IntakeUnavailable
+from bridge.channel import AdapterServices, IntakeUnavailable, StoredUpload
 from bridge.http_server import build_app
 from bridge.media.attachments import (
     STORED_PREFIX,
@@ -68,6 +68,14 @@ class MediaIntake(MemoryIntake):
         media_id = uuid.uuid4().hex
         self.media[media_id] = Stored(user_id, bytes(data), content_type, name, count)
         return media_id
+
+    async def stored_upload(self, user_id: str, media_id: str) -> StoredUpload | None:
+        if self.unavailable:
+            raise IntakeUnavailable("database is down")
+        found = self.media.get(media_id)
+        if found is None or found.user != user_id:
+            return None
+        return StoredUpload(media_id, found.name, found.content_type, len(found.data))
 
 
 @dataclass

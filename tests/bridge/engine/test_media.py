@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from bridge.channel import StoredUpload
 from bridge.config import MessagesConfig
 from bridge.devtools.faults import Faults
 from bridge.devtools.simulator import RunningSimulator
@@ -346,3 +348,19 @@ async def test_an_album_part_arriving_late_goes_on_its_own(
         first, second = message_context(h, "c1")
     assert "attachmentCount" not in first and "attachmentCount" not in second
     assert await stored_bytes(store, second["attachmentUrl"]) == b"second"
+
+
+async def test_an_upload_is_found_only_for_the_user_who_made_it(
+    store: Store, sim: RunningSimulator
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"\x89PNG a picture"
+
+    async with harness(store, sim, media=media()) as h:
+        intake = h.engine.intake(CHANNEL)
+        media_id = await intake.store_attachment("u1", chunks(), "image/png", "a.png")
+        found = await intake.stored_upload("u1", media_id)
+        assert found == StoredUpload(media_id, "a.png", "image/png", len(b"\x89PNG a picture"))
+        assert await intake.stored_upload("u2", media_id) is None
+        assert await h.engine.intake("other").stored_upload("u1", media_id) is None
+        assert await intake.stored_upload("u1", "no-such-id") is None
