@@ -27,15 +27,6 @@ for _var in [v for v in os.environ if v.lower().endswith("_proxy")]:
     del os.environ[_var]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With pytest-xdist (scripts/test: ``-n 2 --dist loadgroup``) the slow tests, which run
-    bridges as processes or load the machine, run one after the other on one worker while the
-    others share the rest: two of them at once would measure each other."""
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.xdist_group("slow"))
-
-
 @pytest.fixture(autouse=True)
 def _no_stream_handler_left() -> Iterator[None]:
     """A test that calls ``configure_logging`` leaves a stream handler on the root logger,
