@@ -708,6 +708,7 @@ def test_fuzz_body_parsing_only_yields_a_response_or_malformed(raw: bytes) -> No
 # --- 6. concurrency -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a wall-clock bound: run alone (the next test is its deterministic twin)
 async def test_hundred_concurrent_sessions_are_not_serialised(
     fake: FakeParloa, client: TextchatClient
 ) -> None:
